@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Apply pvmm to a Linux 6.12.y source tree: the patches in kernel/patches,
+# then the overlay (rust/kernel, rust/helpers, drivers/pvmm).  Safe to run
+# again: applied patches are detected, and overlay files are only rewritten
+# when their content changed, so incremental kernel builds stay incremental.
+#
+# usage: scripts/apply-to-tree.sh KSRC
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+ksrc=${1:?usage: $0 KSRC}
+[ -f "$ksrc/Makefile" ] || { echo "$ksrc: not a kernel tree" >&2; exit 1; }
+
+ver=$(make -s -C "$ksrc" kernelversion 2>/dev/null)
+case "$ver" in
+6.12|6.12.*) ;;
+*) echo "$ksrc: Linux $ver; pvmm needs 6.12.y" >&2; exit 1 ;;
+esac
+
+for p in "$top"/kernel/patches/*.patch; do
+	if patch -d "$ksrc" -p1 -R -s -f --dry-run <"$p" >/dev/null 2>&1; then
+		continue
+	fi
+	patch -d "$ksrc" -p1 -N -s <"$p" || {
+		echo "$(basename "$p") does not apply to $ksrc" >&2
+		exit 1
+	}
+done
+
+# Overlay: every tracked-looking source file, copied only when it differs.
+(cd "$top" && find rust/kernel rust/helpers drivers/pvmm -type f \
+	\( -name '*.rs' -o -name '*.c' -o -name '*.h' -o -name Kconfig \
+	   -o -name Makefile \) 2>/dev/null) |
+while read -r f; do
+	if ! cmp -s "$top/$f" "$ksrc/$f"; then
+		install -D -m 0644 "$top/$f" "$ksrc/$f"
+	fi
+done
+
+echo "pvmm applied to Linux $ver in $ksrc"
