@@ -215,12 +215,17 @@ impl Layout {
 
     /// Checks a layout read from the peer against a window of `window` bytes.
     pub fn validate(&self, window: usize) -> Result<(), Error> {
-        let sq_end = (self.sq_off as usize).checked_add(self.sq_entries as usize * SQE_SIZE);
-        let cq_end = (self.cq_off as usize).checked_add(self.cq_entries as usize * CQE_SIZE);
+        let sq_end = (self.sq_entries as usize)
+            .checked_mul(SQE_SIZE)
+            .and_then(|n| n.checked_add(self.sq_off as usize));
+        let cq_end = (self.cq_entries as usize)
+            .checked_mul(CQE_SIZE)
+            .and_then(|n| n.checked_add(self.cq_off as usize));
         let ok = valid_entries(self.sq_entries)
             && valid_entries(self.cq_entries)
             && self.cq_entries >= self.sq_entries
             && self.sq_off as usize >= host_ctl::BASE + CACHELINE
+            && self.cq_off as usize >= host_ctl::BASE + CACHELINE
             && self.sq_off as usize % CACHELINE == 0
             && self.cq_off as usize % CACHELINE == 0
             && matches!((sq_end, cq_end), (Some(s), Some(c))
@@ -237,6 +242,8 @@ impl Layout {
 
     /// Host side: writes a fresh header and zeroed control lines.
     pub fn init_header(&self, shm: &impl SharedMemory, features: u32, host_peer: u32) {
+        // Hide a previous header while this one is being written.
+        shm.store_release_u32(header::MAGIC, 0);
         shm.write_u32(header::VERSION, VERSION);
         shm.write_u32(header::FEATURES, features & FEATURES_ALL);
         shm.write_u32(header::SQ_ENTRIES, self.sq_entries);
@@ -485,6 +492,20 @@ impl SqProducer {
         SqProducer { layout, tail: 0 }
     }
 
+    /// Continues where an earlier guest instance stopped: at the index it last
+    /// published. That line is the guest's own, so it is trusted.
+    pub fn resume(layout: Layout, shm: &impl SharedMemory) -> SqProducer {
+        SqProducer {
+            layout,
+            tail: shm.read_u32(guest_ctl::SQ_TAIL),
+        }
+    }
+
+    /// The current producer index (including unpublished entries).
+    pub fn index(&self) -> u32 {
+        self.tail
+    }
+
     /// Free slots, after validating the host's consumer index.
     pub fn space(&self, shm: &impl SharedMemory) -> Result<u32, Error> {
         let head = shm.load_acquire_u32(host_ctl::SQ_HEAD);
@@ -502,7 +523,7 @@ impl SqProducer {
         if self.space(shm)? == 0 {
             return Err(Error::Full);
         }
-        let slot = (self.tail & (self.layout.sq_entries - 1)) as usize;
+        let slot = (self.tail & self.layout.sq_entries.wrapping_sub(1)) as usize;
         let base = self.layout.sq_off as usize + slot * SQE_SIZE;
         for (i, w) in req.encode().iter().enumerate() {
             shm.write_u64(base + i * 8, *w);
@@ -532,6 +553,19 @@ impl CqConsumer {
         CqConsumer { layout, head: 0 }
     }
 
+    /// Continues where an earlier guest instance stopped, like [`SqProducer::resume`].
+    pub fn resume(layout: Layout, shm: &impl SharedMemory) -> CqConsumer {
+        CqConsumer {
+            layout,
+            head: shm.read_u32(guest_ctl::CQ_HEAD),
+        }
+    }
+
+    /// The current consumer index (including entries not yet released).
+    pub fn index(&self) -> u32 {
+        self.head
+    }
+
     /// Takes the next completion. `Ok(None)` means the ring is empty; a malformed
     /// entry is consumed and returned as `Ok(Some(Err(_)))`.
     #[allow(clippy::type_complexity)]
@@ -547,7 +581,7 @@ impl CqConsumer {
             }),
             Some(0) => Ok(None),
             Some(_) => {
-                let slot = (self.head & (self.layout.cq_entries - 1)) as usize;
+                let slot = (self.head & self.layout.cq_entries.wrapping_sub(1)) as usize;
                 let base = self.layout.cq_off as usize + slot * CQE_SIZE;
                 let w = [shm.read_u64(base), shm.read_u64(base + 8)];
                 self.head = self.head.wrapping_add(1);
@@ -593,6 +627,20 @@ impl SqConsumer {
         SqConsumer { layout, head: 0 }
     }
 
+    /// Continues where an earlier host instance stopped: at the index it last
+    /// published. That line is the host's own, so it is trusted.
+    pub fn resume(layout: Layout, shm: &impl SharedMemory) -> SqConsumer {
+        SqConsumer {
+            layout,
+            head: shm.read_u32(host_ctl::SQ_HEAD),
+        }
+    }
+
+    /// The current consumer index (including entries not yet released).
+    pub fn index(&self) -> u32 {
+        self.head
+    }
+
     /// Number of published, unconsumed entries, after validating the guest's tail.
     pub fn pending(&self, shm: &impl SharedMemory) -> Result<u32, Error> {
         let tail = shm.load_acquire_u32(guest_ctl::SQ_TAIL);
@@ -605,7 +653,7 @@ impl SqConsumer {
     /// Takes the next entry if [`Self::pending`] said there is one. The slot is
     /// handed back to the guest at [`Self::release`].
     pub fn pop(&mut self, shm: &impl SharedMemory) -> Result<Request, BadEntry> {
-        let slot = (self.head & (self.layout.sq_entries - 1)) as usize;
+        let slot = (self.head & self.layout.sq_entries.wrapping_sub(1)) as usize;
         let base = self.layout.sq_off as usize + slot * SQE_SIZE;
         let w = [
             shm.read_u64(base),
@@ -648,6 +696,19 @@ impl CqProducer {
         CqProducer { layout, tail: 0 }
     }
 
+    /// Continues where an earlier host instance stopped, like [`SqConsumer::resume`].
+    pub fn resume(layout: Layout, shm: &impl SharedMemory) -> CqProducer {
+        CqProducer {
+            layout,
+            tail: shm.read_u32(host_ctl::CQ_TAIL),
+        }
+    }
+
+    /// The current producer index (including unpublished entries).
+    pub fn index(&self) -> u32 {
+        self.tail
+    }
+
     /// Free slots, after validating the guest's consumer index.
     pub fn space(&self, shm: &impl SharedMemory) -> Result<u32, Error> {
         let head = shm.load_acquire_u32(guest_ctl::CQ_HEAD);
@@ -665,7 +726,7 @@ impl CqProducer {
         if self.space(shm)? == 0 {
             return Err(Error::Full);
         }
-        let slot = (self.tail & (self.layout.cq_entries - 1)) as usize;
+        let slot = (self.tail & self.layout.cq_entries.wrapping_sub(1)) as usize;
         let base = self.layout.cq_off as usize + slot * CQE_SIZE;
         let w = c.encode();
         shm.write_u64(base, w[0]);
