@@ -27,14 +27,21 @@ for p in "$top"/kernel/patches/*.patch; do
 	}
 done
 
-# Overlay: every tracked-looking source file, copied only when it differs.
-(cd "$top" && find rust/kernel rust/helpers drivers/pvmm -type f \
+# Overlay: the project's kernel sources, copied only when they differ.  Files
+# an earlier run copied that no longer exist here are removed, so the tree
+# never builds something the project has dropped.
+manifest="$ksrc/.pvmm-overlay"
+files=$(cd "$top" && find rust/kernel rust/helpers drivers/pvmm -type f \
 	\( -name '*.rs' -o -name '*.c' -o -name '*.h' -o -name Kconfig \
-	   -o -name Makefile \) 2>/dev/null) |
-while read -r f; do
-	if ! cmp -s "$top/$f" "$ksrc/$f"; then
-		install -D -m 0644 "$top/$f" "$ksrc/$f"
-	fi
+	   -o -name Makefile \) ! -name '*.mod.c' | LC_ALL=C sort)
+for f in $files; do
+	cmp -s "$top/$f" "$ksrc/$f" || install -D -m 0644 "$top/$f" "$ksrc/$f"
 done
+if [ -f "$manifest" ]; then
+	for f in $(comm -23 "$manifest" <(echo "$files")); do
+		rm -f "$ksrc/$f"
+	done
+fi
+echo "$files" >"$manifest"
 
 echo "pvmm applied to Linux $ver in $ksrc"

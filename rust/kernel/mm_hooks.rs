@@ -1,0 +1,247 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Address-space lifecycle hooks for paravirtualized MMU drivers.
+//!
+//! C header: [`include/linux/pvmm_hooks.h`](srctree/include/linux/pvmm_hooks.h)
+//!
+//! A driver implements [`MmHooks`] and holds a [`Registration`] while it wants to
+//! be told about address spaces being created and torn down. Only one
+//! registration can exist at a time.
+
+use crate::{
+    bindings,
+    ffi::{c_int, c_void},
+    page::PAGE_SHIFT,
+    prelude::*,
+    sync::Arc,
+    types::Opaque,
+};
+use core::{marker::PhantomData, mem::ManuallyDrop, ptr::NonNull};
+
+/// Identifies an address space: the page frame number of its page directory.
+///
+/// The page directory is not freed before the driver releases it, so an id is
+/// never reused while the driver still tracks the address space it names.
+pub type SpaceId = u64;
+
+fn pfn_of(pgd: *mut bindings::pgd_t) -> SpaceId {
+    // SAFETY: `virt_to_phys` is pure address arithmetic on a direct-map address.
+    let phys = unsafe { bindings::virt_to_phys(pgd.cast()) };
+    phys >> PAGE_SHIFT
+}
+
+/// An address space (`struct mm_struct`) as seen from a hook.
+///
+/// Only ever handed out by reference for the duration of one hook call.
+///
+/// # Invariants
+///
+/// The wrapped `mm_struct` is valid and has a page directory.
+#[repr(transparent)]
+pub struct AddressSpace(Opaque<bindings::mm_struct>);
+
+impl AddressSpace {
+    /// # Safety
+    ///
+    /// `mm` must be valid, with `mm->pgd` set, for the lifetime `'a`.
+    unsafe fn from_raw<'a>(mm: *mut bindings::mm_struct) -> &'a Self {
+        // SAFETY: `AddressSpace` is a transparent wrapper; validity is the caller's promise.
+        unsafe { &*mm.cast() }
+    }
+
+    fn pgd(&self) -> *mut bindings::pgd_t {
+        // SAFETY: By the type invariant the mm is valid; `pgd` does not change
+        // while a hook runs.
+        unsafe { (*self.0.get()).__bindgen_anon_1.pgd }
+    }
+
+    /// The id of this address space.
+    pub fn id(&self) -> SpaceId {
+        pfn_of(self.pgd())
+    }
+
+    /// Resident pages (file, anonymous and shmem), a measure of teardown cost.
+    pub fn rss_pages(&self) -> u64 {
+        // SAFETY: By the type invariant the mm is valid.
+        unsafe { bindings::get_mm_rss(self.0.get()) as u64 }
+    }
+}
+
+/// A page directory handed over by the `pgd_free` hook.
+///
+/// Its address space is gone, and it is no longer on the kernel's pgd list. It is
+/// freed exactly once, when this value is dropped, which may happen in any context
+/// but NMI.
+///
+/// # Invariants
+///
+/// `ptr` is a page directory passed to [`MmHooks::pgd_free`] that has not been
+/// released yet.
+pub struct PageDirectory {
+    ptr: NonNull<bindings::pgd_t>,
+}
+
+// SAFETY: The page directory is an owned page that nothing else references; it may
+// be released from any thread.
+unsafe impl Send for PageDirectory {}
+// SAFETY: Shared references only allow reading the id.
+unsafe impl Sync for PageDirectory {}
+
+impl PageDirectory {
+    /// The id of the address space this page directory belonged to.
+    pub fn id(&self) -> SpaceId {
+        pfn_of(self.ptr.as_ptr())
+    }
+}
+
+impl Drop for PageDirectory {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant the pgd was handed to us and is released
+        // here, once.
+        unsafe { bindings::pvmm_pgd_release(self.ptr.as_ptr()) };
+    }
+}
+
+/// Callbacks of a driver that keeps host-side state per address space.
+pub trait MmHooks: Send + Sync {
+    /// A new address space got its page directory.
+    ///
+    /// Process context (fork, exec); may sleep. An error makes the creation fail.
+    fn pgd_alloc(&self, space: &AddressSpace) -> Result;
+
+    /// The address space is about to be torn down.
+    ///
+    /// Process context with the mmap lock held for reading; may sleep, but should
+    /// not wait for the host.
+    fn exit_mmap(&self, space: &AddressSpace);
+
+    /// The page directory of a dead address space is about to be freed.
+    ///
+    /// Atomic context, or an RCU callback on `PREEMPT_RT`: must not sleep or
+    /// allocate. Return `None` after keeping `pgd` (dropping it later frees it), or
+    /// `Some(pgd)` for the kernel to free it now.
+    fn pgd_free(&self, pgd: PageDirectory) -> Option<PageDirectory>;
+}
+
+/// A registration of [`MmHooks`].
+///
+/// While it exists the kernel calls the hooks of `T`. Dropping it unregisters and
+/// waits until no hook runs any more; a hook sleeping in
+/// [`MmHooks::pgd_alloc`] delays the drop, so the driver must wake such waiters
+/// first.
+///
+/// # Invariants
+///
+/// `ops` is registered with `pvmm_hooks_register`, and `ops.data` comes from
+/// [`Arc::into_raw`] on an `Arc<T>` that this registration owns.
+#[pin_data(PinnedDrop)]
+pub struct Registration<T: MmHooks> {
+    #[pin]
+    ops: Opaque<bindings::pvmm_hook_ops>,
+    _hooks: PhantomData<Arc<T>>,
+}
+
+// SAFETY: The registration only holds an `Arc<T>` and a C structure that the
+// kernel reads concurrently anyway; `T: Send + Sync`.
+unsafe impl<T: MmHooks> Send for Registration<T> {}
+// SAFETY: No method gives access to the contents through a shared reference.
+unsafe impl<T: MmHooks> Sync for Registration<T> {}
+
+impl<T: MmHooks> Registration<T> {
+    /// Registers `hooks`. Fails with `EBUSY` if another driver is registered.
+    pub fn new(hooks: Arc<T>) -> impl PinInit<Self, Error> {
+        let closure = move |slot: *mut Self| {
+            let data = Arc::into_raw(hooks);
+            // SAFETY: `slot` is valid for writes; `Opaque` is `repr(transparent)`.
+            let ops = Opaque::raw_get(unsafe { core::ptr::addr_of!((*slot).ops) });
+            // SAFETY: `ops` is valid for writes.
+            unsafe {
+                ops.write(bindings::pvmm_hook_ops {
+                    pgd_alloc: Some(Self::pgd_alloc_cb),
+                    exit_mmap: Some(Self::exit_mmap_cb),
+                    pgd_free: Some(Self::pgd_free_cb),
+                    data: data.cast_mut().cast(),
+                })
+            };
+            // SAFETY: `ops` is initialised and pinned, and stays valid until the
+            // drop unregisters it.
+            let ret = unsafe { bindings::pvmm_hooks_register(ops) };
+            if ret != 0 {
+                // SAFETY: `data` came from `Arc::into_raw` above and was not published.
+                drop(unsafe { Arc::from_raw(data) });
+                return Err(Error::from_errno(ret));
+            }
+            // INVARIANT: registered, and `ops.data` owns the `Arc`.
+            Ok(())
+        };
+        // SAFETY: The closure initialises every field (`_hooks` is zero-sized) when
+        // it returns `Ok`, leaves nothing to drop when it fails, and does not move
+        // the slot.
+        unsafe { crate::init::pin_init_from_closure(closure) }
+    }
+
+    /// # Safety
+    ///
+    /// `data` must be the `ops.data` of a live registration of `Self`.
+    unsafe fn hooks<'a>(data: *mut c_void) -> &'a T {
+        // SAFETY: Per the type invariant `data` points to a `T` kept alive by the
+        // registration, which outlives every callback.
+        unsafe { &*data.cast::<T>() }
+    }
+
+    unsafe extern "C" fn pgd_alloc_cb(
+        data: *mut c_void,
+        mm: *mut bindings::mm_struct,
+        _pgd: *mut bindings::pgd_t,
+    ) -> c_int {
+        // SAFETY: The C side passes back our `data`; callbacks run under SRCU and
+        // unregistration waits for them.
+        let hooks = unsafe { Self::hooks(data) };
+        // SAFETY: `mm` is valid and has its pgd set for the duration of the call.
+        let space = unsafe { AddressSpace::from_raw(mm) };
+        match hooks.pgd_alloc(space) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    unsafe extern "C" fn exit_mmap_cb(data: *mut c_void, mm: *mut bindings::mm_struct) {
+        // SAFETY: As in `pgd_alloc_cb`.
+        let hooks = unsafe { Self::hooks(data) };
+        // SAFETY: `mm` is valid and has its pgd set for the duration of the call.
+        hooks.exit_mmap(unsafe { AddressSpace::from_raw(mm) });
+    }
+
+    unsafe extern "C" fn pgd_free_cb(
+        data: *mut c_void,
+        _mm: *mut bindings::mm_struct,
+        pgd: *mut bindings::pgd_t,
+    ) -> bool {
+        // SAFETY: As in `pgd_alloc_cb`.
+        let hooks = unsafe { Self::hooks(data) };
+        let Some(ptr) = NonNull::new(pgd) else {
+            return false;
+        };
+        // INVARIANT: The kernel hands `pgd` over to us for this call.
+        match hooks.pgd_free(PageDirectory { ptr }) {
+            None => true,
+            Some(back) => {
+                // The kernel frees it when we return false.
+                let _ = ManuallyDrop::new(back);
+                false
+            }
+        }
+    }
+}
+
+#[pinned_drop]
+impl<T: MmHooks> PinnedDrop for Registration<T> {
+    fn drop(self: Pin<&mut Self>) {
+        let ops = self.ops.get();
+        // SAFETY: By the type invariant `ops` is registered; this waits for every
+        // running callback.
+        unsafe { bindings::pvmm_hooks_unregister(ops) };
+        // SAFETY: No callback can use `data` any more; we own the `Arc`.
+        drop(unsafe { Arc::from_raw((*ops).data.cast::<T>()) });
+    }
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Build a guest initramfs: static busybox, the guest init, the kselftests
+# and, when given, the pvmm module.
+#
+# usage: scripts/initramfs.sh OUT.cpio.gz SELFTEST_DIR [pvmm.ko]
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+out=${1:?usage: $0 OUT.cpio.gz SELFTEST_DIR [pvmm.ko]}
+tests=${2:?selftest directory}
+ko=${3:-}
+
+busybox=$(command -v busybox || true)
+[ -n "$busybox" ] && file -L "$busybox" 2>/dev/null | grep -q static ||
+	busybox=/bin/busybox
+[ -x "$busybox" ] || die "static busybox missing: run scripts/install-deps.sh"
+
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,lib/modules,selftests}
+cp "$busybox" "$root/bin/busybox"
+for applet in $("$busybox" --list); do
+	[ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
+done
+install -m 0755 "$PVMM_TOP/scripts/guest/init" "$root/init"
+for t in "$tests"/pvmm_*; do
+	[ -x "$t" ] && install -m 0755 "$t" "$root/selftests/"
+done
+[ -z "$ko" ] || install -m 0644 "$ko" "$root/lib/modules/pvmm.ko"
+(cd "$root" && find . -print0 | LC_ALL=C sort -z |
+	cpio --null -o -H newc --quiet) | gzip -1 >"$out"
