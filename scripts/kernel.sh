@@ -65,5 +65,6 @@ mk -j"$JOBS" CLIPPY="${CLIPPY:-1}" "${targets[@]}" >"$build/build.log" 2>&1 || {
 	die "kernel build failed; log: $build/build.log"
 }
 echo "$kver" >"$build/pvmm-kernel-version"
+echo "$src" >"$build/pvmm-src"
 log "built Linux $kver (pvmm=$variant): $build/arch/x86/boot/bzImage"
 echo "$build"

@@ -144,6 +144,7 @@ pub(crate) struct Gauges {
     pub(crate) pgds_pending: u64,
     pub(crate) backlog: u64,
     pub(crate) broken: bool,
+    pub(crate) closing: bool,
 }
 
 /// The teardown engine of one device.
@@ -213,6 +214,7 @@ impl<M: SharedMemory + Send + Sync, B: Doorbell> Teardown<M, B> {
             pgds_pending: inner.pending_pgds,
             backlog: inner.backlog,
             broken: inner.broken,
+            closing: inner.closing,
         }
     }
 
@@ -474,6 +476,7 @@ impl<M: SharedMemory + Send + Sync, B: Doorbell> Teardown<M, B> {
             }
         }
         drop(guard);
+        wire::guest_detach(&self.shm);
         if forced != 0 {
             self.stats.forced_releases.fetch_add(forced, Relaxed);
             self.stats.pgds_released.fetch_add(forced, Relaxed);

@@ -742,3 +742,17 @@ impl CqProducer {
         shm.read_u32(guest_ctl::FLAGS) & GUEST_NEED_IRQ != 0
     }
 }
+
+/// Guest side: accepts the offered features it knows and announces that it is
+/// attached and wants completion interrupts. Returns the accepted features.
+pub fn guest_attach(shm: &impl SharedMemory, offered: u32) -> u32 {
+    let accepted = offered & FEATURES_ALL;
+    shm.write_u32(guest_ctl::FEATURES, accepted);
+    shm.store_release_u32(guest_ctl::FLAGS, GUEST_READY | GUEST_NEED_IRQ);
+    accepted
+}
+
+/// Guest side: announces that nobody consumes completions any more.
+pub fn guest_detach(shm: &impl SharedMemory) {
+    shm.store_release_u32(guest_ctl::FLAGS, 0);
+}

@@ -1,0 +1,45 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# pvmm top level.
+#
+#   make demo            build everything, boot a guest, run a teardown storm
+#   make check           run every test; ends with "N passed, N failed"
+#   make KDIR=<tree>     build drivers/pvmm out of tree against a built
+#                        6.12 kernel that has kernel/patches applied
+#   make host            build the host stub
+#
+# Kbuild (next to this file) is what the kernel build reads for M=.
+
+KDIR ?=
+LLVM ?= 1
+
+.PHONY: default module clippy demo check host deps clean
+
+default:
+ifneq ($(KDIR),)
+	$(MAKE) module
+else
+	@sed -n '3,9p' Makefile
+endif
+
+module:
+	$(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=$(LLVM) modules
+
+clippy:
+	$(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=$(LLVM) CLIPPY=1 modules
+
+deps:
+	scripts/install-deps.sh
+
+host:
+	cargo build --release --manifest-path host-stubs/Cargo.toml
+
+demo:
+	scripts/demo.sh
+
+check:
+	scripts/check.sh
+
+clean:
+	@if [ -n "$(KDIR)" ]; then $(MAKE) -C $(KDIR) M=$(CURDIR) clean; fi
+	cargo clean --manifest-path host-stubs/Cargo.toml

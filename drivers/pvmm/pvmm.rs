@@ -1,0 +1,250 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! pvmm: asynchronous paravirtualized address-space teardown.
+//!
+//! Binds the ivshmem-doorbell device that connects the guest to its host stub,
+//! and registers the mm hooks: CREATE at `pgd_alloc`, DESTROY at `exit_mmap`
+//! without waiting, and `pgd_free` parked until the host acknowledges. See
+//! `Documentation/pvmm.rst` in the pvmm tree.
+
+use kernel::{
+    c_str, debugfs,
+    io::{IoMem, SharedMem},
+    irq::{self, IrqReturn, ThreadedHandler, ThreadedIrqReturn},
+    mm_hooks, pci,
+    prelude::*,
+    sync::Arc,
+};
+
+mod teardown;
+mod wire;
+
+use teardown::{Doorbell, Teardown};
+
+module! {
+    type: PvmmModule,
+    name: "pvmm",
+    author: "pvmm developers",
+    description: "Asynchronous paravirtualized address-space teardown",
+    license: "GPL",
+    alias: ["pci:v00001AF4d00001110sv*sd*bc*sc*i*"],
+}
+
+/// ivshmem BAR0 registers.
+mod regs {
+    /// Own peer id.
+    pub(crate) const IVPOSITION: usize = 0x08;
+    /// Write `peer << 16 | vector` to interrupt a peer.
+    pub(crate) const DOORBELL: usize = 0x0c;
+    /// Size of the register BAR.
+    pub(crate) const SIZE: usize = 0x100;
+}
+
+const BAR_REGS: u32 = 0;
+const BAR_SHM: u32 = 2;
+/// How long detaching waits for the host before releasing parked pgds anyway.
+const DRAIN_TIMEOUT_MS: u32 = 10_000;
+
+/// Rings the host stub's peer through the ivshmem doorbell register.
+struct IvshmemBell {
+    regs: IoMem<{ regs::SIZE }>,
+    value: u32,
+}
+
+impl Doorbell for IvshmemBell {
+    fn ring(&self) {
+        self.regs.write32(self.value, regs::DOORBELL);
+    }
+}
+
+impl wire::SharedMemory for SharedMem {
+    fn size(&self) -> usize {
+        SharedMem::size(self)
+    }
+    fn read_u32(&self, off: usize) -> u32 {
+        SharedMem::read_u32(self, off)
+    }
+    fn write_u32(&self, off: usize, val: u32) {
+        SharedMem::write_u32(self, off, val)
+    }
+    fn read_u64(&self, off: usize) -> u64 {
+        SharedMem::read_u64(self, off)
+    }
+    fn write_u64(&self, off: usize, val: u64) {
+        SharedMem::write_u64(self, off, val)
+    }
+    fn load_acquire_u32(&self, off: usize) -> u32 {
+        SharedMem::load_acquire_u32(self, off)
+    }
+    fn store_release_u32(&self, off: usize, val: u32) {
+        SharedMem::store_release_u32(self, off, val)
+    }
+    fn fence(&self) {
+        SharedMem::fence(self)
+    }
+}
+
+type Engine = Teardown<SharedMem, IvshmemBell>;
+
+/// Completion interrupt: everything happens in the thread.
+struct Completions(Arc<Engine>);
+
+impl ThreadedHandler for Completions {
+    fn handle(&self) -> ThreadedIrqReturn {
+        ThreadedIrqReturn::WakeThread
+    }
+
+    fn handle_threaded(&self) -> IrqReturn {
+        self.0.interrupt();
+        IrqReturn::Handled
+    }
+}
+
+/// The `stats` file.
+struct StatsFile(Arc<Engine>);
+
+impl debugfs::Show for StatsFile {
+    fn show(&self, w: &mut debugfs::Writer<'_>) -> core::fmt::Result {
+        use core::fmt::Write;
+        let g = self.0.gauges();
+        writeln!(w, "mode async")?;
+        writeln!(w, "hooks_active {}", u8::from(!g.closing))?;
+        self.0.stats.for_each(|name, v| {
+            let _ = writeln!(w, "{name} {v}");
+        });
+        writeln!(w, "spaces_live {}", g.spaces_live)?;
+        writeln!(w, "outstanding {}", g.outstanding)?;
+        writeln!(w, "outstanding_pages {}", g.outstanding_pages)?;
+        writeln!(w, "pgds_pending {}", g.pgds_pending)?;
+        writeln!(w, "backlog {}", g.backlog)?;
+        writeln!(w, "ring_broken {}", u8::from(g.broken))
+    }
+}
+
+/// The `device` file.
+struct DeviceFile {
+    peer: u32,
+    header: wire::Header,
+}
+
+impl debugfs::Show for DeviceFile {
+    fn show(&self, w: &mut debugfs::Writer<'_>) -> core::fmt::Result {
+        use core::fmt::Write;
+        let h = &self.header;
+        writeln!(w, "peer {}", self.peer)?;
+        writeln!(w, "host_peer {}", h.host_peer)?;
+        writeln!(w, "protocol {}", wire::VERSION)?;
+        writeln!(w, "features {:#x}", h.features)?;
+        writeln!(w, "sq_entries {}", h.layout.sq_entries)?;
+        writeln!(w, "cq_entries {}", h.layout.cq_entries)?;
+        writeln!(w, "shm_bytes {}", h.layout.size)
+    }
+}
+
+/// A bound device.
+///
+/// Fields drop in order: debugfs, hooks, then (after the drain in `Drop`) the
+/// interrupt and the mappings held by the engine.
+struct PvmmDevice {
+    debugfs: Option<debugfs::Dir>,
+    hooks: Option<Pin<KBox<mm_hooks::Registration<Engine>>>>,
+    engine: Arc<Engine>,
+    irq: Option<Pin<KBox<irq::ThreadedRegistration<Completions>>>>,
+}
+
+impl Drop for PvmmDevice {
+    fn drop(&mut self) {
+        drop(self.debugfs.take());
+        // Unregistering waits for running hooks; no new work after this.
+        drop(self.hooks.take());
+        self.engine.drain(DRAIN_TIMEOUT_MS);
+        drop(self.irq.take());
+    }
+}
+
+struct PvmmDriver;
+
+kernel::pci_device_table!(
+    PCI_TABLE,
+    MODULE_PCI_TABLE,
+    <PvmmDriver as pci::Driver>::IdInfo,
+    [(pci::DeviceId::from_id(0x1af4, 0x1110), ())]
+);
+
+impl pci::Driver for PvmmDriver {
+    type IdInfo = ();
+    type Data = Pin<KBox<PvmmDevice>>;
+    const ID_TABLE: pci::IdTable<Self::IdInfo> = &PCI_TABLE;
+
+    fn probe(dev: &pci::Device, _info: &Self::IdInfo) -> Result<Self::Data> {
+        dev.enable_device_mem()?;
+        dev.set_master();
+        dev.request_regions(c_str!("pvmm"))?;
+        let regs = dev.iomap_region_sized::<{ regs::SIZE }>(BAR_REGS, c_str!("pvmm"))?;
+        let shm = dev.memremap_bar(BAR_SHM)?;
+
+        let header = wire::Header::read(&shm).map_err(|e| {
+            dev_err!(dev.as_ref(), "no usable pvmm host: {e}\n");
+            ENODEV
+        })?;
+        let peer = regs.read32(regs::IVPOSITION);
+        wire::guest_attach(&shm, header.features);
+
+        let nvec = dev.alloc_irq_vectors(1, 1, pci::IRQ_MSIX)?;
+        let vector = dev.irq_vector(0)?;
+        let bell = IvshmemBell {
+            regs,
+            value: header.host_peer << 16,
+        };
+        let engine = Arc::pin_init(Engine::new(shm, bell, header.layout), GFP_KERNEL)?;
+        let irq = KBox::pin_init(
+            irq::ThreadedRegistration::new(
+                vector,
+                irq::Flags::ONESHOT,
+                c_str!("pvmm"),
+                Completions(engine.clone()),
+            ),
+            GFP_KERNEL,
+        )?;
+        // Completions that arrived before the handler existed.
+        engine.interrupt();
+        let hooks = KBox::pin_init(mm_hooks::Registration::new(engine.clone()), GFP_KERNEL)?;
+
+        let dir = debugfs::Dir::new(c_str!("pvmm"));
+        dir.file(c_str!("stats"), 0o444, Arc::new(StatsFile(engine.clone()), GFP_KERNEL)?);
+        dir.file(
+            c_str!("device"),
+            0o444,
+            Arc::new(DeviceFile { peer, header }, GFP_KERNEL)?,
+        );
+
+        dev_info!(
+            dev.as_ref(),
+            "peer {peer}, host peer {}, rings {}/{}, {nvec} vector(s)\n",
+            header.host_peer,
+            header.layout.sq_entries,
+            header.layout.cq_entries
+        );
+        Ok(KBox::pin(
+            PvmmDevice {
+                debugfs: Some(dir),
+                hooks: Some(hooks),
+                engine,
+                irq: Some(irq),
+            },
+            GFP_KERNEL,
+        )?)
+    }
+}
+
+struct PvmmModule {
+    _driver: Pin<KBox<pci::Registration<PvmmDriver>>>,
+}
+
+impl kernel::Module for PvmmModule {
+    fn init(module: &'static ThisModule) -> Result<Self> {
+        Ok(PvmmModule {
+            _driver: KBox::pin_init(pci::Registration::new(c_str!("pvmm"), module), GFP_KERNEL)?,
+        })
+    }
+}

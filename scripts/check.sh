@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# pvmm test runner: installs what is missing, builds everything from the
+# project's sources and runs every test.  One result line per check, then
+# the summary line "N passed, N failed" that CI reads.
+#
+# env: PVMM_CACHE (build cache, default ~/.cache/pvmm), JOBS, TIMEOUT
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+cd "$PVMM_TOP"
+
+pass=0
+fail=0
+skip=0
+logs=$PVMM_OUT/check
+rm -rf "$logs"
+mkdir -p "$logs"
+
+result() {	# name rc
+	if [ "$2" = 0 ]; then
+		pass=$((pass + 1))
+		echo "ok - $1"
+	else
+		fail=$((fail + 1))
+		echo "not ok - $1"
+	fi
+}
+
+# step NAME CMD...: run CMD with output in a log; show the tail on failure.
+step() {
+	local name=$1 log
+	shift
+	log=$logs/$(echo "$name" | tr -c 'A-Za-z0-9_.-' _).log
+	"$@" >"$log" 2>&1
+	local rc=$?
+	[ "$rc" = 0 ] || { tail -n 30 "$log" | sed 's/^/#   /'; echo "#   log: $log"; }
+	result "$name" "$rc"
+	return "$rc"
+}
+
+finish() {
+	echo "# skipped: $skip (logs in $logs)"
+	echo "$pass passed, $fail failed"
+	[ "$fail" = 0 ]
+	exit
+}
+
+step "install dependencies" scripts/install-deps.sh || finish
+
+# --- userspace: host stub and wire format -----------------------------------
+cargo_dir=host-stubs
+step "cargo fmt --check" cargo fmt --manifest-path $cargo_dir/Cargo.toml --all -- --check
+step "cargo clippy -D warnings" cargo clippy --manifest-path $cargo_dir/Cargo.toml \
+	--all-targets -- -D warnings
+cargo test --manifest-path $cargo_dir/Cargo.toml >"$logs/cargo-test.log" 2>&1
+crc=$?
+while read -r p f; do
+	pass=$((pass + p))
+	fail=$((fail + f))
+done < <(sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' \
+	"$logs/cargo-test.log")
+echo "# cargo test: $(grep -c '^test result' "$logs/cargo-test.log") suites"
+[ "$crc" = 0 ] || result "cargo test (exit status)" "$crc"
+step "build host stub" cargo build --release --manifest-path $cargo_dir/Cargo.toml
+
+# --- kernel patches ---------------------------------------------------------
+for p in kernel/patches/*.patch; do
+	step "checkpatch $(basename "$p")" "$PVMM_TOP/scripts/checkpatch.sh" "$p"
+done
+
+# --- kernels: CONFIG_PVMM=y and =m, module out of tree ------------------------
+build_y=
+build_m=
+if step "kernel build CONFIG_PVMM=y (CLIPPY=1)" scripts/kernel.sh y; then
+	build_y=$(tail -n 1 "$logs/kernel_build_CONFIG_PVMM_y__CLIPPY_1_.log")
+fi
+if step "kernel build CONFIG_PVMM=m (CLIPPY=1)" scripts/kernel.sh m; then
+	build_m=$(tail -n 1 "$logs/kernel_build_CONFIG_PVMM_m__CLIPPY_1_.log")
+fi
+for b in $build_y $build_m; do
+	step "no Rust warnings in pvmm code ($(basename "$b"))" scripts/rust-warnings.sh \
+		"$b/build.log"
+done
+ko=
+if [ -n "$build_m" ]; then
+	if step "out-of-tree module build (make KDIR=..., CLIPPY=1)" \
+		make -C "$PVMM_TOP" clippy KDIR="$build_m"; then
+		cp "$PVMM_TOP/drivers/pvmm/pvmm.ko" "$logs/pvmm.ko"
+		ko=$logs/pvmm.ko
+		step "no Rust warnings in the out-of-tree build" scripts/rust-warnings.sh \
+			"$logs/out-of-tree_module_build__make_KDIR_..._CLIPPY_1_.log"
+	fi
+	make -C "$PVMM_TOP" clean KDIR="$build_m" >/dev/null 2>&1
+	step "rustfmt --check (kernel Rust)" scripts/rustfmt-check.sh "$build_m"
+fi
+
+# --- selftests in the guest -----------------------------------------------------
+tests=$PVMM_OUT/selftests
+src=$(cat "$build_m/pvmm-src" 2>/dev/null || true)
+step "build selftests" make -C selftests/pvmm KSRC="${src:-}" O="$tests" || tests=
+
+# run_guest NAME BZIMAGE INITRD pass|skip [ENV...]: boot, run the selftests,
+# count each TAP result.  "skip" expects every test program to exit 4.
+run_guest() {
+	local name=$1 kernel=$2 initrd=$3 expect=$4 console line t=
+	shift 4
+	console=$logs/guest-$name.log
+	env "$@" LOG="$console" scripts/run-guest.sh "$kernel" "$initrd" check \
+		"${GUEST_ARGS[@]}" >/dev/null 2>&1
+	result "guest $name: boots and finishes" "$?"
+	tr -d '\r' <"$console" >"$console.txt"
+	while IFS= read -r line; do
+		case "$line" in
+		PVMM-TEST-BEGIN*) t=${line#PVMM-TEST-BEGIN } ;;
+		"ok "*"# SKIP"*)
+			skip=$((skip + 1))
+			echo "# skip - $name: $t: ${line#ok }"
+			;;
+		"ok "*) [ "$expect" = skip ] || result "$name: $t: ${line#ok }" 0 ;;
+		"not ok "*) result "$name: $t: ${line#not ok }" 1 ;;
+		PVMM-TEST-END*)
+			local trc=${line##*rc=}
+			if [ "$expect" = skip ]; then
+				result "$name: $t exits 4 (skip)" "$([ "$trc" = 4 ] && echo 0 || echo 1)"
+			elif [ "$trc" != 0 ] && [ "$trc" != 4 ]; then
+				result "$name: $t exit status $trc" 1
+			fi
+			;;
+		esac
+	done <"$console.txt"
+	if grep -q 'Kernel panic\|BUG:\|WARNING:\|Oops' "$console.txt"; then
+		result "guest $name: no kernel BUG/WARNING/Oops/panic" 1
+	else
+		result "guest $name: no kernel BUG/WARNING/Oops/panic" 0
+	fi
+	grep -A20 '^PVMM-HOST-LOG-BEGIN' "$console.txt" >/dev/null 2>&1 || true
+}
+
+GUEST_ARGS=(${PVMM_GUEST_ARGS:-})
+if [ -n "$tests" ] && [ -n "$build_y" ]; then
+	scripts/initramfs.sh "$PVMM_OUT/initramfs-y.cpio.gz" "$tests"
+	run_guest "pvmm=y" "$build_y/arch/x86/boot/bzImage" "$PVMM_OUT/initramfs-y.cpio.gz" pass
+fi
+if [ -n "$tests" ] && [ -n "$build_m" ] && [ -n "$ko" ]; then
+	scripts/initramfs.sh "$PVMM_OUT/initramfs-m.cpio.gz" "$tests" "$ko"
+	run_guest "pvmm=m" "$build_m/arch/x86/boot/bzImage" "$PVMM_OUT/initramfs-m.cpio.gz" pass
+	run_guest "no-device" "$build_m/arch/x86/boot/bzImage" \
+		"$PVMM_OUT/initramfs-m.cpio.gz" skip NO_DEVICE=1
+fi
+
+finish

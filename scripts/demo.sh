@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# pvmm demo: install what is missing, build the host stub, a CONFIG_PVMM=m
+# guest kernel, the module (out of tree), the selftests and an initramfs;
+# start the host stub, boot the guest under QEMU, run a fork/exit teardown
+# storm and show what happened on both sides.
+#
+# env: PVMM_CACHE, JOBS, SMP, MEM, HOST_ARGS (e.g. "--cost-us-per-mib 200"),
+#      PVMM_GUEST_ARGS (e.g. "pvmm.env.PVMM_STORM_PROCS=128")
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+cd "$PVMM_TOP"
+
+scripts/install-deps.sh
+log "building the host stub"
+cargo build --release --manifest-path host-stubs/Cargo.toml
+build=$(scripts/kernel.sh m)
+log "building pvmm.ko out of tree"
+make -s -C "$PVMM_TOP" module KDIR="$build" >/dev/null
+mkdir -p "$PVMM_OUT"
+cp drivers/pvmm/pvmm.ko "$PVMM_OUT/pvmm.ko"
+make -s -C "$PVMM_TOP" clean KDIR="$build" >/dev/null 2>&1 || true
+make -s -C selftests/pvmm KSRC="$(cat "$build/pvmm-src")" O="$PVMM_OUT/selftests"
+scripts/initramfs.sh "$PVMM_OUT/initramfs-demo.cpio.gz" "$PVMM_OUT/selftests" \
+	"$PVMM_OUT/pvmm.ko"
+
+console=$PVMM_OUT/demo-console.log
+hstats=$PVMM_OUT/demo-host.stats
+log "booting Linux $(cat "$build/pvmm-kernel-version") under QEMU; console: $console"
+# shellcheck disable=SC2086
+LOG=$console HOST_STATS=$hstats scripts/run-guest.sh "$build/arch/x86/boot/bzImage" \
+	"$PVMM_OUT/initramfs-demo.cpio.gz" demo ${PVMM_GUEST_ARGS:-} >/dev/null
+
+tr -d '\r' <"$console" | python3 "$PVMM_TOP/scripts/demo-report.py" "$hstats"
