@@ -1,0 +1,14 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! pvmm host stub: serves QEMU's ivshmem-doorbell protocol and the pvmm rings.
+//!
+//! [`ring::RingHost`] holds all request processing and needs no I/O, so tests
+//! and the fuzzer ([`fuzz::run`]) drive it over an in-memory window;
+//! [`serve`] wires it to a socket, a memfd and eventfds.
+
+pub mod fuzz;
+pub mod ivshmem;
+pub mod ring;
+pub mod serve;
+pub mod shm;
+pub mod stats;

@@ -1,0 +1,225 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `pvmm-host`: the host stub binary.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use pvmm_host::ivshmem::Server;
+use pvmm_host::ring::Config;
+use pvmm_host::serve::{serve, SlotConfig};
+use pvmm_host::stats::{Counters, Snapshot};
+use pvmm_wire::Layout;
+
+/// pvmm host stub: serves QEMU ivshmem-doorbell guests and their pvmm rings.
+///
+/// Each --socket is one guest slot with its own shared memory, rings, host
+/// objects and thread. Start QEMU with
+/// `-chardev socket,path=SOCKET,id=ivs -device ivshmem-doorbell,chardev=ivs,vectors=1`.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Args {
+    /// UNIX socket to serve QEMU's ivshmem protocol on (repeat for more guests).
+    #[arg(long, required = true, value_name = "PATH")]
+    socket: Vec<PathBuf>,
+    /// Shared memory per guest in bytes (K/M/G suffixes allowed); a power of two.
+    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    shm_size: u64,
+    /// Submission ring entries (power of two).
+    #[arg(long, default_value_t = 256)]
+    sq_entries: u32,
+    /// Completion ring entries (power of two, at least --sq-entries).
+    #[arg(long, default_value_t = 512)]
+    cq_entries: u32,
+    /// Interrupt vectors (eventfds) per peer.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    vectors: u32,
+    /// Fixed cost of each DESTROY, microseconds.
+    #[arg(long, default_value_t = 0)]
+    cost_base_us: u64,
+    /// Cost of DESTROY per MiB of address space, microseconds.
+    #[arg(long, default_value_t = 20)]
+    cost_us_per_mib: u64,
+    /// Longest stretch of DESTROY work between preemption points, microseconds.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    chunk_us: u64,
+    /// Cap on one DESTROY's work, microseconds (0: no cap).
+    #[arg(long, default_value_t = 10_000_000)]
+    max_destroy_us: u64,
+    /// Most live host objects per guest; further CREATEs complete NoMemory.
+    #[arg(long, default_value_t = 65_536)]
+    max_objects: usize,
+    /// Print counters every this many seconds (0: only at exit).
+    #[arg(long, default_value_t = 0)]
+    stats_interval: u64,
+    /// Rewrite this file with `key value` counter lines after every batch.
+    #[arg(long, value_name = "PATH")]
+    stats_file: Option<PathBuf>,
+    /// Longest idle sleep without a doorbell, milliseconds (safety net).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    idle_timeout_ms: u64,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, shift) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        None => (s, 0),
+        Some((i, _)) => {
+            let shift = match s[i..].to_ascii_lowercase().as_str() {
+                "k" | "kib" => 10,
+                "m" | "mib" => 20,
+                "g" | "gib" => 30,
+                other => return Err(format!("unknown size suffix {other:?}")),
+            };
+            (&s[..i], shift)
+        }
+    };
+    let n: u64 = num.trim().parse().map_err(|e| format!("{e}"))?;
+    n.checked_shl(shift)
+        .filter(|v| v >> shift == n)
+        .ok_or_else(|| "size too large".to_owned())
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match run(Args::parse()) {
+        Ok(()) => {}
+        Err(e) => {
+            log::error!("{e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let layout = Layout::new(args.sq_entries, args.cq_entries).map_err(|_| {
+        anyhow::anyhow!(
+            "bad ring sizes: entries must be powers of two up to {}, with cq >= sq",
+            pvmm_wire::MAX_ENTRIES
+        )
+    })?;
+    let shm_size = args.shm_size;
+    if !shm_size.is_power_of_two() || shm_size < 4096 || shm_size > 1 << 40 {
+        bail!("--shm-size must be a power of two between 4 KiB and 1 TiB");
+    }
+    if u64::from(layout.size) > shm_size {
+        bail!(
+            "rings need {} bytes but --shm-size is {shm_size}",
+            layout.size
+        );
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while shutting down exits at once.
+        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&stop))
+            .context("signal handler")?;
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("signal handler")?;
+    }
+
+    let counters: Arc<Vec<Arc<Counters>>> = Arc::new(
+        args.socket
+            .iter()
+            .map(|_| Arc::new(Counters::default()))
+            .collect(),
+    );
+    let ring = Config {
+        cost_base_us: args.cost_base_us,
+        cost_us_per_mib: args.cost_us_per_mib,
+        chunk_us: args.chunk_us,
+        max_destroy_us: args.max_destroy_us,
+        max_objects: args.max_objects,
+        host_peer: 0,
+    };
+
+    // Bind everything first, so a bad path fails before any guest is served.
+    let mut servers = Vec::new();
+    for path in &args.socket {
+        let server = Server::bind(path, args.vectors, 0, 1)
+            .with_context(|| format!("cannot serve on {}", path.display()))?;
+        servers.push(server);
+    }
+
+    let mut threads = Vec::new();
+    for (index, server) in servers.into_iter().enumerate() {
+        let cfg = SlotConfig {
+            index,
+            shm_size: shm_size as usize,
+            layout,
+            ring: ring.clone(),
+            idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+            poll_soon: Duration::from_millis(1),
+            counters: Arc::clone(&counters[index]),
+            all_counters: Arc::clone(&counters),
+            stats_file: args.stats_file.clone(),
+        };
+        let stop = Arc::clone(&stop);
+        let t = std::thread::Builder::new()
+            .name(format!("pvmm-slot{index}"))
+            .spawn(move || {
+                let r = serve(server, cfg, &stop);
+                // One slot failing stops the process: its socket is gone.
+                stop.store(true, Ordering::Relaxed);
+                r
+            })
+            .context("spawn")?;
+        threads.push(t);
+    }
+
+    let interval = Duration::from_secs(args.stats_interval);
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        if !interval.is_zero() && last.elapsed() >= interval {
+            last = Instant::now();
+            log::info!("stats: {}", Snapshot::total(counters.iter()).line());
+        }
+    }
+    log::info!("shutting down");
+
+    let mut failed = None;
+    for t in threads {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failed = Some(e),
+            Err(_) => failed = Some(anyhow::anyhow!("a slot thread panicked")),
+        }
+    }
+    if counters.len() > 1 {
+        for (i, c) in counters.iter().enumerate() {
+            log::info!("stats slot{i}: {}", c.snapshot().line());
+        }
+    }
+    log::info!("stats: {}", Snapshot::total(counters.iter()).line());
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("2MiB"), Ok(2 << 20));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert!(parse_size("1T").is_err());
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
+}

@@ -1,0 +1,519 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The host side of one guest's rings: request handling, completion posting,
+//! notification handshakes. No I/O here, so tests and the fuzzer drive it over
+//! an in-memory window.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pvmm_wire::{
+    guest_ctl, host_ctl, BadEntry, Completion, CqProducer, Error, Layout, Op, Request,
+    SharedMemory, SqConsumer, Status, FEATURES_ALL, FEATURE_IRQ_SUPPRESS, GUEST_READY,
+};
+
+use crate::stats::Counters;
+
+/// Tunables of request processing.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Fixed cost of every DESTROY, microseconds.
+    pub cost_base_us: u64,
+    /// Cost per MiB of address space destroyed, microseconds.
+    pub cost_us_per_mib: u64,
+    /// Longest stretch of work without a preemption point, microseconds.
+    pub chunk_us: u64,
+    /// Cap on one DESTROY's work (0: none): the size is the guest's claim.
+    pub max_destroy_us: u64,
+    /// Most host objects one guest may hold; CREATE beyond gets `NoMemory`.
+    pub max_objects: usize,
+    /// ivshmem peer id of the host, written into the header.
+    pub host_peer: u32,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            cost_base_us: 0,
+            cost_us_per_mib: 20,
+            chunk_us: 500,
+            max_destroy_us: 10_000_000,
+            max_objects: 65_536,
+            host_peer: 0,
+        }
+    }
+}
+
+impl Config {
+    /// Modelled cost of destroying `pages` 4 KiB pages, microseconds.
+    pub fn destroy_cost_us(&self, pages: u64) -> (u64, bool) {
+        // pages * 4 KiB / 1 MiB = pages / 256, in u128 so nothing overflows.
+        let us = u128::from(self.cost_base_us)
+            + u128::from(self.cost_us_per_mib) * u128::from(pages) / 256;
+        let us = u64::try_from(us).unwrap_or(u64::MAX);
+        if self.max_destroy_us != 0 && us > self.max_destroy_us {
+            (self.max_destroy_us, true)
+        } else {
+            (us, false)
+        }
+    }
+}
+
+/// What the serving loop should do after a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Work is pending: process again right away.
+    Run,
+    /// Idle: sleep until a doorbell (or the safety-net timeout).
+    WaitDoorbell,
+    /// Completions wait for CQ slots; the guest does not ring for those, so poll soon.
+    PollSoon,
+}
+
+/// What one [`RingHost::process`] call did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Submission entries consumed (valid or not).
+    pub requests: u32,
+    /// Completions published.
+    pub published: u32,
+    /// Malformed entries or impossible indices met.
+    pub errors: u32,
+}
+
+impl Batch {
+    /// Whether anything visible happened.
+    pub fn did_work(&self) -> bool {
+        self.requests + self.published + self.errors != 0
+    }
+}
+
+/// The host object of one guest address space.
+#[derive(Debug)]
+struct Space {
+    tag: u32,
+    created: Instant,
+    /// Stands for the host-side structures (page tables, task object).
+    _obj: Box<[u64; 32]>,
+}
+
+/// Limits warnings to a burst per second, so a hostile guest cannot flood the log.
+#[derive(Debug)]
+struct RateLimit {
+    window: Instant,
+    used: u32,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    const BURST: u32 = 10;
+
+    fn new() -> RateLimit {
+        RateLimit {
+            window: Instant::now(),
+            used: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether to log now; reports how many were dropped before.
+    fn allow(&mut self) -> Option<u64> {
+        if self.window.elapsed() >= Duration::from_secs(1) {
+            self.window = Instant::now();
+            self.used = 0;
+        }
+        if self.used < Self::BURST {
+            self.used += 1;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+}
+
+macro_rules! warn_limited {
+    ($self:ident, $($arg:tt)+) => {
+        if let Some(dropped) = $self.limit.allow() {
+            if dropped > 0 {
+                log::warn!("{}: {} similar messages suppressed", $self.name, dropped);
+            }
+            log::warn!("{}: {}", $self.name, format_args!($($arg)+));
+        }
+    };
+}
+
+/// Host side of one guest's rings and its address-space objects.
+///
+/// Everything read from shared memory is treated as hostile: the ring ends
+/// validate indices and entries, and this type survives whatever they report.
+/// An impossible index stops that ring until the guest re-announces
+/// `GUEST_READY` (clears it, then sets it again).
+#[derive(Debug)]
+pub struct RingHost {
+    name: String,
+    layout: Layout,
+    cfg: Config,
+    counters: Arc<Counters>,
+    sq: SqConsumer,
+    cq: CqProducer,
+    /// Completions that did not fit into the CQ yet, oldest first.
+    overflow: VecDeque<Completion>,
+    /// Pushed but not yet published completions.
+    unpublished: u32,
+    sq_stalled: bool,
+    cq_stalled: bool,
+    /// `GUEST_READY` as last seen, to catch a re-announcement.
+    guest_ready: bool,
+    /// Mirrored into `host_ctl::ERRORS`.
+    errors: u32,
+    spaces: HashMap<u64, Space>,
+    scratch: Vec<u64>,
+    limit: RateLimit,
+}
+
+impl RingHost {
+    /// Host state for a fresh window laid out as `layout`. Call
+    /// [`Self::init_shm`] on the window before the guest sees it.
+    pub fn new(name: &str, layout: Layout, cfg: Config, counters: Arc<Counters>) -> RingHost {
+        RingHost {
+            name: name.to_owned(),
+            layout,
+            cfg,
+            counters,
+            sq: SqConsumer::new(layout),
+            cq: CqProducer::new(layout),
+            overflow: VecDeque::new(),
+            unpublished: 0,
+            sq_stalled: false,
+            cq_stalled: false,
+            guest_ready: false,
+            errors: 0,
+            spaces: HashMap::new(),
+            scratch: vec![0x9e37_79b9_7f4a_7c15; 512],
+            limit: RateLimit::new(),
+        }
+    }
+
+    /// Writes the header and zeroed control lines.
+    pub fn init_shm(&self, shm: &impl SharedMemory) {
+        self.layout
+            .init_header(shm, FEATURES_ALL, self.cfg.host_peer);
+    }
+
+    /// The layout this host serves (its own copy; the header in shared memory
+    /// is never read back, since the guest could rewrite it).
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Live host objects.
+    pub fn live_objects(&self) -> usize {
+        self.spaces.len()
+    }
+
+    /// Completions waiting for CQ slots.
+    pub fn overflow_len(&self) -> usize {
+        self.overflow.len()
+    }
+
+    /// Whether a ring is stopped after an impossible index.
+    pub fn stalled(&self) -> bool {
+        self.sq_stalled || self.cq_stalled
+    }
+
+    /// Most completions held back before the host stops taking submissions.
+    fn overflow_cap(&self) -> usize {
+        self.layout.cq_entries as usize
+    }
+
+    fn count(&self, f: impl Fn(&Counters) -> &std::sync::atomic::AtomicU64, n: u64) {
+        f(&self.counters).fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn note_error(&mut self, b: &mut Batch) {
+        self.errors = self.errors.wrapping_add(1);
+        b.errors += 1;
+    }
+
+    /// One round: picks up a `GUEST_READY` re-announcement, moves held-back
+    /// completions into the CQ, consumes every submission pending at the
+    /// start, publishes completions and interrupts the guest if it asked.
+    ///
+    /// `irq` raises the guest's interrupt; `stop` is polled between work chunks.
+    pub fn process(
+        &mut self,
+        shm: &impl SharedMemory,
+        irq: &mut dyn FnMut(),
+        stop: &dyn Fn() -> bool,
+    ) -> Batch {
+        let mut b = Batch::default();
+        self.check_ready(shm);
+        self.flush_overflow(shm, &mut b);
+        if !self.sq_stalled {
+            match self.sq.pending(shm) {
+                Err(e) => self.bad_index(shm, "submission", e, &mut b),
+                Ok(n) => {
+                    for _ in 0..n {
+                        if self.overflow.len() >= self.overflow_cap() || stop() {
+                            break;
+                        }
+                        self.take_one(shm, irq, stop, &mut b);
+                    }
+                }
+            }
+            self.sq.release(shm);
+        }
+        self.publish(shm, irq, &mut b);
+        shm.write_u32(host_ctl::ERRORS, self.errors);
+        self.counters
+            .live_objects
+            .store(self.spaces.len() as u64, Ordering::Relaxed);
+        b
+    }
+
+    fn take_one(
+        &mut self,
+        shm: &impl SharedMemory,
+        irq: &mut dyn FnMut(),
+        stop: &dyn Fn() -> bool,
+        b: &mut Batch,
+    ) {
+        b.requests += 1;
+        match self.sq.pop(shm) {
+            Err(bad) => self.bad_entry(bad, b),
+            Ok(req) => {
+                if req.op == Op::Destroy && self.cfg.destroy_cost_us(req.pages).0 > 0 {
+                    // Hand back slots and finished completions before a long stretch.
+                    self.sq.release(shm);
+                    self.publish(shm, irq, b);
+                }
+                let c = self.handle(&req, stop);
+                self.complete(shm, c, b);
+            }
+        }
+    }
+
+    fn bad_entry(&mut self, bad: BadEntry, b: &mut Batch) {
+        self.count(|c| &c.bad_entries, 1);
+        self.note_error(b);
+        let at = self.sq.index().wrapping_sub(1);
+        warn_limited!(self, "bad submission entry at index {at}: {bad}");
+    }
+
+    fn bad_index(&mut self, shm: &impl SharedMemory, ring: &str, e: Error, b: &mut Batch) {
+        self.count(|c| &c.bad_indices, 1);
+        self.note_error(b);
+        match ring {
+            "submission" => self.sq_stalled = true,
+            _ => self.cq_stalled = true,
+        }
+        warn_limited!(
+            self,
+            "{ring} ring stopped: {e}; waiting for the guest to re-announce GUEST_READY"
+        );
+        // Make sure the guest's re-announcing doorbell is not suppressed.
+        let _ = self.sq.set_need_wakeup(shm, true);
+    }
+
+    fn check_ready(&mut self, shm: &impl SharedMemory) {
+        let ready = shm.load_acquire_u32(guest_ctl::FLAGS) & GUEST_READY != 0;
+        if ready && !self.guest_ready && self.stalled() {
+            self.sq_stalled = false;
+            self.cq_stalled = false;
+            self.count(|c| &c.resumes, 1);
+            log::info!(
+                "{}: guest re-announced GUEST_READY; resuming at sq_head={} cq_tail={}",
+                self.name,
+                self.sq.index(),
+                self.cq.index()
+            );
+        }
+        self.guest_ready = ready;
+    }
+
+    /// Handles one validated request; this is where the host work happens.
+    pub fn handle(&mut self, req: &Request, stop: &dyn Fn() -> bool) -> Completion {
+        let status = match req.op {
+            Op::Create => self.create(req),
+            Op::Destroy => self.destroy(req, stop),
+        };
+        Completion {
+            op: req.op,
+            status,
+            tag: req.tag,
+            space: req.space,
+        }
+    }
+
+    fn create(&mut self, req: &Request) -> Status {
+        if let Some(old) = self.spaces.remove(&req.space) {
+            // The guest reuses an id only after that pgd was freed, which it does
+            // only after our DESTROY completion: an object still here is stale.
+            self.count(|c| &c.stale_reclaimed, 1);
+            log::debug!(
+                "{}: space {:#x} re-created; reclaiming stale object (tag {}, age {:?})",
+                self.name,
+                req.space,
+                old.tag,
+                old.created.elapsed()
+            );
+        } else if self.spaces.len() >= self.cfg.max_objects {
+            self.count(|c| &c.no_memory, 1);
+            return Status::NoMemory;
+        }
+        let mut obj = Box::new([0u64; 32]);
+        obj[0] = req.space;
+        obj[1] = u64::from(req.tag);
+        self.spaces.insert(
+            req.space,
+            Space {
+                tag: req.tag,
+                created: Instant::now(),
+                _obj: obj,
+            },
+        );
+        self.count(|c| &c.creates, 1);
+        Status::Ok
+    }
+
+    fn destroy(&mut self, req: &Request, stop: &dyn Fn() -> bool) -> Status {
+        if !self.spaces.contains_key(&req.space) {
+            self.count(|c| &c.unknown_space, 1);
+            return Status::UnknownSpace;
+        }
+        let (us, capped) = self.cfg.destroy_cost_us(req.pages);
+        if capped {
+            self.count(|c| &c.work_capped, 1);
+        }
+        let done = self.work(us, stop);
+        self.count(|c| &c.work_us, done);
+        self.spaces.remove(&req.space);
+        self.count(|c| &c.destroys, 1);
+        Status::Ok
+    }
+
+    /// Burns `us` microseconds of CPU on real memory work, in chunks of at most
+    /// `chunk_us`, yielding and checking `stop` between chunks.
+    fn work(&mut self, us: u64, stop: &dyn Fn() -> bool) -> u64 {
+        if us == 0 {
+            return 0;
+        }
+        let start = Instant::now();
+        let budget = Duration::from_micros(us);
+        let chunk = Duration::from_micros(self.cfg.chunk_us.max(1));
+        let mut x = self.scratch[0] | 1;
+        loop {
+            let elapsed = start.elapsed();
+            if elapsed >= budget {
+                break;
+            }
+            let end = budget.min(elapsed + chunk);
+            while start.elapsed() < end {
+                for w in self.scratch.iter_mut() {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    *w = w.wrapping_add(x);
+                }
+            }
+            std::hint::black_box(&self.scratch);
+            if stop() {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        self.scratch[0] = x;
+        start.elapsed().as_micros() as u64
+    }
+
+    fn complete(&mut self, shm: &impl SharedMemory, c: Completion, b: &mut Batch) {
+        if self.overflow.is_empty() && !self.cq_stalled {
+            match self.cq.push(shm, &c) {
+                Ok(()) => {
+                    self.unpublished += 1;
+                    return;
+                }
+                Err(Error::Full) => {}
+                Err(e) => self.bad_index(shm, "completion", e, b),
+            }
+        }
+        self.count(|c| &c.cq_overflow, 1);
+        self.overflow.push_back(c);
+    }
+
+    fn flush_overflow(&mut self, shm: &impl SharedMemory, b: &mut Batch) {
+        while !self.cq_stalled {
+            let Some(c) = self.overflow.front() else {
+                break;
+            };
+            match self.cq.push(shm, c) {
+                Ok(()) => {
+                    self.overflow.pop_front();
+                    self.unpublished += 1;
+                }
+                Err(Error::Full) => break,
+                Err(e) => self.bad_index(shm, "completion", e, b),
+            }
+        }
+    }
+
+    fn publish(&mut self, shm: &impl SharedMemory, irq: &mut dyn FnMut(), b: &mut Batch) {
+        if self.unpublished == 0 {
+            return;
+        }
+        let wants = self.cq.publish(shm);
+        let n = std::mem::take(&mut self.unpublished);
+        b.published += n;
+        self.count(|c| &c.completions, u64::from(n));
+        // A guest that did not accept IRQ suppression gets every interrupt.
+        let honours = shm.read_u32(guest_ctl::FEATURES) & FEATURE_IRQ_SUPPRESS != 0;
+        if wants || !honours {
+            irq();
+            self.count(|c| &c.irqs_sent, 1);
+        } else {
+            self.count(|c| &c.irqs_suppressed, 1);
+        }
+    }
+
+    /// Decides how to wait after a batch. Going idle sets `HOST_NEED_WAKEUP`
+    /// and re-checks the submission ring, so no doorbell is lost.
+    pub fn next(&mut self, shm: &impl SharedMemory) -> Next {
+        let cq_waiting = !self.overflow.is_empty() && !self.cq_stalled;
+        if self.sq_stalled || self.overflow.len() >= self.overflow_cap() {
+            if self.stalled() {
+                let _ = self.sq.set_need_wakeup(shm, true);
+            }
+            return if cq_waiting {
+                Next::PollSoon
+            } else {
+                Next::WaitDoorbell
+            };
+        }
+        if self.sq.set_need_wakeup(shm, true) {
+            self.sq.set_need_wakeup(shm, false);
+            return Next::Run;
+        }
+        if cq_waiting {
+            Next::PollSoon
+        } else {
+            Next::WaitDoorbell
+        }
+    }
+
+    /// Called after waking up: the host is busy again.
+    pub fn woken(&mut self, shm: &impl SharedMemory) {
+        if !self.stalled() {
+            self.sq.set_need_wakeup(shm, false);
+        }
+    }
+
+    /// The guest went away: its objects are freed with this value; held-back
+    /// completions are counted as dropped.
+    pub fn disconnect(self) {
+        self.count(|c| &c.dropped_completions, self.overflow.len() as u64);
+        self.counters.live_objects.store(0, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,247 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! One socket, one guest: the serving loop of a slot.
+
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use pvmm_wire::Layout;
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+
+use crate::ivshmem::{self, Server};
+use crate::ring::{Config, Next, RingHost};
+use crate::shm::MappedShm;
+use crate::stats::{thread_cpu_us, Counters, Snapshot, StatsFile};
+
+/// Everything one slot needs besides its socket.
+#[derive(Clone, Debug)]
+pub struct SlotConfig {
+    /// Slot number, for names.
+    pub index: usize,
+    /// Size of each guest's shared memory (a power of two).
+    pub shm_size: usize,
+    /// Ring layout written into each fresh window.
+    pub layout: Layout,
+    /// Request processing tunables.
+    pub ring: Config,
+    /// Sleep limit when idle: a safety net against a lost doorbell.
+    pub idle_timeout: Duration,
+    /// Poll period while completions wait for CQ slots.
+    pub poll_soon: Duration,
+    /// This slot's counters.
+    pub counters: Arc<Counters>,
+    /// Every slot's counters, for the stats file.
+    pub all_counters: Arc<Vec<Arc<Counters>>>,
+    /// Live stats file, if wanted.
+    pub stats_file: Option<PathBuf>,
+}
+
+/// The guest connected to a slot.
+struct Conn {
+    id: u16,
+    shm: MappedShm,
+    ring: RingHost,
+}
+
+/// Serves `server` until `stop` is set. Guest misbehaviour never ends this
+/// loop; only errors of the host itself (poll failing) do.
+pub fn serve(mut server: Server, cfg: SlotConfig, stop: &AtomicBool) -> Result<()> {
+    let name = format!("slot{}", cfg.index);
+    let stats = cfg
+        .stats_file
+        .as_deref()
+        .map(|p| StatsFile::new(p, cfg.index));
+    let write_stats = || {
+        if let Some(f) = &stats {
+            if let Err(e) = f.write(&Snapshot::total(cfg.all_counters.iter())) {
+                log::warn!("{name}: cannot write stats file: {e}");
+            }
+        }
+    };
+    write_stats();
+    let stop_fn = || stop.load(Ordering::Relaxed);
+    let mut conn: Option<Conn> = None;
+    let mut next = Next::WaitDoorbell;
+    log::info!(
+        "{name}: listening on {} (shm {} KiB, sq {} / cq {} entries, {} vectors)",
+        server.path().display(),
+        cfg.shm_size / 1024,
+        cfg.layout.sq_entries,
+        cfg.layout.cq_entries,
+        server.host_vectors().len()
+    );
+
+    while !stop_fn() {
+        let timeout = match (&conn, next) {
+            (Some(_), Next::Run) => Duration::ZERO,
+            (Some(_), Next::PollSoon) => cfg.poll_soon,
+            _ => cfg.idle_timeout,
+        };
+        let (listen_ev, client_ev, bells) = wait(&server, conn.as_ref().map(|c| c.id), timeout)?;
+        let mut changed = false;
+
+        if bells > 0 {
+            cfg.counters.doorbells.fetch_add(bells, Ordering::Relaxed);
+        }
+        if client_ev {
+            if let Some(c) = &conn {
+                if hung_up(&server, c.id) {
+                    let c = conn.take().expect("checked above");
+                    disconnect(&mut server, c, &name);
+                    changed = true;
+                }
+            }
+        }
+        if listen_ev {
+            changed |= accept_all(&mut server, &mut conn, &cfg, &name);
+        }
+
+        if let Some(c) = &mut conn {
+            c.ring.woken(&c.shm);
+            let irq_fd = server
+                .clients()
+                .iter()
+                .find(|p| p.id == c.id)
+                .and_then(|p| p.vectors.first());
+            let mut irq = || {
+                if let Some(fd) = irq_fd {
+                    if let Err(e) = ivshmem::notify(fd.as_fd()) {
+                        log::warn!("{name}: cannot interrupt peer {}: {e}", c.id);
+                    }
+                }
+            };
+            let batch = c.ring.process(&c.shm, &mut irq, &stop_fn);
+            next = c.ring.next(&c.shm);
+            changed |= batch.did_work();
+        }
+        cfg.counters
+            .cpu_us
+            .store(thread_cpu_us(), Ordering::Relaxed);
+        if changed {
+            write_stats();
+        }
+    }
+
+    if let Some(c) = conn.take() {
+        disconnect(&mut server, c, &name);
+    }
+    cfg.counters
+        .cpu_us
+        .store(thread_cpu_us(), Ordering::Relaxed);
+    write_stats();
+    Ok(())
+}
+
+/// Sleeps until a connection, a hang-up, a doorbell or `timeout`. Returns
+/// (listener readable, client readable, doorbells drained).
+fn wait(server: &Server, client: Option<u16>, timeout: Duration) -> Result<(bool, bool, u64)> {
+    let client_fd = client.and_then(|id| server.clients().iter().find(|c| c.id == id));
+    let mut fds = Vec::with_capacity(2 + server.host_vectors().len());
+    let listener = server.listener();
+    fds.push(PollFd::new(&listener, PollFlags::IN));
+    let bells_at = if let Some(c) = client_fd {
+        fds.push(PollFd::new(&c.stream, PollFlags::IN));
+        2
+    } else {
+        1
+    };
+    for v in server.host_vectors() {
+        fds.push(PollFd::new(v, PollFlags::IN));
+    }
+    let ts = Timespec {
+        tv_sec: timeout.as_secs() as _,
+        tv_nsec: timeout.subsec_nanos() as _,
+    };
+    match poll(&mut fds, Some(&ts)) {
+        Ok(_) | Err(rustix::io::Errno::INTR) => {}
+        Err(e) => return Err(e).context("poll"),
+    }
+    let ready = |f: &PollFd<'_>| !f.revents().is_empty();
+    let listen = ready(&fds[0]);
+    let client = bells_at == 2 && ready(&fds[1]);
+    let mut bells = 0u64;
+    for (f, v) in fds[bells_at..].iter().zip(server.host_vectors()) {
+        if ready(f) {
+            bells = bells.saturating_add(ivshmem::drain(v.as_fd()));
+        }
+    }
+    Ok((listen, client, bells))
+}
+
+/// Whether client `id`'s socket is at end of stream (QEMU never sends data;
+/// anything it might send is discarded).
+fn hung_up(server: &Server, id: u16) -> bool {
+    let Some(c) = server.clients().iter().find(|c| c.id == id) else {
+        return true;
+    };
+    let mut buf = [0u8; 64];
+    // Poll said readable, so this does not block.
+    !matches!((&c.stream).read(&mut buf), Ok(n) if n > 0)
+}
+
+fn disconnect(server: &mut Server, c: Conn, name: &str) {
+    log::info!(
+        "{name}: peer {} disconnected; dropping its {} host objects and its shared memory",
+        c.id,
+        c.ring.live_objects()
+    );
+    server.remove(c.id);
+    c.ring.disconnect();
+}
+
+/// Accepts every pending connection: the first becomes the guest (with a fresh
+/// window), the others are refused while it is connected.
+fn accept_all(server: &mut Server, conn: &mut Option<Conn>, cfg: &SlotConfig, name: &str) -> bool {
+    let mut changed = false;
+    loop {
+        let stream = match server.accept() {
+            Ok(Some(s)) => s,
+            Ok(None) => break,
+            Err(e) => {
+                log::warn!("{name}: accept failed: {e}");
+                break;
+            }
+        };
+        changed = true;
+        if conn.is_some() || server.full() {
+            cfg.counters.refused.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "{name}: refusing a second client on {}: one guest per socket",
+                server.path().display()
+            );
+            continue;
+        }
+        match connect(server, stream, cfg, name) {
+            Ok(c) => *conn = Some(c),
+            Err(e) => log::warn!("{name}: client setup failed: {e:#}"),
+        }
+    }
+    changed
+}
+
+fn connect(
+    server: &mut Server,
+    stream: std::os::unix::net::UnixStream,
+    cfg: &SlotConfig,
+    name: &str,
+) -> Result<Conn> {
+    let shm = MappedShm::create(&format!("pvmm-{name}"), cfg.shm_size).context("shared memory")?;
+    let ring = RingHost::new(
+        name,
+        cfg.layout,
+        cfg.ring.clone(),
+        Arc::clone(&cfg.counters),
+    );
+    ring.init_shm(&shm);
+    let id = server
+        .add_client(stream, shm.fd())
+        .context("ivshmem connect sequence")?;
+    cfg.counters.connects.fetch_add(1, Ordering::Relaxed);
+    log::info!("{name}: peer {id} connected");
+    Ok(Conn { id, shm, ring })
+}

@@ -1,0 +1,207 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Host counters, their text forms and the live stats file.
+
+use std::fmt::Write as _;
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// Live counters of one guest connection slot (one socket), shared
+        /// between its serving thread and the stats reporters.
+        #[derive(Debug, Default)]
+        pub struct Counters {
+            $($(#[$doc])* pub $name: AtomicU64,)*
+        }
+
+        /// A plain copy of [`Counters`].
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct Snapshot {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl Counters {
+            /// Copies every counter (each one atomically, not all together).
+            pub fn snapshot(&self) -> Snapshot {
+                Snapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+
+        impl Snapshot {
+            /// Counter names in output order.
+            pub const NAMES: &'static [&'static str] = &[$(stringify!($name),)*];
+
+            /// `(name, value)` pairs in output order.
+            pub fn pairs(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($name), self.$name),)*]
+            }
+
+            /// Field-wise sum, saturating.
+            pub fn add(&self, o: &Snapshot) -> Snapshot {
+                Snapshot { $($name: self.$name.saturating_add(o.$name),)* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// CREATE requests completed Ok.
+    creates,
+    /// DESTROY requests completed Ok.
+    destroys,
+    /// DESTROY requests for a space the host did not have.
+    unknown_space,
+    /// CREATE of an id whose old object was still there (reclaimed).
+    stale_reclaimed,
+    /// CREATE refused because `--max-objects` objects were live.
+    no_memory,
+    /// Host objects alive now (a gauge).
+    live_objects,
+    /// Completions published to the completion ring.
+    completions,
+    /// Completions that found the ring full and waited in the host queue.
+    cq_overflow,
+    /// Completions dropped because the guest went away before taking them.
+    dropped_completions,
+    /// Doorbells received (eventfd counts summed).
+    doorbells,
+    /// Interrupts sent to the guest.
+    irqs_sent,
+    /// Publishes that needed no interrupt (the guest had not asked for one).
+    irqs_suppressed,
+    /// Malformed submission entries rejected.
+    bad_entries,
+    /// Impossible ring indices seen (each stops that ring until GUEST_READY is re-announced).
+    bad_indices,
+    /// Rings resumed after the guest re-announced GUEST_READY.
+    resumes,
+    /// DESTROY requests whose modelled cost hit `--max-destroy-us`.
+    work_capped,
+    /// Microseconds of DESTROY work done.
+    work_us,
+    /// CPU time of the serving thread, microseconds.
+    cpu_us,
+    /// Guests connected so far.
+    connects,
+    /// Connections refused because a guest was already connected.
+    refused,
+}
+
+impl Snapshot {
+    /// One `key=value ...` line.
+    pub fn line(&self) -> String {
+        let mut s = String::new();
+        for (i, (k, v)) in self.pairs().into_iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            let _ = write!(s, "{sep}{k}={v}");
+        }
+        s
+    }
+
+    /// `key value` lines, the stats-file form.
+    pub fn file_text(&self) -> String {
+        let mut s = String::new();
+        for (k, v) in self.pairs() {
+            let _ = writeln!(s, "{k} {v}");
+        }
+        s
+    }
+
+    /// Sum over several slots.
+    pub fn total<'a>(all: impl IntoIterator<Item = &'a Arc<Counters>>) -> Snapshot {
+        all.into_iter()
+            .fold(Snapshot::default(), |acc, c| acc.add(&c.snapshot()))
+    }
+}
+
+/// Where the live stats go: the sum over all slots, rewritten atomically.
+#[derive(Clone, Debug)]
+pub struct StatsFile {
+    path: PathBuf,
+    tmp: PathBuf,
+}
+
+impl StatsFile {
+    /// `slot` keeps concurrent writers off each other's temporary file.
+    pub fn new(path: &Path, slot: usize) -> StatsFile {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(".tmp.{}.{slot}", std::process::id()));
+        StatsFile {
+            path: path.to_owned(),
+            tmp: tmp.into(),
+        }
+    }
+
+    /// Writes `snap` to a temporary file and renames it over the stats file, so
+    /// a reader always sees a complete file.
+    pub fn write(&self, snap: &Snapshot) -> io::Result<()> {
+        let mut f = std::fs::File::create(&self.tmp)?;
+        f.write_all(snap.file_text().as_bytes())?;
+        drop(f);
+        std::fs::rename(&self.tmp, &self.path)
+    }
+}
+
+/// Thread CPU time of the calling thread in microseconds.
+pub fn thread_cpu_us() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    (t.tv_sec as u64).saturating_mul(1_000_000) + (t.tv_nsec as u64) / 1000
+}
+
+/// Parses the stats-file form back (for tests and scripts written in Rust).
+pub fn parse_file_text(text: &str) -> Vec<(String, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_owned(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms() {
+        let c = Counters::default();
+        c.creates.store(3, Ordering::Relaxed);
+        c.work_us.store(7, Ordering::Relaxed);
+        let s = c.snapshot();
+        assert!(s.line().starts_with("creates=3 destroys=0 "));
+        assert!(s.line().contains(" work_us=7 "));
+        let parsed = parse_file_text(&s.file_text());
+        assert_eq!(parsed.len(), Snapshot::NAMES.len());
+        assert_eq!(parsed[0], ("creates".to_owned(), 3));
+        let both = Snapshot::total([&Arc::new(c), &Arc::new(Counters::default())]);
+        assert_eq!(both.creates, 3);
+    }
+
+    #[test]
+    fn file_is_replaced() {
+        let dir = std::env::temp_dir().join(format!("pvmm-stats-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("stats");
+        let f = StatsFile::new(&path, 0);
+        let mut s = Snapshot::default();
+        f.write(&s).unwrap();
+        s.doorbells = 5;
+        f.write(&s).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("doorbells 5\n"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn cpu_clock_moves() {
+        let a = thread_cpu_us();
+        let t = std::time::Instant::now();
+        while t.elapsed().as_millis() < 5 {
+            std::hint::black_box(0u64);
+        }
+        assert!(thread_cpu_us() > a);
+    }
+}

@@ -1,0 +1,320 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Debugfs directories and files.
+//!
+//! A [`Dir`] is a debugfs directory; a [`File`] is a file in it whose content comes from a
+//! [`Show`] implementation. Both are removed when dropped.
+//!
+//! Following kernel convention, debugfs errors are not reported to the caller: a directory or
+//! file that could not be created is simply absent, and everything still works otherwise
+//! (children of a missing directory are missing too). Only allocation of the per-file state can
+//! fail [`Dir::file`].
+//!
+//! Lifetime: files are created with `debugfs_create_file()`, i.e. behind debugfs' full proxy,
+//! which takes a reference on the file around every `open`/`read`/`write`/`llseek` call. Removing
+//! the file (`debugfs_remove()`) makes new calls fail with `EIO` and waits until the running ones
+//! have returned. A [`File`] therefore removes the dentry first and only then releases its
+//! `Arc<T>`: no callback can see `T` after that. The file operations themselves are a `static`
+//! in the kernel image, not in the module, because an open file descriptor reaches them again on
+//! `close()`, possibly after the module is gone.
+//!
+//! A directory is removed only after all of its children have been dropped: each child holds a
+//! reference to its parent. Dropping the last handle removes the directory recursively.
+//!
+//! This is a local stand-in, for Linux 6.12, for the `debugfs` module of later kernels.
+//!
+//! C header: [`include/linux/debugfs.h`](srctree/include/linux/debugfs.h)
+
+use crate::{
+    alloc::KVec,
+    bindings,
+    error::from_err_ptr,
+    ffi::{c_char, c_void},
+    page::PAGE_SIZE,
+    prelude::*,
+    str::CStr,
+    sync::Arc,
+    uaccess::UserSlice,
+};
+use core::{fmt, ptr};
+
+/// A debugfs dentry that is removed when the last reference goes.
+///
+/// # Invariants
+///
+/// `dentry` was returned by a successful `debugfs_create_*()` call and has not been removed.
+/// While `parent` is alive, so is the directory that contains `dentry`.
+struct Entry {
+    dentry: *mut bindings::dentry,
+    _parent: Option<Arc<Entry>>,
+}
+
+// SAFETY: A dentry pointer can be passed to `debugfs_remove()` from any thread.
+unsafe impl Send for Entry {}
+
+// SAFETY: `&Entry` only gives the dentry pointer to debugfs functions that do their own locking.
+unsafe impl Sync for Entry {}
+
+impl Entry {
+    /// Wraps the result of a `debugfs_create_*()` call; `None` if it failed.
+    fn new(dentry: *mut bindings::dentry, parent: Option<Arc<Entry>>) -> Option<Self> {
+        let dentry = from_err_ptr(dentry).ok()?;
+        if dentry.is_null() {
+            return None;
+        }
+        // INVARIANT: `dentry` was just created; `parent` is the directory it was created in.
+        Some(Self {
+            dentry,
+            _parent: parent,
+        })
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant, `dentry` is a live debugfs dentry. For a file this waits
+        // for running file operations; for a directory, its children are already gone, since
+        // each of them holds a reference to this entry.
+        unsafe { bindings::debugfs_remove(self.dentry) };
+    }
+}
+
+/// A debugfs directory, removed when this handle and all of its children are dropped.
+///
+/// Created in process context; `Dir` is [`Send`] and [`Sync`], and creating children through a
+/// shared reference needs no locking (debugfs locks internally).
+pub struct Dir {
+    entry: Option<Arc<Entry>>,
+}
+
+impl Dir {
+    /// Creates directory `name` at the debugfs root.
+    pub fn new(name: &CStr) -> Dir {
+        Self::create(name, None)
+    }
+
+    /// Creates directory `name` inside `self`.
+    pub fn subdir(&self, name: &CStr) -> Dir {
+        match &self.entry {
+            Some(parent) => Self::create(name, Some(parent.clone())),
+            None => Dir { entry: None },
+        }
+    }
+
+    fn create(name: &CStr, parent: Option<Arc<Entry>>) -> Dir {
+        let parent_dentry = parent.as_ref().map_or(ptr::null_mut(), |p| p.dentry);
+        // SAFETY: `name` is NUL-terminated and copied by debugfs; `parent_dentry` is the root
+        // (null) or a live directory kept alive by `parent`.
+        let dentry = unsafe { bindings::debugfs_create_dir(name.as_char_ptr(), parent_dentry) };
+        let Some(entry) = Entry::new(dentry, parent) else {
+            return Dir { entry: None };
+        };
+        // Dropping `entry` on allocation failure removes the directory again.
+        Dir {
+            entry: Arc::new(entry, GFP_KERNEL).ok(),
+        }
+    }
+
+    /// Creates file `name` with permissions `mode` (e.g. `0o444`) inside `self`, whose content is
+    /// rendered by `data`'s [`Show::show`] and whose writes go to [`Show::store`].
+    ///
+    /// Fails only with `ENOMEM`; if debugfs cannot create the file, the returned [`File`] holds
+    /// `data` without a dentry.
+    pub fn file<T: Show + 'static>(&self, name: &CStr, mode: u16, data: Arc<T>) -> Result<File<T>> {
+        let node = KBox::new(
+            Node {
+                data: Arc::as_ptr(&data).cast(),
+                show: show_shim::<T>,
+                store: store_shim::<T>,
+            },
+            GFP_KERNEL,
+        )?;
+        let entry = match &self.entry {
+            Some(parent) => {
+                let node_ptr: *const Node = &*node;
+                // SAFETY: `name` is NUL-terminated and copied; `parent` keeps the directory
+                // alive; `node` stays at this address until the `File` drops it, after the
+                // dentry is removed; `FILE_OPS` is `'static`.
+                let dentry = unsafe {
+                    bindings::debugfs_create_file(
+                        name.as_char_ptr(),
+                        mode,
+                        parent.dentry,
+                        node_ptr.cast_mut().cast(),
+                        &FILE_OPS.0,
+                    )
+                };
+                Entry::new(dentry, Some(parent.clone()))
+            }
+            None => None,
+        };
+        Ok(File {
+            _entry: entry,
+            _node: node,
+            _data: data,
+        })
+    }
+}
+
+/// The content of a debugfs [`File`].
+///
+/// Called in process context and possibly concurrently from several readers and writers, hence
+/// `Send + Sync`; use interior mutability with proper synchronisation for state.
+pub trait Show: Send + Sync {
+    /// Writes the whole content of the file to `w`.
+    ///
+    /// Called for each `read()`, so a reader that uses several calls can see content from
+    /// different moments; readers that want a snapshot read at least one page at a time (as
+    /// `cat` does). May sleep.
+    fn show(&self, w: &mut impl fmt::Write) -> fmt::Result;
+
+    /// Handles one `write()` call with its `input`, at most one page long; the file offset is
+    /// ignored. May sleep.
+    ///
+    /// The default refuses with `EPERM`, which root could otherwise bypass the file mode for.
+    fn store(&self, input: &[u8]) -> Result {
+        let _ = input;
+        Err(EPERM)
+    }
+}
+
+/// A debugfs file backed by a [`Show`] implementation, removed on drop.
+///
+/// Holds `data` until the file is removed and all running reads and writes have returned, so
+/// the callbacks never see a dropped `T`. Drop it in process context (removal may sleep).
+pub struct File<T: Show> {
+    // Field order is drop order: the dentry goes first.
+    _entry: Option<Entry>,
+    _node: KBox<Node>,
+    _data: Arc<T>,
+}
+
+/// Type-erased per-file state; debugfs hands a pointer to it to the file operations.
+///
+/// # Invariants
+///
+/// `data` points to the `T` that `show` and `store` were instantiated for, alive as long as the
+/// node is reachable from a dentry.
+struct Node {
+    data: *const c_void,
+    show: unsafe fn(*const c_void, &mut Buffer) -> fmt::Result,
+    store: unsafe fn(*const c_void, &[u8]) -> Result,
+}
+
+// SAFETY: `data` points to a `T: Show`, which is `Send + Sync`; the rest are function pointers.
+unsafe impl Send for Node {}
+
+// SAFETY: As for `Send`; the node is never mutated after creation.
+unsafe impl Sync for Node {}
+
+/// # Safety
+///
+/// `data` must point to a live `T`.
+unsafe fn show_shim<T: Show>(data: *const c_void, w: &mut Buffer) -> fmt::Result {
+    // SAFETY: Guaranteed by the caller.
+    unsafe { &*data.cast::<T>() }.show(w)
+}
+
+/// # Safety
+///
+/// `data` must point to a live `T`.
+unsafe fn store_shim<T: Show>(data: *const c_void, input: &[u8]) -> Result {
+    // SAFETY: Guaranteed by the caller.
+    unsafe { &*data.cast::<T>() }.store(input)
+}
+
+/// The growable kernel buffer a file is rendered into.
+struct Buffer {
+    buf: KVec<u8>,
+    oom: bool,
+}
+
+impl fmt::Write for Buffer {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.buf.extend_from_slice(s.as_bytes(), GFP_KERNEL).map_err(|_| {
+            self.oom = true;
+            fmt::Error
+        })
+    }
+}
+
+/// The file operations of every [`File`]: in the kernel image, since a `close()` after the
+/// module is gone still reads them (the debugfs proxy's `release`).
+struct FileOps(bindings::file_operations);
+
+// SAFETY: Immutable after compilation; only read by the VFS.
+unsafe impl Sync for FileOps {}
+
+static FILE_OPS: FileOps = FileOps(bindings::file_operations {
+    // Copies `i_private` (the `Node`) to `file->private_data`.
+    open: Some(bindings::simple_open),
+    read: Some(file_read),
+    write: Some(file_write),
+    llseek: Some(bindings::default_llseek),
+    // SAFETY: All-zero is a valid `file_operations` (no callback, no owner).
+    ..unsafe { core::mem::MaybeUninit::zeroed().assume_init() }
+});
+
+/// Maps a Rust error to a `read`/`write` return value.
+fn err_ret(e: Error) -> isize {
+    e.to_errno() as isize
+}
+
+/// # Safety
+///
+/// Only as `file_operations::read` of a file created by [`Dir::file`].
+unsafe extern "C" fn file_read(
+    file: *mut bindings::file,
+    ubuf: *mut c_char,
+    count: usize,
+    ppos: *mut bindings::loff_t,
+) -> isize {
+    // SAFETY: `simple_open` stored the `Node` in `private_data`; the proxy keeps the dentry, and
+    // so the `Node` and its data, alive during this call.
+    let node = unsafe { &*(*file).private_data.cast::<Node>() };
+    let mut w = Buffer {
+        buf: KVec::new(),
+        oom: false,
+    };
+    // SAFETY: By the invariant of `Node`, `data` is the live `T` that `show` expects.
+    if unsafe { (node.show)(node.data, &mut w) }.is_err() {
+        return err_ret(if w.oom { ENOMEM } else { EIO });
+    }
+    // SAFETY: `ubuf`/`count`/`ppos` come from the VFS; the source is our `len`-byte buffer.
+    // This copies the part at `*ppos` and advances it, so sequential reads see everything.
+    unsafe {
+        bindings::simple_read_from_buffer(
+            ubuf.cast(),
+            count,
+            ppos,
+            w.buf.as_ptr().cast(),
+            w.buf.len(),
+        )
+    }
+}
+
+/// # Safety
+///
+/// Only as `file_operations::write` of a file created by [`Dir::file`].
+unsafe extern "C" fn file_write(
+    file: *mut bindings::file,
+    ubuf: *const c_char,
+    count: usize,
+    _ppos: *mut bindings::loff_t,
+) -> isize {
+    // SAFETY: As in `file_read`.
+    let node = unsafe { &*(*file).private_data.cast::<Node>() };
+    if count > PAGE_SIZE {
+        return err_ret(EINVAL);
+    }
+    let mut input = KVec::new();
+    if let Err(e) = UserSlice::new(ubuf as usize, count).read_all(&mut input, GFP_KERNEL) {
+        return err_ret(e);
+    }
+    // SAFETY: By the invariant of `Node`, `data` is the live `T` that `store` expects.
+    match unsafe { (node.store)(node.data, &input) } {
+        // At most a page, so it fits.
+        Ok(()) => count as isize,
+        Err(e) => err_ret(e),
+    }
+}

@@ -1,0 +1,734 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! PCI drivers.
+//!
+//! A driver implements [`Driver`] with a table of [`DeviceId`]s, and its module keeps a pinned
+//! [`Registration`]. While a device is bound, [`Driver::probe`] and [`Driver::remove`] get a
+//! borrowed [`Device`] through which the driver enables the device, claims and maps its BARs and
+//! allocates interrupt vectors. Everything the device binding acquires through [`Device`] is
+//! released by the driver core after `remove` has returned and the driver's data has been
+//! dropped: interrupt vectors are freed, BAR regions released and the device disabled, in that
+//! order (devres, reverse order of acquisition). The same happens if `probe` fails.
+//!
+//! Mappings ([`IoMem`], [`SharedMem`]) and interrupt registrations ([`crate::irq`]) are owned by
+//! the driver: keep them in [`Driver::Data`], so they are gone before the resources they use.
+//!
+//! This is a local stand-in, for Linux 6.12, for the `pci` module of later kernels, in a reduced
+//! form (no `Devres`, no device contexts).
+//!
+//! C header: [`include/linux/pci.h`](srctree/include/linux/pci.h)
+
+use crate::{
+    bindings, device,
+    error::{from_result, to_result},
+    ffi::{c_int, c_void},
+    init::pin_init_from_closure,
+    io::{IoMem, ResourceSize, SharedMem},
+    prelude::*,
+    str::CStr,
+    types::Opaque,
+};
+use core::{cell::Cell, fmt, marker::PhantomData, ops::BitOr, ptr::addr_of_mut, ptr::NonNull};
+
+/// Number of standard BARs (`PCI_STD_NUM_BARS`).
+const NUM_BARS: u32 = bindings::PCI_STD_NUM_BARS;
+
+/// A PCI device id (`struct pci_device_id`).
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+pub struct DeviceId(bindings::pci_device_id);
+
+impl DeviceId {
+    /// Matches any value of a field (`PCI_ANY_ID`).
+    pub const ANY: u32 = !0;
+
+    /// Matches `vendor`:`device` with any subsystem ids (C's `PCI_DEVICE()`).
+    pub const fn from_id(vendor: u32, device: u32) -> Self {
+        Self(bindings::pci_device_id {
+            vendor,
+            device,
+            subvendor: Self::ANY,
+            subdevice: Self::ANY,
+            class: 0,
+            class_mask: 0,
+            driver_data: 0,
+            override_only: 0,
+        })
+    }
+
+    /// Matches any device whose class, masked with `class_mask`, is `class` (C's
+    /// `PCI_DEVICE_CLASS()`).
+    pub const fn from_class(class: u32, class_mask: u32) -> Self {
+        Self(bindings::pci_device_id {
+            vendor: Self::ANY,
+            device: Self::ANY,
+            subvendor: Self::ANY,
+            subdevice: Self::ANY,
+            class,
+            class_mask,
+            driver_data: 0,
+            override_only: 0,
+        })
+    }
+
+    /// Returns this id with `driver_data` set, e.g. an index into a table of device variants.
+    pub const fn with_driver_data(mut self, data: usize) -> Self {
+        self.0.driver_data = data;
+        self
+    }
+
+    /// The all-zero id that terminates a table.
+    const fn zero() -> Self {
+        Self(bindings::pci_device_id {
+            vendor: 0,
+            device: 0,
+            subvendor: 0,
+            subdevice: 0,
+            class: 0,
+            class_mask: 0,
+            driver_data: 0,
+            override_only: 0,
+        })
+    }
+
+    /// Returns the vendor id to match, or [`DeviceId::ANY`].
+    pub const fn vendor(&self) -> u32 {
+        self.0.vendor
+    }
+
+    /// Returns the device id to match, or [`DeviceId::ANY`].
+    pub const fn device(&self) -> u32 {
+        self.0.device
+    }
+
+    /// Returns the `driver_data` of this entry.
+    pub const fn driver_data(&self) -> usize {
+        self.0.driver_data
+    }
+}
+
+/// A zero-terminated array of `N` [`DeviceId`]s, laid out as C expects a `pci_device_id` table.
+///
+/// Usually made by [`pci_device_table!`](crate::pci_device_table).
+///
+/// # Invariants
+///
+/// `sentinel` is all zeroes and directly follows `ids` (same type, `repr(C)`, so no padding).
+#[repr(C)]
+pub struct IdArray<const N: usize> {
+    ids: [DeviceId; N],
+    sentinel: DeviceId,
+}
+
+impl<const N: usize> IdArray<N> {
+    /// Builds the table from `ids`.
+    pub const fn new(ids: [DeviceId; N]) -> Self {
+        // INVARIANT: The sentinel is the zero id and follows `ids`.
+        Self {
+            ids,
+            sentinel: DeviceId::zero(),
+        }
+    }
+
+    /// Returns a type-erased handle to the table, for [`Driver::ID_TABLE`].
+    pub const fn table(&'static self) -> IdTable {
+        // INVARIANT: By the invariant of `IdArray`, `ids` is followed by a zero sentinel.
+        IdTable { ids: &self.ids }
+    }
+}
+
+/// A `'static`, zero-terminated table of [`DeviceId`]s of any length.
+///
+/// # Invariants
+///
+/// `ids` is directly followed in memory by an all-zero `pci_device_id`.
+#[derive(Clone, Copy)]
+pub struct IdTable {
+    ids: &'static [DeviceId],
+}
+
+impl IdTable {
+    /// Returns the entries, without the terminator.
+    pub const fn ids(&self) -> &'static [DeviceId] {
+        self.ids
+    }
+
+    fn as_ptr(&self) -> *const bindings::pci_device_id {
+        self.ids.as_ptr().cast()
+    }
+}
+
+/// Defines a constant [`IdTable`] named `$name` and, in a module, the `MODULE_DEVICE_TABLE`
+/// symbol from which modpost generates the module aliases for autoloading.
+///
+/// # Examples
+///
+/// ```ignore
+/// kernel::pci_device_table!(PVMM_PCI_IDS, [kernel::pci::DeviceId::from_id(0x1af4, 0x1110)]);
+///
+/// impl kernel::pci::Driver for Pvmm {
+///     // ...
+///     const ID_TABLE: kernel::pci::IdTable = PVMM_PCI_IDS;
+/// }
+/// ```
+#[macro_export]
+macro_rules! pci_device_table {
+    ($name:ident, [$($id:expr),+ $(,)?]) => {
+        const $name: $crate::pci::IdTable = {
+            const IDS: $crate::pci::IdArray<{ [$($id),+].len() }> =
+                $crate::pci::IdArray::new([$($id),+]);
+            $crate::pci::IdArray::table(&IDS)
+        };
+
+        #[cfg(MODULE)]
+        const _: () = {
+            #[used]
+            #[export_name = concat!("__mod_pci__", stringify!($name), "_device_table")]
+            static TABLE: $crate::pci::IdArray<{ [$($id),+].len() }> =
+                $crate::pci::IdArray::new([$($id),+]);
+        };
+    };
+}
+
+/// Interrupt types for [`Device::alloc_irq_vectors`] (`PCI_IRQ_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IrqTypes(u32);
+
+impl IrqTypes {
+    /// Legacy INTx (`PCI_IRQ_INTX`).
+    pub const INTX: IrqTypes = IrqTypes(bindings::PCI_IRQ_INTX);
+    /// MSI (`PCI_IRQ_MSI`).
+    pub const MSI: IrqTypes = IrqTypes(bindings::PCI_IRQ_MSI);
+    /// MSI-X (`PCI_IRQ_MSIX`).
+    pub const MSIX: IrqTypes = IrqTypes(bindings::PCI_IRQ_MSIX);
+    /// Any of them, best first (`PCI_IRQ_ALL_TYPES`).
+    pub const ALL: IrqTypes = IrqTypes(bindings::PCI_IRQ_ALL_TYPES);
+
+    /// Returns the raw `PCI_IRQ_*` bits.
+    pub const fn as_raw(self) -> u32 {
+        self.0
+    }
+}
+
+impl BitOr for IrqTypes {
+    type Output = IrqTypes;
+
+    fn bitor(self, rhs: IrqTypes) -> IrqTypes {
+        IrqTypes(self.0 | rhs.0)
+    }
+}
+
+/// A PCI device during [`Driver::probe`] or [`Driver::remove`] (`struct pci_dev`).
+///
+/// Only ever lent out by the bus callbacks, so it cannot outlive them, and it is neither [`Send`]
+/// nor [`Sync`]: the driver core serialises probe and remove of a device. To refer to the device
+/// later, e.g. for printing from an interrupt handler, keep an
+/// [`ARef<device::Device>`](crate::types::ARef) made from [`AsRef::as_ref`].
+///
+/// # Invariants
+///
+/// `pdev` is a valid `struct pci_dev` that is being probed by, or is bound to, the driver named
+/// `name`, for the lifetime of this object. Bit `n` of `requested` is set iff this binding holds
+/// a devres-managed request of the region of BAR `n`.
+pub struct Device {
+    pdev: NonNull<bindings::pci_dev>,
+    name: &'static CStr,
+    requested: Cell<u8>,
+}
+
+impl Device {
+    fn as_raw(&self) -> *mut bindings::pci_dev {
+        self.pdev.as_ptr()
+    }
+
+    fn raw_device(&self) -> *mut bindings::device {
+        // SAFETY: By the type invariant, `pdev` is valid; this only computes a field address.
+        unsafe { addr_of_mut!((*self.as_raw()).dev) }
+    }
+
+    /// Returns the vendor id.
+    pub fn vendor_id(&self) -> u16 {
+        // SAFETY: By the type invariant, `pdev` is valid; the field is fixed at enumeration.
+        unsafe { (*self.as_raw()).vendor }
+    }
+
+    /// Returns the device id.
+    pub fn device_id(&self) -> u16 {
+        // SAFETY: As in `vendor_id`.
+        unsafe { (*self.as_raw()).device }
+    }
+
+    /// Returns the revision id.
+    pub fn revision_id(&self) -> u8 {
+        // SAFETY: As in `vendor_id`.
+        unsafe { (*self.as_raw()).revision }
+    }
+
+    /// Enables the device's memory space (`pci_enable_device_mem()`); disabled again on unbind.
+    pub fn enable_device_mem(&self) -> Result {
+        // SAFETY: By the type invariant, `pdev` is valid and owned by this driver.
+        to_result(unsafe { bindings::pci_enable_device_mem(self.as_raw()) })?;
+        self.add_action(disable_device_action, crate::c_str!("pci_disable_device"))
+    }
+
+    /// Enables bus mastering (`pci_set_master()`), e.g. for MSI/MSI-X or DMA.
+    ///
+    /// Disabling the device on unbind clears it again.
+    pub fn set_master(&self) {
+        // SAFETY: By the type invariant, `pdev` is valid and owned by this driver.
+        unsafe { bindings::pci_set_master(self.as_raw()) };
+    }
+
+    /// Claims the regions of all BARs under `name` (`/proc/iomem`); released on unbind.
+    ///
+    /// BARs already claimed through [`Device::iomap_region`] or [`Device::memremap_bar`] are
+    /// skipped, so the order of the calls does not matter. Unused BARs are ignored.
+    pub fn request_regions(&self, name: &'static CStr) -> Result {
+        for bar in 0..NUM_BARS {
+            self.claim(bar, name)?;
+        }
+        Ok(())
+    }
+
+    /// Returns the physical start address of `bar`, or `EINVAL` for an invalid BAR index.
+    pub fn resource_start(&self, bar: u32) -> Result<ResourceSize> {
+        let bar = Self::bar_index(bar)?;
+        // SAFETY: By the type invariant, `pdev` is valid; `bar` is in range.
+        Ok(unsafe { bindings::pci_resource_start(self.as_raw(), bar) })
+    }
+
+    /// Returns the length of `bar` in bytes (0 if unused), or `EINVAL` for an invalid BAR index.
+    pub fn resource_len(&self, bar: u32) -> Result<ResourceSize> {
+        let bar = Self::bar_index(bar)?;
+        // SAFETY: By the type invariant, `pdev` is valid; `bar` is in range.
+        Ok(unsafe { bindings::pci_resource_len(self.as_raw(), bar) })
+    }
+
+    /// Claims memory BAR `bar` under `name` (unless already claimed) and maps all of it
+    /// uncached, checking that it is at least `SIZE` bytes long.
+    ///
+    /// Accesses below `SIZE` are then checked at compile time. Fails with `EINVAL` for an
+    /// invalid, unused, I/O-port or too small BAR, `EBUSY` if another driver holds the region and
+    /// `ENOMEM` if mapping fails.
+    pub fn iomap_region_sized<const SIZE: usize>(
+        &self,
+        bar: u32,
+        name: &'static CStr,
+    ) -> Result<IoMem<SIZE>> {
+        let (start, len) = self.mem_bar(bar)?;
+        self.claim(bar, name)?;
+        // SAFETY: `[start, start + len)` is the memory BAR `bar` of our device, and its region is
+        // claimed for this binding.
+        unsafe { IoMem::ioremap(start, len) }
+    }
+
+    /// Like [`Device::iomap_region_sized`] with `SIZE == 0`: all accesses are checked at run
+    /// time (`try_read32()` and friends).
+    pub fn iomap_region(&self, bar: u32, name: &'static CStr) -> Result<IoMem> {
+        self.iomap_region_sized::<0>(bar, name)
+    }
+
+    /// Claims memory BAR `bar` under the driver's name (unless already claimed) and maps it
+    /// cacheable (`memremap(MEMREMAP_WB)`) as shared memory.
+    ///
+    /// Meant for BARs backed by RAM, such as the shared-memory BAR of ivshmem. Fails like
+    /// [`Device::iomap_region_sized`].
+    pub fn memremap_bar(&self, bar: u32) -> Result<SharedMem> {
+        let (start, len) = self.mem_bar(bar)?;
+        self.claim(bar, self.name)?;
+        // SAFETY: `[start, start + len)` is the memory BAR `bar` of our device, and its region is
+        // claimed for this binding.
+        unsafe { SharedMem::memremap_wb(start, len) }
+    }
+
+    /// Allocates between `min` and `max` interrupt vectors of the allowed `types`
+    /// (`pci_alloc_irq_vectors()`), and returns how many were allocated.
+    ///
+    /// The device must be enabled. The vectors are freed on unbind, after the driver's data is
+    /// dropped: interrupt registrations kept there are gone by then.
+    pub fn alloc_irq_vectors(&self, min: u32, max: u32, types: IrqTypes) -> Result<u32> {
+        // SAFETY: By the type invariant, `pdev` is valid and owned by this driver.
+        let ret =
+            unsafe { bindings::pci_alloc_irq_vectors(self.as_raw(), min, max, types.as_raw()) };
+        if ret < 0 {
+            return Err(Error::from_errno(ret));
+        }
+        self.add_action(free_irq_vectors_action, crate::c_str!("pci_free_irq_vectors"))?;
+        Ok(ret as u32)
+    }
+
+    /// Returns the Linux interrupt number of vector `index` (`pci_irq_vector()`), for
+    /// [`crate::irq::ThreadedRegistration::new`].
+    pub fn irq_vector(&self, index: u32) -> Result<u32> {
+        // SAFETY: By the type invariant, `pdev` is valid.
+        let ret = unsafe { bindings::pci_irq_vector(self.as_raw(), index) };
+        if ret < 0 {
+            return Err(Error::from_errno(ret));
+        }
+        Ok(ret as u32)
+    }
+
+    fn bar_index(bar: u32) -> Result<c_int> {
+        if bar >= NUM_BARS {
+            return Err(EINVAL);
+        }
+        Ok(bar as c_int)
+    }
+
+    /// Returns start and length of `bar` if it is a used memory BAR.
+    fn mem_bar(&self, bar: u32) -> Result<(ResourceSize, usize)> {
+        let index = Self::bar_index(bar)?;
+        // SAFETY: By the type invariant, `pdev` is valid; `index` is in range.
+        let flags = unsafe { bindings::pci_resource_flags(self.as_raw(), index) };
+        let start = self.resource_start(bar)?;
+        let len = self.resource_len(bar)?;
+        if flags & bindings::IORESOURCE_MEM as usize == 0 || start == 0 || len == 0 {
+            return Err(EINVAL);
+        }
+        Ok((start, len.try_into().map_err(|_| EINVAL)?))
+    }
+
+    /// Requests the region of `bar` for this binding unless it already holds it.
+    fn claim(&self, bar: u32, name: &'static CStr) -> Result {
+        let index = Self::bar_index(bar)?;
+        let bit = 1u8 << bar;
+        if self.requested.get() & bit != 0 {
+            return Ok(());
+        }
+        // SAFETY: By the type invariant, `pdev` is valid and owned by this driver; `name` is
+        // `'static`, as the resource keeps the pointer.
+        to_result(unsafe {
+            bindings::pcim_request_region(self.as_raw(), index, name.as_char_ptr())
+        })?;
+        // INVARIANT: The region is now requested, managed by devres.
+        self.requested.set(self.requested.get() | bit);
+        Ok(())
+    }
+
+    /// Runs `action(pdev)` when the binding ends (devres); runs it now if that cannot be arranged.
+    fn add_action(&self, action: unsafe extern "C" fn(*mut c_void), name: &'static CStr) -> Result {
+        let data = self.as_raw().cast::<c_void>();
+        // SAFETY: The device is valid and being probed or bound, so devres is available; `name`
+        // is `'static`.
+        let ret = unsafe {
+            bindings::__devm_add_action(self.raw_device(), Some(action), data, name.as_char_ptr())
+        };
+        if ret != 0 {
+            // SAFETY: `action` undoes what the caller just did to this device.
+            unsafe { action(data) };
+            return Err(Error::from_errno(ret));
+        }
+        Ok(())
+    }
+}
+
+impl AsRef<device::Device> for Device {
+    fn as_ref(&self) -> &device::Device {
+        // SAFETY: By the type invariant, `pdev` and so its embedded `struct device` stay valid
+        // (and referenced by the driver core) while `self` is borrowed.
+        unsafe { device::Device::as_ref(self.raw_device()) }
+    }
+}
+
+/// # Safety
+///
+/// `pdev` must be a `struct pci_dev` that was enabled by [`Device::enable_device_mem`].
+unsafe extern "C" fn disable_device_action(pdev: *mut c_void) {
+    // SAFETY: Guaranteed by the caller; devres runs this while the device still exists.
+    unsafe { bindings::pci_disable_device(pdev.cast()) };
+}
+
+/// # Safety
+///
+/// `pdev` must be a valid `struct pci_dev`.
+unsafe extern "C" fn free_irq_vectors_action(pdev: *mut c_void) {
+    // SAFETY: Guaranteed by the caller; freeing without vectors allocated is a no-op.
+    unsafe { bindings::pci_free_irq_vectors(pdev.cast()) };
+}
+
+/// A PCI driver.
+///
+/// # Examples
+///
+/// ```ignore
+/// use kernel::{c_str, pci, prelude::*};
+///
+/// kernel::pci_device_table!(IDS, [pci::DeviceId::from_id(0x1af4, 0x1110)]);
+///
+/// struct Sample;
+///
+/// impl pci::Driver for Sample {
+///     type Data = kernel::io::IoMem<16>;
+///     const NAME: &'static CStr = c_str!("sample");
+///     const ID_TABLE: pci::IdTable = IDS;
+///
+///     fn probe(dev: &pci::Device, _id: &pci::DeviceId) -> Result<Self::Data> {
+///         dev.enable_device_mem()?;
+///         let regs = dev.iomap_region_sized::<16>(0, Self::NAME)?;
+///         kernel::dev_info!(dev.as_ref(), "peer id {}\n", regs.read32(8));
+///         Ok(regs)
+///     }
+/// }
+/// ```
+pub trait Driver {
+    /// Per-device data, made by `probe` and dropped after `remove`.
+    type Data: Send + 'static;
+
+    /// Driver name; also used for the regions [`Device::memremap_bar`] claims. Use the module
+    /// name.
+    const NAME: &'static CStr;
+
+    /// The devices this driver binds to.
+    const ID_TABLE: IdTable;
+
+    /// Binds the driver to `dev`, which matched `id`. Process context, may sleep.
+    ///
+    /// On error, whatever was acquired through `dev` is released again.
+    fn probe(dev: &Device, id: &DeviceId) -> Result<Self::Data>;
+
+    /// Unbinds the driver from `dev`. Process context, may sleep.
+    ///
+    /// `data` is dropped right after this returns; then the device's resources are released.
+    fn remove(dev: &Device, data: &Self::Data) {
+        let _ = (dev, data);
+    }
+}
+
+/// What the driver core holds for a bound device (its `drvdata`).
+struct Bound<D> {
+    data: D,
+    requested: u8,
+}
+
+/// The registration of a PCI driver with the PCI core.
+///
+/// Registering probes all matching devices; dropping unregisters the driver, which removes it
+/// from every bound device (calling [`Driver::remove`]) before it returns. Keep it pinned in the
+/// module, e.g. as `Pin<KBox<Registration<T>>>` made with `KBox::pin_init`, or use
+/// [`module_pci_driver!`](crate::module_pci_driver).
+///
+/// # Invariants
+///
+/// `drv` is registered with the PCI core, with the callbacks of `T`, from the end of
+/// initialisation until `drop`.
+#[pin_data(PinnedDrop)]
+pub struct Registration<T: Driver> {
+    #[pin]
+    drv: Opaque<bindings::pci_driver>,
+    _driver: PhantomData<T>,
+}
+
+// SAFETY: After registration the `pci_driver` is only used by the PCI core, which synchronises
+// its own accesses; unregistration may happen from any thread.
+unsafe impl<T: Driver> Send for Registration<T> {}
+
+// SAFETY: `&Registration` gives no access to the `pci_driver`.
+unsafe impl<T: Driver> Sync for Registration<T> {}
+
+impl<T: Driver> Registration<T> {
+    /// Registers `T` (`__pci_register_driver()`) on behalf of `module`.
+    pub fn new(module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        // SAFETY: The closure initialises the slot fully before returning `Ok`, and on error
+        // leaves nothing registered.
+        let drv = unsafe {
+            pin_init_from_closure(move |slot: *mut Opaque<bindings::pci_driver>| {
+                let drv = Opaque::raw_get(slot);
+                // SAFETY: `drv` is valid for writes; all-zero is a valid `pci_driver`.
+                unsafe {
+                    drv.write_bytes(0, 1);
+                    (*drv).name = T::NAME.as_char_ptr();
+                    (*drv).id_table = T::ID_TABLE.as_ptr();
+                    (*drv).probe = Some(probe_callback::<T>);
+                    (*drv).remove = Some(remove_callback::<T>);
+                }
+                // SAFETY: `drv` is initialised and pinned for as long as it stays registered
+                // (until `drop`); the name and id table are `'static`.
+                to_result(unsafe {
+                    bindings::__pci_register_driver(drv, module.as_ptr(), T::NAME.as_char_ptr())
+                })
+            })
+        };
+        try_pin_init!(Self {
+            drv <- drv,
+            _driver: PhantomData,
+        })
+    }
+}
+
+#[pinned_drop]
+impl<T: Driver> PinnedDrop for Registration<T> {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: By the type invariant, `drv` is registered.
+        unsafe { bindings::pci_unregister_driver(self.drv.get()) };
+    }
+}
+
+/// # Safety
+///
+/// Only for `pci_driver::probe` of a driver registered by `Registration<T>`.
+unsafe extern "C" fn probe_callback<T: Driver>(
+    pdev: *mut bindings::pci_dev,
+    id: *const bindings::pci_device_id,
+) -> c_int {
+    from_result(|| {
+        let pdev = NonNull::new(pdev).ok_or(EINVAL)?;
+        // INVARIANT: The PCI core calls probe with a valid device that is being bound to `T`.
+        let dev = Device {
+            pdev,
+            name: T::NAME,
+            requested: Cell::new(0),
+        };
+        // SAFETY: The PCI core passes the matching entry, valid during the call; `DeviceId` is a
+        // transparent wrapper.
+        let id = unsafe { &*id.cast::<DeviceId>() };
+        // Allocate first, so a successful probe is not undone for want of memory.
+        let slot = KBox::<Bound<T::Data>>::new_uninit(GFP_KERNEL)?;
+        let data = T::probe(&dev, id)?;
+        let bound = slot.write(Bound {
+            data,
+            requested: dev.requested.get(),
+        });
+        // SAFETY: `pdev` is valid; the driver core owns drvdata while the device is bound to us.
+        unsafe { bindings::pci_set_drvdata(pdev.as_ptr(), KBox::into_raw(bound).cast()) };
+        Ok(0)
+    })
+}
+
+/// # Safety
+///
+/// Only for `pci_driver::remove` of a driver registered by `Registration<T>`.
+unsafe extern "C" fn remove_callback<T: Driver>(pdev: *mut bindings::pci_dev) {
+    let Some(pdev) = NonNull::new(pdev) else {
+        return;
+    };
+    // SAFETY: `pdev` is bound to `T`, so probe succeeded and its drvdata is the `Bound` it
+    // stored, which is ours to take back.
+    let bound =
+        unsafe { KBox::from_raw(bindings::pci_get_drvdata(pdev.as_ptr()).cast::<Bound<T::Data>>()) };
+    // INVARIANT: The PCI core calls remove with a valid device bound to `T`.
+    let dev = Device {
+        pdev,
+        name: T::NAME,
+        requested: Cell::new(bound.requested),
+    };
+    T::remove(&dev, &bound.data);
+    drop(bound);
+    // The driver core now releases the devres-managed resources.
+}
+
+/// Declares a module that registers one PCI driver.
+///
+/// # Examples
+///
+/// ```ignore
+/// kernel::module_pci_driver! {
+///     type: Sample,
+///     name: "sample",
+///     author: "pvmm developers",
+///     description: "Sample PCI driver",
+///     license: "GPL",
+/// }
+/// ```
+#[macro_export]
+macro_rules! module_pci_driver {
+    (type: $driver:ty, $($rest:tt)*) => {
+        struct __PciDriverModule {
+            _reg: ::core::pin::Pin<$crate::alloc::KBox<$crate::pci::Registration<$driver>>>,
+        }
+
+        impl $crate::Module for __PciDriverModule {
+            fn init(module: &'static $crate::ThisModule) -> $crate::error::Result<Self> {
+                Ok(Self {
+                    _reg: $crate::alloc::KBox::pin_init(
+                        $crate::pci::Registration::<$driver>::new(module),
+                        $crate::alloc::flags::GFP_KERNEL,
+                    )?,
+                })
+            }
+        }
+
+        $crate::prelude::module! {
+            type: __PciDriverModule,
+            $($rest)*
+        }
+    };
+}
+
+/// Log levels for [`dev_printk`].
+#[doc(hidden)]
+#[derive(Clone, Copy)]
+pub enum Level {
+    Err,
+    Warning,
+    Notice,
+    Info,
+    Debug,
+}
+
+/// Prints `args` with the device's driver and name as prefix (`_dev_printk()`).
+///
+/// Linux 6.12 has no `dev_*!` macros in Rust yet; these stand in for the later ones in
+/// `kernel::device` and take a `&device::Device`, e.g. `dev_info!(pdev.as_ref(), ...)`.
+#[doc(hidden)]
+pub fn dev_printk(level: Level, dev: &device::Device, args: fmt::Arguments<'_>) {
+    let level: &[u8; 3] = match level {
+        Level::Err => bindings::KERN_ERR,
+        Level::Warning => bindings::KERN_WARNING,
+        Level::Notice => bindings::KERN_NOTICE,
+        Level::Info => bindings::KERN_INFO,
+        Level::Debug => bindings::KERN_DEBUG,
+    };
+    #[cfg(CONFIG_PRINTK)]
+    // SAFETY: `level` is a NUL-terminated `KERN_*` prefix, `dev` is a valid device, and `%pA`
+    // makes vsprintf hand `&args` (alive during the call) to `rust_fmt_argument`.
+    unsafe {
+        bindings::_dev_printk(
+            level.as_ptr(),
+            dev.as_raw(),
+            crate::c_str!("%pA").as_char_ptr(),
+            core::ptr::from_ref(&args).cast::<c_void>(),
+        )
+    };
+    #[cfg(not(CONFIG_PRINTK))]
+    let _ = (level, dev, args);
+}
+
+/// Prints an error message for a device (`dev_err()`).
+#[macro_export]
+macro_rules! dev_err {
+    ($dev:expr, $($arg:tt)*) => {
+        $crate::pci::dev_printk($crate::pci::Level::Err, $dev, ::core::format_args!($($arg)*))
+    };
+}
+
+/// Prints a warning for a device (`dev_warn()`).
+#[macro_export]
+macro_rules! dev_warn {
+    ($dev:expr, $($arg:tt)*) => {
+        $crate::pci::dev_printk($crate::pci::Level::Warning, $dev, ::core::format_args!($($arg)*))
+    };
+}
+
+/// Prints a notice for a device (`dev_notice()`).
+#[macro_export]
+macro_rules! dev_notice {
+    ($dev:expr, $($arg:tt)*) => {
+        $crate::pci::dev_printk($crate::pci::Level::Notice, $dev, ::core::format_args!($($arg)*))
+    };
+}
+
+/// Prints an informational message for a device (`dev_info()`).
+#[macro_export]
+macro_rules! dev_info {
+    ($dev:expr, $($arg:tt)*) => {
+        $crate::pci::dev_printk($crate::pci::Level::Info, $dev, ::core::format_args!($($arg)*))
+    };
+}
+
+/// Prints a debug message for a device at `KERN_DEBUG` (not dynamic debug).
+#[macro_export]
+macro_rules! dev_dbg {
+    ($dev:expr, $($arg:tt)*) => {
+        $crate::pci::dev_printk($crate::pci::Level::Debug, $dev, ::core::format_args!($($arg)*))
+    };
+}

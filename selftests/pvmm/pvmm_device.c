@@ -1,0 +1,174 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * pvmm_device: the driver is bound to its ivshmem-doorbell device, exports
+ * the stats it promises, and one fork+exit (and one exec) goes through the
+ * CREATE/DESTROY/ack/release cycle.
+ */
+#include "pvmm_lib.h"
+
+#include <libgen.h>
+
+FIXTURE(device) {
+	struct pvmm_stats before, after;
+};
+
+FIXTURE_SETUP(device)
+{
+	PVMM_REQUIRE_STATS();
+}
+
+FIXTURE_TEARDOWN(device)
+{
+}
+
+/*
+ * @spaces address spaces were created and destroyed: check the immediate
+ * counters, then wait for the host's acks and the pgd releases.
+ */
+static void check_lifecycle(struct __test_metadata *_metadata,
+			    FIXTURE_DATA(device) *self, uint64_t spaces)
+{
+	static const char *const logged[] = {
+		"spaces_created", "spaces_destroyed", "spaces_acked",
+		"pgds_parked", "pgds_released", "submissions", "doorbells",
+		"irqs", "completions", NULL,
+	};
+	uint64_t released0, waited;
+
+	/* CREATE at pgd_alloc and DESTROY at exit_mmap are synchronous. */
+	pvmm_snapshot(_metadata, &self->after);
+	EXPECT_GE(pvmm_delta(_metadata, &self->before, &self->after,
+			     "spaces_created"), spaces);
+	EXPECT_GE(pvmm_delta(_metadata, &self->before, &self->after,
+			     "spaces_destroyed"), spaces);
+
+	released0 = pvmm_stat(_metadata, &self->before, "pgds_released");
+	waited = pvmm_wait_drained(_metadata, &self->after,
+				   pvmm_drain_timeout_ms(), "pgds_released",
+				   released0 + spaces);
+	pvmm_log_deltas(_metadata, "counters", &self->before, &self->after,
+			logged);
+	ksft_print_msg("drained in %llu ms\n", (unsigned long long)waited);
+	EXPECT_GE(pvmm_delta(_metadata, &self->before, &self->after,
+			     "spaces_acked"), spaces);
+	EXPECT_EQ(0ULL, pvmm_delta(_metadata, &self->before, &self->after,
+				"bad_completions"));
+	EXPECT_EQ(0ULL, pvmm_delta(_metadata, &self->before, &self->after,
+				"protocol_errors"));
+}
+
+TEST_F(device, bound)
+{
+	char path[PATH_MAX], bdf[64], id[32];
+
+	ASSERT_TRUE(pvmm_pci_bound(bdf, sizeof(bdf))) {
+		TH_LOG("no device under %s", PVMM_PCI_DRIVER_DIR);
+	}
+	snprintf(path, sizeof(path), "%s/%s/vendor", PVMM_PCI_DRIVER_DIR, bdf);
+	ASSERT_EQ(0, pvmm_read_text(path, id, sizeof(id)));
+	EXPECT_STREQ("0x1af4", id);
+	snprintf(path, sizeof(path), "%s/%s/device", PVMM_PCI_DRIVER_DIR, bdf);
+	ASSERT_EQ(0, pvmm_read_text(path, id, sizeof(id)));
+	EXPECT_STREQ("0x1110", id);
+	ksft_print_msg("pvmm bound to %s\n", bdf);
+}
+
+TEST_F(device, stats_complete)
+{
+	char dir[PATH_MAX], path[PATH_MAX];
+	const struct pvmm_stat *mode;
+
+	pvmm_snapshot(_metadata, &self->before);
+	pvmm_check_names(_metadata, &self->before);
+	EXPECT_EQ(1ULL, pvmm_stat(_metadata, &self->before, "hooks_active"));
+
+	mode = pvmm_stats_find(&self->before, "mode");
+	ksft_print_msg("%u stats, mode %s\n", self->before.n,
+		       mode ? mode->word : "(not reported)");
+
+	/* "device" lives next to "stats" (also for PVMM_STATS_PATH). */
+	snprintf(dir, sizeof(dir), "%s", pvmm_stats_path());
+	snprintf(path, sizeof(path), "%s/device", dirname(dir));
+	EXPECT_TRUE(pvmm_exists(path)) {
+		TH_LOG("%s is missing", path);
+	}
+}
+
+/*
+ * The gauges are defined by the counters: on a quiet system
+ * outstanding == destroyed - acked and pgds_pending == parked - released.
+ */
+TEST_F_TIMEOUT(device, gauges_match_counters, 120)
+{
+	uint64_t start = pvmm_now_ms(), d, a, p, r;
+	unsigned long timeout = pvmm_drain_timeout_ms();
+	const char *const names[] = {
+		"spaces_destroyed", "spaces_acked", "pgds_parked",
+		"pgds_released", "outstanding", "pgds_pending", NULL,
+	};
+	bool same;
+	int i;
+
+	/* Two equal snapshots in a row: nothing moved in between. */
+	pvmm_snapshot(_metadata, &self->before);
+	for (;;) {
+		pvmm_sleep_ms(100);
+		pvmm_snapshot(_metadata, &self->after);
+		same = true;
+		for (i = 0; names[i]; i++)
+			if (pvmm_stat(_metadata, &self->before, names[i]) !=
+			    pvmm_stat(_metadata, &self->after, names[i]))
+				same = false;
+		if (same || pvmm_now_ms() - start > timeout)
+			break;
+		self->before = self->after;
+	}
+	ASSERT_TRUE(same) {
+		TH_LOG("counters kept moving for %lu ms", timeout);
+	}
+	d = pvmm_stat(_metadata, &self->after, "spaces_destroyed");
+	a = pvmm_stat(_metadata, &self->after, "spaces_acked");
+	p = pvmm_stat(_metadata, &self->after, "pgds_parked");
+	r = pvmm_stat(_metadata, &self->after, "pgds_released");
+	ASSERT_GE(d, a);
+	ASSERT_GE(p, r);
+	EXPECT_EQ(d - a, pvmm_stat(_metadata, &self->after, "outstanding"));
+	EXPECT_EQ(p - r, pvmm_stat(_metadata, &self->after, "pgds_pending"));
+}
+
+TEST_F_TIMEOUT(device, fork_exit, 120)
+{
+	pvmm_pin_to_this_cpu(_metadata);
+	pvmm_snapshot(_metadata, &self->before);
+	EXPECT_EQ(1ULL, pvmm_stat(_metadata, &self->before, "hooks_active"));
+	pvmm_run_child(_metadata, NULL, NULL);
+	check_lifecycle(_metadata, self, 1);
+}
+
+/* exec replaces the mm: one more CREATE and one more DESTROY. */
+TEST_F_TIMEOUT(device, fork_exec_exit, 120)
+{
+	const char *arg, *path = pvmm_exec_path(&arg);
+
+	ksft_print_msg("exec target: %s\n", path);
+	pvmm_pin_to_this_cpu(_metadata);
+	pvmm_snapshot(_metadata, &self->before);
+	pvmm_run_child(_metadata, path, arg);
+	check_lifecycle(_metadata, self, 2);
+}
+
+/* Last fixture, so this runs after every other test. */
+FIXTURE(kernel) {};
+FIXTURE_SETUP(kernel) {}
+FIXTURE_TEARDOWN(kernel) {}
+
+TEST_F(kernel, no_warnings)
+{
+	if (!pvmm_kernel_clean(_metadata))
+		SKIP(return, "no /proc/sys/kernel/tainted and no /dev/kmsg");
+}
+
+int main(int argc, char **argv)
+{
+	return pvmm_main(argc, argv, PVMM_NEED_STATS);
+}
