@@ -7,8 +7,9 @@
 //! without waiting, and `pgd_free` parked until the host acknowledges. See
 //! `Documentation/pvmm.rst` in the pvmm tree.
 
+use core::fmt::{self, Write};
 use kernel::{
-    c_str, debugfs,
+    c_str, debugfs, dev_err, dev_info,
     io::{IoMem, SharedMem},
     irq::{self, IrqReturn, ThreadedHandler, ThreadedIrqReturn},
     mm_hooks, pci,
@@ -17,17 +18,19 @@ use kernel::{
 };
 
 mod teardown;
+// One source for both ends: it is the public API of the host's `pvmm-wire` crate,
+// and the host's half of the protocol is unused here.
+#[allow(dead_code, unreachable_pub)]
 mod wire;
 
 use teardown::{Doorbell, Teardown};
 
-module! {
-    type: PvmmModule,
+kernel::module_pci_driver! {
+    type: PvmmDriver,
     name: "pvmm",
     author: "pvmm developers",
     description: "Asynchronous paravirtualized address-space teardown",
     license: "GPL",
-    alias: ["pci:v00001AF4d00001110sv*sd*bc*sc*i*"],
 }
 
 /// ivshmem BAR0 registers.
@@ -104,14 +107,17 @@ impl ThreadedHandler for Completions {
 struct StatsFile(Arc<Engine>);
 
 impl debugfs::Show for StatsFile {
-    fn show(&self, w: &mut debugfs::Writer<'_>) -> core::fmt::Result {
-        use core::fmt::Write;
+    fn show(&self, w: &mut impl Write) -> fmt::Result {
         let g = self.0.gauges();
         writeln!(w, "mode async")?;
         writeln!(w, "hooks_active {}", u8::from(!g.closing))?;
+        let mut res = Ok(());
         self.0.stats.for_each(|name, v| {
-            let _ = writeln!(w, "{name} {v}");
+            if res.is_ok() {
+                res = writeln!(w, "{name} {v}");
+            }
         });
+        res?;
         writeln!(w, "spaces_live {}", g.spaces_live)?;
         writeln!(w, "outstanding {}", g.outstanding)?;
         writeln!(w, "outstanding_pages {}", g.outstanding_pages)?;
@@ -128,8 +134,7 @@ struct DeviceFile {
 }
 
 impl debugfs::Show for DeviceFile {
-    fn show(&self, w: &mut debugfs::Writer<'_>) -> core::fmt::Result {
-        use core::fmt::Write;
+    fn show(&self, w: &mut impl Write) -> fmt::Result {
         let h = &self.header;
         writeln!(w, "peer {}", self.peer)?;
         writeln!(w, "host_peer {}", h.host_peer)?;
@@ -146,7 +151,7 @@ impl debugfs::Show for DeviceFile {
 /// Fields drop in order: debugfs, hooks, then (after the drain in `Drop`) the
 /// interrupt and the mappings held by the engine.
 struct PvmmDevice {
-    debugfs: Option<debugfs::Dir>,
+    debugfs: Option<DebugFiles>,
     hooks: Option<Pin<KBox<mm_hooks::Registration<Engine>>>>,
     engine: Arc<Engine>,
     irq: Option<Pin<KBox<irq::ThreadedRegistration<Completions>>>>,
@@ -162,24 +167,26 @@ impl Drop for PvmmDevice {
     }
 }
 
+/// The debugfs directory and its files; removed when dropped.
+struct DebugFiles {
+    _stats: debugfs::File<StatsFile>,
+    _device: debugfs::File<DeviceFile>,
+    _dir: debugfs::Dir,
+}
+
 struct PvmmDriver;
 
-kernel::pci_device_table!(
-    PCI_TABLE,
-    MODULE_PCI_TABLE,
-    <PvmmDriver as pci::Driver>::IdInfo,
-    [(pci::DeviceId::from_id(0x1af4, 0x1110), ())]
-);
+// The ivshmem-doorbell device (the plain ivshmem-plain variant has no doorbell).
+kernel::pci_device_table!(PVMM_PCI_IDS, [pci::DeviceId::from_id(0x1af4, 0x1110)]);
 
 impl pci::Driver for PvmmDriver {
-    type IdInfo = ();
     type Data = Pin<KBox<PvmmDevice>>;
-    const ID_TABLE: pci::IdTable<Self::IdInfo> = &PCI_TABLE;
+    const NAME: &'static CStr = c_str!("pvmm");
+    const ID_TABLE: pci::IdTable = PVMM_PCI_IDS;
 
-    fn probe(dev: &pci::Device, _info: &Self::IdInfo) -> Result<Self::Data> {
+    fn probe(dev: &pci::Device, _id: &pci::DeviceId) -> Result<Self::Data> {
         dev.enable_device_mem()?;
         dev.set_master();
-        dev.request_regions(c_str!("pvmm"))?;
         let regs = dev.iomap_region_sized::<{ regs::SIZE }>(BAR_REGS, c_str!("pvmm"))?;
         let shm = dev.memremap_bar(BAR_SHM)?;
 
@@ -190,7 +197,7 @@ impl pci::Driver for PvmmDriver {
         let peer = regs.read32(regs::IVPOSITION);
         wire::guest_attach(&shm, header.features);
 
-        let nvec = dev.alloc_irq_vectors(1, 1, pci::IRQ_MSIX)?;
+        let nvec = dev.alloc_irq_vectors(1, 1, pci::IrqTypes::MSIX)?;
         let vector = dev.irq_vector(0)?;
         let bell = IvshmemBell {
             regs,
@@ -211,12 +218,19 @@ impl pci::Driver for PvmmDriver {
         let hooks = KBox::pin_init(mm_hooks::Registration::new(engine.clone()), GFP_KERNEL)?;
 
         let dir = debugfs::Dir::new(c_str!("pvmm"));
-        dir.file(c_str!("stats"), 0o444, Arc::new(StatsFile(engine.clone()), GFP_KERNEL)?);
-        dir.file(
-            c_str!("device"),
-            0o444,
-            Arc::new(DeviceFile { peer, header }, GFP_KERNEL)?,
-        );
+        let debugfs = DebugFiles {
+            _stats: dir.file(
+                c_str!("stats"),
+                0o444,
+                Arc::new(StatsFile(engine.clone()), GFP_KERNEL)?,
+            )?,
+            _device: dir.file(
+                c_str!("device"),
+                0o444,
+                Arc::new(DeviceFile { peer, header }, GFP_KERNEL)?,
+            )?,
+            _dir: dir,
+        };
 
         dev_info!(
             dev.as_ref(),
@@ -227,24 +241,12 @@ impl pci::Driver for PvmmDriver {
         );
         Ok(KBox::pin(
             PvmmDevice {
-                debugfs: Some(dir),
+                debugfs: Some(debugfs),
                 hooks: Some(hooks),
                 engine,
                 irq: Some(irq),
             },
             GFP_KERNEL,
         )?)
-    }
-}
-
-struct PvmmModule {
-    _driver: Pin<KBox<pci::Registration<PvmmDriver>>>,
-}
-
-impl kernel::Module for PvmmModule {
-    fn init(module: &'static ThisModule) -> Result<Self> {
-        Ok(PvmmModule {
-            _driver: KBox::pin_init(pci::Registration::new(c_str!("pvmm"), module), GFP_KERNEL)?,
-        })
     }
 }

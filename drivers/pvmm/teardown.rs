@@ -468,7 +468,10 @@ impl<M: SharedMemory + Send + Sync, B: Doorbell> Teardown<M, B> {
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
         let mut forced = 0u64;
-        while let Some(id) = inner.spaces.keys().next().copied() {
+        loop {
+            let Some(id) = inner.spaces.keys().next().copied() else {
+                break;
+            };
             if let Some(space) = inner.untrack(id) {
                 if space.pgd.is_some() {
                     forced += 1;

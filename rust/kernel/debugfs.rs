@@ -121,9 +121,10 @@ impl Dir {
     /// Fails only with `ENOMEM`; if debugfs cannot create the file, the returned [`File`] holds
     /// `data` without a dentry.
     pub fn file<T: Show + 'static>(&self, name: &CStr, mode: u16, data: Arc<T>) -> Result<File<T>> {
+        let data_ptr: *const T = &*data;
         let node = KBox::new(
             Node {
-                data: Arc::as_ptr(&data).cast(),
+                data: data_ptr.cast(),
                 show: show_shim::<T>,
                 store: store_shim::<T>,
             },
@@ -231,10 +232,12 @@ struct Buffer {
 
 impl fmt::Write for Buffer {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.buf.extend_from_slice(s.as_bytes(), GFP_KERNEL).map_err(|_| {
-            self.oom = true;
-            fmt::Error
-        })
+        self.buf
+            .extend_from_slice(s.as_bytes(), GFP_KERNEL)
+            .map_err(|_| {
+                self.oom = true;
+                fmt::Error
+            })
     }
 }
 

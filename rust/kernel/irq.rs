@@ -155,6 +155,8 @@ impl<T: ThreadedHandler + 'static> ThreadedRegistration<T> {
     /// `name` shows up in `/proc/interrupts`. The handler may run as soon as the request
     /// succeeds. Returns the error of `request_threaded_irq()`, e.g. `EINVAL` for an invalid
     /// interrupt number or `EBUSY` for an unshareable line in use.
+    // The 6.12 expansion of `try_pin_init!(&this in ...)` has an uncommented `unsafe` block.
+    #[allow(clippy::undocumented_unsafe_blocks)]
     pub fn new(
         irq: u32,
         flags: Flags,
@@ -237,6 +239,8 @@ pub struct Registration<T: Handler + 'static> {
 
 impl<T: Handler + 'static> Registration<T> {
     /// Initialises `handler` in place, then requests `irq` for it (`request_irq()`).
+    // The 6.12 expansion of `try_pin_init!(&this in ...)` has an uncommented `unsafe` block.
+    #[allow(clippy::undocumented_unsafe_blocks)]
     pub fn new(
         irq: u32,
         flags: Flags,

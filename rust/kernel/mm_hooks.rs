@@ -189,6 +189,9 @@ impl<T: MmHooks> Registration<T> {
         unsafe { &*data.cast::<T>() }
     }
 
+    /// # Safety
+    ///
+    /// Only as `pvmm_hook_ops::pgd_alloc` of a live registration of `Self`.
     unsafe extern "C" fn pgd_alloc_cb(
         data: *mut c_void,
         mm: *mut bindings::mm_struct,
@@ -205,6 +208,9 @@ impl<T: MmHooks> Registration<T> {
         }
     }
 
+    /// # Safety
+    ///
+    /// Only as `pvmm_hook_ops::exit_mmap` of a live registration of `Self`.
     unsafe extern "C" fn exit_mmap_cb(data: *mut c_void, mm: *mut bindings::mm_struct) {
         // SAFETY: As in `pgd_alloc_cb`.
         let hooks = unsafe { Self::hooks(data) };
@@ -212,6 +218,9 @@ impl<T: MmHooks> Registration<T> {
         hooks.exit_mmap(unsafe { AddressSpace::from_raw(mm) });
     }
 
+    /// # Safety
+    ///
+    /// Only as `pvmm_hook_ops::pgd_free` of a live registration of `Self`.
     unsafe extern "C" fn pgd_free_cb(
         data: *mut c_void,
         _mm: *mut bindings::mm_struct,

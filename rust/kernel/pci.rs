@@ -353,7 +353,10 @@ impl Device {
         if ret < 0 {
             return Err(Error::from_errno(ret));
         }
-        self.add_action(free_irq_vectors_action, crate::c_str!("pci_free_irq_vectors"))?;
+        self.add_action(
+            free_irq_vectors_action,
+            crate::c_str!("pci_free_irq_vectors"),
+        )?;
         Ok(ret as u32)
     }
 
@@ -528,26 +531,25 @@ unsafe impl<T: Driver> Sync for Registration<T> {}
 impl<T: Driver> Registration<T> {
     /// Registers `T` (`__pci_register_driver()`) on behalf of `module`.
     pub fn new(module: &'static ThisModule) -> impl PinInit<Self, Error> {
-        // SAFETY: The closure initialises the slot fully before returning `Ok`, and on error
-        // leaves nothing registered.
-        let drv = unsafe {
-            pin_init_from_closure(move |slot: *mut Opaque<bindings::pci_driver>| {
-                let drv = Opaque::raw_get(slot);
-                // SAFETY: `drv` is valid for writes; all-zero is a valid `pci_driver`.
-                unsafe {
-                    drv.write_bytes(0, 1);
-                    (*drv).name = T::NAME.as_char_ptr();
-                    (*drv).id_table = T::ID_TABLE.as_ptr();
-                    (*drv).probe = Some(probe_callback::<T>);
-                    (*drv).remove = Some(remove_callback::<T>);
-                }
-                // SAFETY: `drv` is initialised and pinned for as long as it stays registered
-                // (until `drop`); the name and id table are `'static`.
-                to_result(unsafe {
-                    bindings::__pci_register_driver(drv, module.as_ptr(), T::NAME.as_char_ptr())
-                })
+        let init = move |slot: *mut Opaque<bindings::pci_driver>| {
+            let drv = Opaque::raw_get(slot);
+            // SAFETY: `drv` is valid for writes; all-zero is a valid `pci_driver`.
+            unsafe {
+                drv.write_bytes(0, 1);
+                (*drv).name = T::NAME.as_char_ptr();
+                (*drv).id_table = T::ID_TABLE.as_ptr();
+                (*drv).probe = Some(probe_callback::<T>);
+                (*drv).remove = Some(remove_callback::<T>);
+            }
+            // SAFETY: `drv` is initialised and pinned for as long as it stays registered
+            // (until `drop`); the name and id table are `'static`.
+            to_result(unsafe {
+                bindings::__pci_register_driver(drv, module.as_ptr(), T::NAME.as_char_ptr())
             })
         };
+        // SAFETY: The closure initialises the slot fully before returning `Ok`, and on error
+        // leaves nothing registered.
+        let drv = unsafe { pin_init_from_closure(init) };
         try_pin_init!(Self {
             drv <- drv,
             _driver: PhantomData,
@@ -603,8 +605,9 @@ unsafe extern "C" fn remove_callback<T: Driver>(pdev: *mut bindings::pci_dev) {
     };
     // SAFETY: `pdev` is bound to `T`, so probe succeeded and its drvdata is the `Bound` it
     // stored, which is ours to take back.
-    let bound =
-        unsafe { KBox::from_raw(bindings::pci_get_drvdata(pdev.as_ptr()).cast::<Bound<T::Data>>()) };
+    let bound = unsafe {
+        KBox::from_raw(bindings::pci_get_drvdata(pdev.as_ptr()).cast::<Bound<T::Data>>())
+    };
     // INVARIANT: The PCI core calls remove with a valid device bound to `T`.
     let dev = Device {
         pdev,

@@ -103,7 +103,7 @@ fn run(args: Args) -> Result<()> {
         )
     })?;
     let shm_size = args.shm_size;
-    if !shm_size.is_power_of_two() || shm_size < 4096 || shm_size > 1 << 40 {
+    if !shm_size.is_power_of_two() || !(4096..=1 << 40).contains(&shm_size) {
         bail!("--shm-size must be a power of two between 4 KiB and 1 TiB");
     }
     if u64::from(layout.size) > shm_size {
