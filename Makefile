@@ -13,7 +13,7 @@
 KDIR ?=
 LLVM ?= 1
 
-.PHONY: default module clippy demo check host deps clean
+.PHONY: default module clippy demo check host deps clean distclean
 
 default:
 ifneq ($(KDIR),)
@@ -40,6 +40,10 @@ demo:
 check:
 	scripts/check.sh
 
+# Module objects only: the test runner cleans between builds and must keep
+# the host stub.
 clean:
 	@if [ -n "$(KDIR)" ]; then $(MAKE) -C $(KDIR) M=$(CURDIR) clean; fi
+
+distclean: clean
 	cargo clean --manifest-path host-stubs/Cargo.toml

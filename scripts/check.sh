@@ -62,11 +62,6 @@ echo "# cargo test: $(grep -c '^test result' "$logs/cargo-test.log") suites"
 [ "$crc" = 0 ] || result "cargo test (exit status)" "$crc"
 step "build host stub" cargo build --release --manifest-path $cargo_dir/Cargo.toml
 
-# --- kernel patches ---------------------------------------------------------
-for p in kernel/patches/*.patch; do
-	step "checkpatch $(basename "$p")" "$PVMM_TOP/scripts/checkpatch.sh" "$p"
-done
-
 # --- kernels: CONFIG_PVMM=y and =m, module out of tree ------------------------
 build_y=
 build_m=
@@ -80,6 +75,11 @@ for b in $build_y $build_m; do
 	step "no Rust warnings in pvmm code ($(basename "$b"))" scripts/rust-warnings.sh \
 		"$b/build.log"
 done
+# --- kernel patches (checkpatch.pl comes from the extracted tree) -----------
+for p in kernel/patches/*.patch; do
+	step "checkpatch $(basename "$p")" "$PVMM_TOP/scripts/checkpatch.sh" "$p"
+done
+
 ko=
 if [ -n "$build_m" ]; then
 	if step "out-of-tree module build (make KDIR=..., CLIPPY=1)" \

@@ -332,3 +332,17 @@ unsafe extern "C" fn plain_handler<T: Handler>(
     let handler = unsafe { &*cookie.cast::<T>() };
     handler.handle() as bindings::irqreturn_t
 }
+
+/// Runs `f` with interrupts disabled on this CPU (`local_irq_save()`/`local_irq_restore()`).
+///
+/// `f` must not sleep. On `PREEMPT_RT` it must not take a `SpinLock` or `Mutex` either, as
+/// both are sleeping locks there; only atomics, raw MMIO or shared memory accesses are fine.
+pub fn with_local_irqs_disabled<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: Always safe to call; the flags are handed back below on this CPU, since the
+    // task cannot migrate while interrupts are off.
+    let flags = unsafe { bindings::local_irq_save_flags() };
+    let r = f();
+    // SAFETY: `flags` came from the matching save above.
+    unsafe { bindings::local_irq_restore_flags(flags) };
+    r
+}
