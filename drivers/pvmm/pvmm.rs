@@ -23,7 +23,7 @@ mod teardown;
 #[allow(dead_code, unreachable_pub)]
 mod wire;
 
-use teardown::{Doorbell, Teardown};
+use teardown::{Doorbell, Knob, Mode, Teardown};
 
 kernel::module_pci_driver! {
     type: PvmmDriver,
@@ -42,6 +42,18 @@ mod regs {
     /// Size of the register BAR.
     pub(crate) const SIZE: usize = 0x100;
 }
+
+/// debugfs names of the settings, in [`Knob::ALL`] order.
+const KNOB_FILES: [&CStr; 8] = [
+    c_str!("mode"),
+    c_str!("batch"),
+    c_str!("flush_us"),
+    c_str!("cap_spaces"),
+    c_str!("cap_pages"),
+    c_str!("chunk_us"),
+    c_str!("sync_timeout_ms"),
+    c_str!("throttle_timeout_ms"),
+];
 
 const BAR_REGS: u32 = 0;
 const BAR_SHM: u32 = 2;
@@ -103,16 +115,20 @@ impl ThreadedHandler for Completions {
     }
 }
 
-/// The `stats` file.
+/// The `stats` file: settings, counters and gauges as `name value` lines.
 struct StatsFile(Arc<Engine>);
 
 impl debugfs::Show for StatsFile {
     fn show(&self, w: &mut impl Write) -> fmt::Result {
-        let g = self.0.gauges();
-        writeln!(w, "mode async")?;
+        let e = &self.0;
+        let g = e.gauges();
+        writeln!(w, "mode {}", e.settings.mode().name())?;
+        for knob in Knob::ALL.into_iter().skip(1) {
+            writeln!(w, "{} {}", knob.info().name, e.settings.get(knob))?;
+        }
         writeln!(w, "hooks_active {}", u8::from(!g.closing))?;
         let mut res = Ok(());
-        self.0.stats.for_each(|name, v| {
+        e.stats().for_each(|name, v| {
             if res.is_ok() {
                 res = writeln!(w, "{name} {v}");
             }
@@ -121,9 +137,47 @@ impl debugfs::Show for StatsFile {
         writeln!(w, "spaces_live {}", g.spaces_live)?;
         writeln!(w, "outstanding {}", g.outstanding)?;
         writeln!(w, "outstanding_pages {}", g.outstanding_pages)?;
+        writeln!(w, "peak_outstanding {}", g.peak_outstanding)?;
+        writeln!(w, "peak_outstanding_pages {}", g.peak_outstanding_pages)?;
+        writeln!(w, "throttled {}", g.throttled)?;
         writeln!(w, "pgds_pending {}", g.pgds_pending)?;
         writeln!(w, "backlog {}", g.backlog)?;
         writeln!(w, "ring_broken {}", u8::from(g.broken))
+    }
+
+    /// `reset_peaks` restarts the peak gauges from the current values.
+    fn store(&self, input: &[u8]) -> Result {
+        if input.trim_ascii() != b"reset_peaks" {
+            return Err(EINVAL);
+        }
+        self.0.reset_peaks();
+        Ok(())
+    }
+}
+
+/// A settings file: shows the value, takes a new one (`mode` takes a name).
+struct KnobFile {
+    engine: Arc<Engine>,
+    knob: Knob,
+}
+
+impl debugfs::Show for KnobFile {
+    fn show(&self, w: &mut impl Write) -> fmt::Result {
+        match self.knob {
+            Knob::Mode => writeln!(w, "{}", self.engine.settings.mode().name()),
+            k => writeln!(w, "{}", self.engine.settings.get(k)),
+        }
+    }
+
+    fn store(&self, input: &[u8]) -> Result {
+        let value = match self.knob {
+            Knob::Mode => Mode::parse(input).ok_or(EINVAL)? as u64,
+            _ => core::str::from_utf8(input.trim_ascii())
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(EINVAL)?,
+        };
+        self.engine.settings.set(self.knob, value)
     }
 }
 
@@ -160,7 +214,8 @@ struct PvmmDevice {
 impl Drop for PvmmDevice {
     fn drop(&mut self) {
         drop(self.debugfs.take());
-        // Unregistering waits for running hooks; no new work after this.
+        // Throttled creators stop waiting; unregistering waits for running hooks.
+        self.engine.close();
         drop(self.hooks.take());
         self.engine.drain(DRAIN_TIMEOUT_MS);
         drop(self.irq.take());
@@ -171,6 +226,7 @@ impl Drop for PvmmDevice {
 struct DebugFiles {
     _stats: debugfs::File<StatsFile>,
     _device: debugfs::File<DeviceFile>,
+    _knobs: KVec<debugfs::File<KnobFile>>,
     _dir: debugfs::Dir,
 }
 
@@ -195,7 +251,7 @@ impl pci::Driver for PvmmDriver {
             ENODEV
         })?;
         let peer = regs.read32(regs::IVPOSITION);
-        wire::guest_attach(&shm, header.features);
+        let features = wire::guest_attach(&shm, header.features);
 
         let nvec = dev.alloc_irq_vectors(1, 1, pci::IrqTypes::MSIX)?;
         let vector = dev.irq_vector(0)?;
@@ -203,7 +259,7 @@ impl pci::Driver for PvmmDriver {
             regs,
             value: header.host_peer << 16,
         };
-        let engine = Arc::pin_init(Engine::new(shm, bell, header.layout), GFP_KERNEL)?;
+        let engine = Arc::pin_init(Engine::new(shm, bell, header.layout, features), GFP_KERNEL)?;
         let irq = KBox::pin_init(
             irq::ThreadedRegistration::new(
                 vector,
@@ -218,10 +274,22 @@ impl pci::Driver for PvmmDriver {
         let hooks = KBox::pin_init(mm_hooks::Registration::new(engine.clone()), GFP_KERNEL)?;
 
         let dir = debugfs::Dir::new(c_str!("pvmm"));
+        let mut knobs = KVec::with_capacity(Knob::ALL.len(), GFP_KERNEL)?;
+        for (knob, name) in Knob::ALL.into_iter().zip(KNOB_FILES) {
+            let file = KnobFile {
+                engine: engine.clone(),
+                knob,
+            };
+            knobs.push(
+                dir.file(name, 0o644, Arc::new(file, GFP_KERNEL)?)?,
+                GFP_KERNEL,
+            )?;
+        }
         let debugfs = DebugFiles {
+            _knobs: knobs,
             _stats: dir.file(
                 c_str!("stats"),
-                0o444,
+                0o644,
                 Arc::new(StatsFile(engine.clone()), GFP_KERNEL)?,
             )?,
             _device: dir.file(

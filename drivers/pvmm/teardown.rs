@@ -7,14 +7,24 @@
 //! It is independent of the transport: shared memory and the doorbell are reached
 //! through [`SharedMemory`] and [`Doorbell`].
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{
+    AtomicBool, AtomicU32, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use kernel::{
+    c_str,
+    irq::with_local_irqs_disabled,
     mm_hooks::{AddressSpace, MmHooks, PageDirectory, SpaceId},
     new_condvar, new_spinlock,
     prelude::*,
     rbtree::{RBTree, RBTreeNode},
-    sync::{CondVar, SpinLock},
-    time::msecs_to_jiffies,
+    static_lock_class,
+    sync::{
+        lock::{spinlock::SpinLockBackend, Guard},
+        Arc, CondVar, CondVarTimeoutResult, SpinLock,
+    },
+    time::{msecs_to_jiffies, Ktime},
+    timer::{Timer, TimerHandler},
 };
 
 use crate::wire::{
@@ -25,6 +35,179 @@ use crate::wire::{
 pub(crate) trait Doorbell: Send + Sync {
     /// Rings the host. May be called in atomic context.
     fn ring(&self);
+}
+
+/// How teardowns started now reach the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// No host involvement: new address spaces are not registered. The latency floor.
+    Off = 0,
+    /// One blocking host call per teardown, with interrupts off until the host acknowledges,
+    /// like a non-preemptible hypercall.
+    Sync = 1,
+    /// Like `Sync`, but interrupts (and preemption) are allowed between bounded chunks of
+    /// waiting, like a hypercall with continuations.
+    Chunked = 2,
+    /// Batched submission, deferred page-directory release on completion.
+    Async = 3,
+}
+
+impl Mode {
+    /// Every mode, in numeric order.
+    pub(crate) const ALL: [Mode; 4] = [Mode::Off, Mode::Sync, Mode::Chunked, Mode::Async];
+
+    /// The name used in debugfs.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Mode::Off => "off",
+            Mode::Sync => "sync",
+            Mode::Chunked => "chunked",
+            Mode::Async => "async",
+        }
+    }
+
+    /// Parses a name, ignoring surrounding whitespace.
+    pub(crate) fn parse(input: &[u8]) -> Option<Mode> {
+        let name = input.trim_ascii();
+        Mode::ALL.into_iter().find(|m| m.name().as_bytes() == name)
+    }
+
+    fn from_raw(raw: u64) -> Mode {
+        Mode::ALL
+            .into_iter()
+            .find(|m| *m as u64 == raw)
+            .unwrap_or(Mode::Async)
+    }
+}
+
+/// A run-time setting: its name, limits and default.
+pub(crate) struct Tunable {
+    pub(crate) name: &'static str,
+    pub(crate) min: u64,
+    pub(crate) max: u64,
+    default: u64,
+}
+
+/// The settings, indexed by [`Knob`].
+pub(crate) const TUNABLES: [Tunable; 8] = [
+    Tunable {
+        name: "mode",
+        min: 0,
+        max: 3,
+        default: Mode::Async as u64,
+    },
+    Tunable {
+        name: "batch",
+        min: 1,
+        max: wire::MAX_ENTRIES as u64,
+        default: 16,
+    },
+    Tunable {
+        name: "flush_us",
+        min: 1,
+        max: 1_000_000,
+        default: 1000,
+    },
+    Tunable {
+        name: "cap_spaces",
+        min: 1,
+        max: 1 << 20,
+        default: 256,
+    },
+    Tunable {
+        name: "cap_pages",
+        min: 1,
+        max: wire::MAX_PAGES,
+        default: 1 << 20,
+    },
+    Tunable {
+        name: "chunk_us",
+        min: 1,
+        max: 1_000_000,
+        default: 100,
+    },
+    Tunable {
+        name: "sync_timeout_ms",
+        min: 1,
+        max: 3_600_000,
+        default: 10_000,
+    },
+    Tunable {
+        name: "throttle_timeout_ms",
+        min: 1,
+        max: 3_600_000,
+        default: 30_000,
+    },
+];
+
+/// Index of a setting in [`TUNABLES`].
+#[derive(Clone, Copy)]
+pub(crate) enum Knob {
+    /// [`Mode`] of teardowns started from now on.
+    Mode = 0,
+    /// Submissions per doorbell while the host is idle.
+    Batch = 1,
+    /// Longest delay of a doorbell for an incomplete batch, microseconds.
+    FlushUs = 2,
+    /// Cap on outstanding teardowns (address spaces).
+    CapSpaces = 3,
+    /// Cap on outstanding teardown work (pages).
+    CapPages = 4,
+    /// Longest interrupts-off stretch in `chunked` mode, microseconds.
+    ChunkUs = 5,
+    /// Longest synchronous wait for the host before giving up, milliseconds.
+    SyncTimeoutMs = 6,
+    /// Longest throttled wait of `pgd_alloc` before failing it, milliseconds.
+    ThrottleTimeoutMs = 7,
+}
+
+impl Knob {
+    /// Every setting, in [`TUNABLES`] order.
+    pub(crate) const ALL: [Knob; 8] = [
+        Knob::Mode,
+        Knob::Batch,
+        Knob::FlushUs,
+        Knob::CapSpaces,
+        Knob::CapPages,
+        Knob::ChunkUs,
+        Knob::SyncTimeoutMs,
+        Knob::ThrottleTimeoutMs,
+    ];
+
+    /// Name, limits and default.
+    pub(crate) fn info(self) -> &'static Tunable {
+        &TUNABLES[self as usize]
+    }
+}
+
+/// Current settings; each is read once per decision, so a change applies to what starts
+/// after it.
+pub(crate) struct Settings([AtomicU64; 8]);
+
+impl Settings {
+    fn new() -> Self {
+        Settings(TUNABLES.map(|t| AtomicU64::new(t.default)))
+    }
+
+    /// The value of `knob`.
+    pub(crate) fn get(&self, knob: Knob) -> u64 {
+        self.0[knob as usize].load(Relaxed)
+    }
+
+    /// Sets `knob`; `EINVAL` outside its limits.
+    pub(crate) fn set(&self, knob: Knob, value: u64) -> Result {
+        let t = knob.info();
+        if !(t.min..=t.max).contains(&value) {
+            return Err(EINVAL);
+        }
+        self.0[knob as usize].store(value, Relaxed);
+        Ok(())
+    }
+
+    /// The teardown mode.
+    pub(crate) fn mode(&self) -> Mode {
+        Mode::from_raw(self.get(Knob::Mode))
+    }
 }
 
 macro_rules! counters {
@@ -48,6 +231,8 @@ macro_rules! counters {
 counters! {
     /// CREATE requests submitted.
     spaces_created,
+    /// Address spaces created while the mode was `off` (never registered).
+    spaces_untracked,
     /// DESTROY requests submitted.
     spaces_destroyed,
     /// DESTROY completions accepted.
@@ -62,10 +247,14 @@ counters! {
     untracked_exits,
     /// Entries written to the submission ring.
     submissions,
+    /// Groups of submissions handed to the host with one notification decision.
+    batches,
     /// Doorbells rung.
     doorbells,
-    /// Doorbells not rung because the host was busy.
+    /// Batches that needed no doorbell because the host was busy.
     doorbells_suppressed,
+    /// Batches handed over by the flush deadline rather than by size.
+    deadline_flushes,
     /// Completion interrupts taken.
     irqs,
     /// Completions consumed.
@@ -80,6 +269,30 @@ counters! {
     forced_releases,
     /// Exits handled without the host because the ring was abandoned.
     fallback_exits,
+    /// `pgd_alloc` calls that waited because outstanding work was at a cap.
+    throttle_events,
+    /// Total time `pgd_alloc` waited at a cap, microseconds.
+    throttle_wait_us,
+    /// Throttled `pgd_alloc` calls that failed after `throttle_timeout_ms`.
+    throttle_timeouts,
+    /// Teardowns started in mode `off` (nothing to do).
+    teardowns_off,
+    /// Teardowns started in mode `sync`.
+    teardowns_sync,
+    /// Teardowns started in mode `chunked`.
+    teardowns_chunked,
+    /// Teardowns started in mode `async`.
+    teardowns_async,
+    /// Total time spent in synchronous waits for the host, microseconds.
+    sync_wait_us,
+    /// Longest synchronous wait, microseconds.
+    sync_wait_max_us,
+    /// Longest stretch with interrupts off in a synchronous wait, microseconds.
+    irq_off_max_us,
+    /// Synchronous waits that gave up after `sync_timeout_ms`.
+    sync_timeouts,
+    /// Synchronous teardowns that went asynchronous (ring full, out of memory).
+    sync_fallbacks,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -101,6 +314,8 @@ struct Space {
     pgd: Option<PageDirectory>,
     /// A request that did not fit in the ring yet.
     queued: Option<Op>,
+    /// Set when the host acknowledges the DESTROY; a synchronous teardown polls it.
+    waiter: Option<Arc<AtomicBool>>,
 }
 
 struct Inner {
@@ -109,8 +324,12 @@ struct Inner {
     spaces: RBTree<SpaceId, Space>,
     outstanding: u64,
     outstanding_pages: u64,
+    peak_outstanding: u64,
+    peak_outstanding_pages: u64,
     pending_pgds: u64,
     backlog: u64,
+    /// `pgd_alloc` calls waiting at a cap.
+    throttled: u64,
     /// The host broke the protocol; the ring is no longer used.
     broken: bool,
     /// Detaching: no new address spaces are tracked.
@@ -134,6 +353,11 @@ impl Inner {
         }
         Some(space)
     }
+
+    fn over_cap(&self, settings: &Settings) -> bool {
+        self.outstanding >= settings.get(Knob::CapSpaces)
+            || self.outstanding_pages >= settings.get(Knob::CapPages)
+    }
 }
 
 /// Gauges, read under the engine lock.
@@ -141,10 +365,65 @@ pub(crate) struct Gauges {
     pub(crate) spaces_live: u64,
     pub(crate) outstanding: u64,
     pub(crate) outstanding_pages: u64,
+    pub(crate) peak_outstanding: u64,
+    pub(crate) peak_outstanding_pages: u64,
     pub(crate) pgds_pending: u64,
     pub(crate) backlog: u64,
+    pub(crate) throttled: u64,
     pub(crate) broken: bool,
     pub(crate) closing: bool,
+}
+
+/// The transport side of the engine: shared memory, doorbell, counters, and the
+/// decision when to ring.
+///
+/// # Locking
+///
+/// Lock-free: everything here is atomics, shared-memory accesses and MMIO, so it is
+/// used from the hooks, the interrupt thread and the flush-deadline timer (softirq)
+/// alike, with or without the engine lock held.
+pub(crate) struct Notifier<M: SharedMemory, B: Doorbell> {
+    shm: M,
+    bell: B,
+    /// Submissions published since the last notification decision.
+    unnotified: AtomicU32,
+    /// The host did not offer `HOST_NEED_WAKEUP`: ring for every batch.
+    always_ring: bool,
+    stats: Stats,
+}
+
+impl<M: SharedMemory + Send + Sync, B: Doorbell> Notifier<M, B> {
+    /// Hands the unnotified submissions to the host as one batch: rings unless the host
+    /// says it is working anyway.
+    fn flush(&self) -> bool {
+        if self.unnotified.swap(0, Relaxed) == 0 {
+            return false;
+        }
+        self.stats.batches.fetch_add(1, Relaxed);
+        if self.always_ring || wire::host_needs_wakeup(&self.shm) {
+            self.stats.doorbells.fetch_add(1, Relaxed);
+            self.bell.ring();
+        } else {
+            self.stats.doorbells_suppressed.fetch_add(1, Relaxed);
+        }
+        true
+    }
+
+    /// Rings now, as a hypercall would.
+    fn ring_now(&self) {
+        self.unnotified.store(0, Relaxed);
+        self.stats.batches.fetch_add(1, Relaxed);
+        self.stats.doorbells.fetch_add(1, Relaxed);
+        self.bell.ring();
+    }
+}
+
+impl<M: SharedMemory + Send + Sync, B: Doorbell> TimerHandler for Notifier<M, B> {
+    fn expired(&self) {
+        if self.flush() {
+            self.stats.deadline_flushes.fetch_add(1, Relaxed);
+        }
+    }
 }
 
 /// The teardown engine of one device.
@@ -153,25 +432,28 @@ pub(crate) struct Gauges {
 ///
 /// All ring and tracking state is in `inner`, a spinlock taken from the mm hooks
 /// (process context, and atomic or RCU-callback context for `pgd_free`) and from
-/// the threaded interrupt handler. It is never taken in hard interrupt context,
-/// and nothing is allocated under it. The doorbell is rung after the lock is
-/// dropped. `stats` and `next_tag` need no lock.
+/// the threaded interrupt handler. It is never taken in hard interrupt context, with
+/// interrupts off, or from the timer, and nothing is allocated under it. Doorbells
+/// are rung after the lock is dropped. `progress` is notified whenever outstanding
+/// work completes; throttled `pgd_alloc` calls wait on it. `settings` and the
+/// [`Notifier`] need no lock.
 ///
 /// # Lifetime
 ///
-/// Shared through an `Arc` by the hook registration and the interrupt handler;
-/// both are torn down before the device is unmapped.
+/// Shared through an `Arc` by the hook registration, the interrupt handler and the
+/// debugfs files; the hooks and the interrupt are torn down before the device is
+/// unmapped, and the deadline timer is shut down when the engine is dropped.
 #[pin_data]
-pub(crate) struct Teardown<M: SharedMemory, B: Doorbell> {
-    shm: M,
-    bell: B,
+pub(crate) struct Teardown<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> {
+    #[pin]
+    deadline: Timer<Notifier<M, B>>,
+    layout: Layout,
     #[pin]
     inner: SpinLock<Inner>,
-    /// Notified whenever outstanding work completes.
     #[pin]
     progress: CondVar,
     next_tag: AtomicU32,
-    pub(crate) stats: Stats,
+    pub(crate) settings: Settings,
 }
 
 /// Logs the first few occurrences of a problem, then every power of two.
@@ -179,29 +461,52 @@ fn should_log(count: u64) -> bool {
     count < 8 || count.is_power_of_two()
 }
 
-impl<M: SharedMemory + Send + Sync, B: Doorbell> Teardown<M, B> {
+fn elapsed_us(since: Ktime) -> u64 {
+    u64::try_from((Ktime::ktime_get() - since).to_ns() / 1000).unwrap_or(0)
+}
+
+impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M, B> {
     /// Creates the engine, continuing the rings where an earlier instance stopped.
-    pub(crate) fn new(shm: M, bell: B, layout: Layout) -> impl PinInit<Self, Error> {
+    pub(crate) fn new(shm: M, bell: B, layout: Layout, features: u32) -> impl PinInit<Self, Error> {
         let sq = SqProducer::resume(layout, &shm);
         let cq = CqConsumer::resume(layout, &shm);
-        try_pin_init!(Self {
+        let notifier = Notifier {
             shm,
             bell,
+            unnotified: AtomicU32::new(0),
+            always_ring: features & wire::FEATURE_NEED_WAKEUP == 0,
+            stats: Stats::default(),
+        };
+        try_pin_init!(Self {
+            deadline <- Timer::new(notifier, c_str!("pvmm_flush"), static_lock_class!()),
+            layout,
             inner <- new_spinlock!(Inner {
                 sq,
                 cq,
                 spaces: RBTree::new(),
                 outstanding: 0,
                 outstanding_pages: 0,
+                peak_outstanding: 0,
+                peak_outstanding_pages: 0,
                 pending_pgds: 0,
                 backlog: 0,
+                throttled: 0,
                 broken: false,
                 closing: false,
             }, "pvmm_teardown"),
             progress <- new_condvar!("pvmm_progress"),
             next_tag: AtomicU32::new(1),
-            stats: Stats::default(),
+            settings: Settings::new(),
         }? Error)
+    }
+
+    fn io(&self) -> &Notifier<M, B> {
+        self.deadline.handler()
+    }
+
+    /// Event counters.
+    pub(crate) fn stats(&self) -> &Stats {
+        &self.io().stats
     }
 
     /// Current gauges.
@@ -211,21 +516,42 @@ impl<M: SharedMemory + Send + Sync, B: Doorbell> Teardown<M, B> {
             spaces_live: inner.spaces.iter().count() as u64,
             outstanding: inner.outstanding,
             outstanding_pages: inner.outstanding_pages,
+            peak_outstanding: inner.peak_outstanding,
+            peak_outstanding_pages: inner.peak_outstanding_pages,
             pgds_pending: inner.pending_pgds,
             backlog: inner.backlog,
+            throttled: inner.throttled,
             broken: inner.broken,
             closing: inner.closing,
         }
     }
 
+    /// Resets the peak gauges to the current values.
+    pub(crate) fn reset_peaks(&self) {
+        let mut inner = self.inner.lock();
+        inner.peak_outstanding = inner.outstanding;
+        inner.peak_outstanding_pages = inner.outstanding_pages;
+    }
+
     fn protocol_error(&self, inner: &mut Inner, err: wire::Error) {
-        let n = self.stats.protocol_errors.fetch_add(1, Relaxed);
+        let n = self.stats().protocol_errors.fetch_add(1, Relaxed);
         if !inner.broken {
             pr_err!("host broke the ring protocol ({err}); ring abandoned\n");
         } else if should_log(n) {
             pr_err!("host protocol error ({err})\n");
         }
         inner.broken = true;
+        // Throttled creators must not wait for a host that is no longer used.
+        self.progress.notify_all();
+    }
+
+    fn request(space: &Space, id: SpaceId, op: Op) -> Request {
+        Request {
+            op,
+            tag: space.tag,
+            space: id,
+            pages: if op == Op::Destroy { space.pages } else { 0 },
+        }
     }
 
     /// Writes one request into the ring, or queues it when the ring is full.
@@ -237,12 +563,6 @@ impl<M: SharedMemory + Send + Sync, B: Doorbell> Teardown<M, B> {
         let Some(space) = inner.spaces.get_mut(&id) else {
             return false;
         };
-        let req = Request {
-            op,
-            tag: space.tag,
-            space: id,
-            pages: if op == Op::Destroy { space.pages } else { 0 },
-        };
         if space.queued.is_some() || inner.backlog != 0 {
             // Keep order behind earlier queued requests.
             if space.queued.is_none() {
@@ -251,9 +571,9 @@ impl<M: SharedMemory + Send + Sync, B: Doorbell> Teardown<M, B> {
             }
             return false;
         }
-        match inner.sq.push(&self.shm, &req) {
+        match inner.sq.push(&self.io().shm, &Self::request(space, id, op)) {
             Ok(()) => {
-                self.stats.submissions.fetch_add(1, Relaxed);
+                self.stats().submissions.fetch_add(1, Relaxed);
                 true
             }
             Err(wire::Error::Full) => {
@@ -268,26 +588,37 @@ impl<M: SharedMemory + Send + Sync, B: Doorbell> Teardown<M, B> {
         }
     }
 
-    /// Makes written requests visible and rings the host if it asked for it.
-    /// Called after the lock is dropped would be too late to read the flag
-    /// consistently, so it returns whether to ring instead.
-    fn publish(&self, inner: &Inner) -> bool {
-        let wake = inner.sq.publish(&self.shm);
-        if !wake {
-            self.stats.doorbells_suppressed.fetch_add(1, Relaxed);
+    /// Makes `n` written requests visible to the host. The notification decision is
+    /// [`Self::notify`]'s, after the lock is dropped.
+    fn publish(&self, inner: &Inner, n: u32) -> u32 {
+        if n != 0 {
+            // The wakeup flag is read again when deciding, closer to the doorbell.
+            let _ = inner.sq.publish(&self.io().shm);
         }
-        wake
+        n
     }
 
-    fn ring(&self) {
-        self.stats.doorbells.fetch_add(1, Relaxed);
-        self.bell.ring();
+    /// Notifies the host of `n` published requests: at once when a batch is full,
+    /// otherwise by the flush deadline.
+    fn notify(&self, n: u32) {
+        if n == 0 {
+            return;
+        }
+        let io = self.io();
+        let pending = io.unnotified.fetch_add(n, Relaxed).saturating_add(n);
+        if u64::from(pending) >= self.settings.get(Knob::Batch) {
+            io.flush();
+        } else {
+            let us = self.settings.get(Knob::FlushUs);
+            let ms = u32::try_from(us.div_ceil(1000)).unwrap_or(u32::MAX);
+            self.deadline.arm_within(msecs_to_jiffies(ms).max(1));
+        }
     }
 
-    /// Moves queued requests into the ring while it has room.
-    fn flush_backlog(&self, inner: &mut Inner) -> bool {
+    /// Moves queued requests into the ring while it has room. Returns how many.
+    fn flush_backlog(&self, inner: &mut Inner) -> u32 {
         if inner.backlog == 0 || inner.broken {
-            return false;
+            return 0;
         }
         let Inner {
             sq,
@@ -295,24 +626,18 @@ impl<M: SharedMemory + Send + Sync, B: Doorbell> Teardown<M, B> {
             backlog,
             ..
         } = inner;
-        let mut wrote = false;
+        let mut wrote = 0;
         let mut result = Ok(());
         for (id, space) in spaces.iter_mut() {
             let Some(op) = space.queued else { continue };
-            let req = Request {
-                op,
-                tag: space.tag,
-                space: *id,
-                pages: if op == Op::Destroy { space.pages } else { 0 },
-            };
-            if let Err(e) = sq.push(&self.shm, &req) {
+            if let Err(e) = sq.push(&self.io().shm, &Self::request(space, *id, op)) {
                 result = Err(e);
                 break;
             }
             space.queued = None;
             *backlog -= 1;
-            wrote = true;
-            self.stats.submissions.fetch_add(1, Relaxed);
+            wrote += 1;
+            self.stats().submissions.fetch_add(1, Relaxed);
         }
         match result {
             Ok(()) | Err(wire::Error::Full) => {}
@@ -326,10 +651,13 @@ impl<M: SharedMemory + Send + Sync, B: Doorbell> Teardown<M, B> {
         let Some(space) = inner.spaces.get_mut(&id) else {
             return;
         };
+        if let Some(w) = space.waiter.take() {
+            w.store(true, Release);
+        }
         if space.pgd.is_some() {
             // Dropping the record releases the parked page directory.
             drop(inner.untrack(id));
-            self.stats.pgds_released.fetch_add(1, Relaxed);
+            self.stats().pgds_released.fetch_add(1, Relaxed);
         } else {
             space.state = State::Acked;
             let pages = space.pages;
@@ -353,10 +681,12 @@ impl<M: SharedMemory + Send + Sync, B: Doorbell> Teardown<M, B> {
         }
         inner.outstanding += 1;
         inner.outstanding_pages += pages;
-        self.stats.spaces_destroyed.fetch_add(1, Relaxed);
+        inner.peak_outstanding = inner.peak_outstanding.max(inner.outstanding);
+        inner.peak_outstanding_pages = inner.peak_outstanding_pages.max(inner.outstanding_pages);
+        self.stats().spaces_destroyed.fetch_add(1, Relaxed);
         if cancel {
             // The CREATE never reached the host: nothing to destroy there.
-            self.stats.spaces_acked.fetch_add(1, Relaxed);
+            self.stats().spaces_acked.fetch_add(1, Relaxed);
             self.destroyed(inner, id);
             return false;
         }
@@ -364,9 +694,9 @@ impl<M: SharedMemory + Send + Sync, B: Doorbell> Teardown<M, B> {
     }
 
     fn complete(&self, inner: &mut Inner, c: Result<Completion, BadEntry>) {
-        self.stats.completions.fetch_add(1, Relaxed);
+        self.stats().completions.fetch_add(1, Relaxed);
         let bogus = |why: &dyn core::fmt::Display| {
-            let n = self.stats.bad_completions.fetch_add(1, Relaxed);
+            let n = self.stats().bad_completions.fetch_add(1, Relaxed);
             if should_log(n) {
                 pr_warn!("ignoring bogus completion: {why}\n");
             }
@@ -389,49 +719,52 @@ impl<M: SharedMemory + Send + Sync, B: Doorbell> Teardown<M, B> {
             ));
         }
         if c.status != Status::Ok {
-            let n = self.stats.host_errors.fetch_add(1, Relaxed);
+            let n = self.stats().host_errors.fetch_add(1, Relaxed);
             if should_log(n) {
                 pr_warn!("host: {:?} of space {:#x}: {:?}\n", c.op, c.space, c.status);
             }
         }
         match c.op {
             Op::Create => {
-                self.stats.creates_acked.fetch_add(1, Relaxed);
+                self.stats().creates_acked.fetch_add(1, Relaxed);
             }
             Op::Destroy => {
-                self.stats.spaces_acked.fetch_add(1, Relaxed);
+                self.stats().spaces_acked.fetch_add(1, Relaxed);
                 self.destroyed(inner, c.space);
             }
         }
     }
 
-    /// Consumes all completions. Called from the interrupt thread, and polled
-    /// while detaching.
+    /// Consumes all completions and moves queued requests into the freed slots.
+    /// Called from the interrupt thread, after synchronous waits, and polled while
+    /// detaching.
     pub(crate) fn process_completions(&self) {
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
+        let shm = &self.io().shm;
         let mut progressed = false;
+        // No interrupts while we are consuming anyway; re-armed below.
+        let _ = inner.cq.set_need_irq(shm, false);
         while !inner.broken {
-            match inner.cq.pop(&self.shm) {
+            match inner.cq.pop(shm) {
                 Ok(Some(c)) => {
                     self.complete(inner, c);
                     progressed = true;
                 }
                 Ok(None) => {
-                    inner.cq.release(&self.shm);
+                    inner.cq.release(shm);
                     // Re-arm, and look again if completions raced with it.
-                    if !inner.cq.set_need_irq(&self.shm, true) {
+                    if !inner.cq.set_need_irq(shm, true) {
                         break;
                     }
                 }
                 Err(e) => self.protocol_error(inner, e),
             }
         }
-        let wake = self.flush_backlog(inner) && self.publish(inner);
+        let n = self.flush_backlog(inner);
+        let n = self.publish(inner, n);
         drop(guard);
-        if wake {
-            self.ring();
-        }
+        self.notify(n);
         if progressed {
             self.progress.notify_all();
         }
@@ -439,22 +772,30 @@ impl<M: SharedMemory + Send + Sync, B: Doorbell> Teardown<M, B> {
 
     /// Interrupt entry point.
     pub(crate) fn interrupt(&self) {
-        self.stats.irqs.fetch_add(1, Relaxed);
+        self.stats().irqs.fetch_add(1, Relaxed);
         self.process_completions();
     }
 
-    /// Stops tracking new address spaces and waits up to `timeout_ms` for the
-    /// host to acknowledge everything outstanding. Page directories still parked
-    /// afterwards are released anyway: the hooks are gone and the driver is
-    /// leaving, so keeping them would leak them.
+    /// Stops tracking new address spaces and wakes throttled creators. Call before the
+    /// hooks are unregistered, which waits for them.
+    pub(crate) fn close(&self) {
+        self.inner.lock().closing = true;
+        self.progress.notify_all();
+    }
+
+    /// Waits up to `timeout_ms` for the host to acknowledge everything outstanding.
+    /// Page directories still parked afterwards are released anyway: the hooks are
+    /// gone and the driver is leaving, so keeping them would leak them.
     ///
     /// Must be called after the hooks are unregistered.
     pub(crate) fn drain(&self, timeout_ms: u32) {
         const STEP_MS: u32 = 20;
-        self.inner.lock().closing = true;
+        self.close();
+        self.io().flush();
         let mut waited = 0;
         loop {
             self.process_completions();
+            self.io().flush();
             let mut inner = self.inner.lock();
             if inner.outstanding == 0 || inner.broken || waited >= timeout_ms {
                 break;
@@ -462,9 +803,10 @@ impl<M: SharedMemory + Send + Sync, B: Doorbell> Teardown<M, B> {
             // Polls as well as waits, so a lost interrupt cannot stall the drain.
             let _ = self
                 .progress
-                .wait_interruptible_timeout(&mut inner, msecs_to_jiffies(STEP_MS));
+                .wait_killable_timeout(&mut inner, msecs_to_jiffies(STEP_MS));
             waited += STEP_MS;
         }
+        self.deadline.cancel_sync();
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
         let mut forced = 0u64;
@@ -479,17 +821,147 @@ impl<M: SharedMemory + Send + Sync, B: Doorbell> Teardown<M, B> {
             }
         }
         drop(guard);
-        wire::guest_detach(&self.shm);
+        wire::guest_detach(&self.io().shm);
         if forced != 0 {
-            self.stats.forced_releases.fetch_add(forced, Relaxed);
-            self.stats.pgds_released.fetch_add(forced, Relaxed);
+            self.stats().forced_releases.fetch_add(forced, Relaxed);
+            self.stats().pgds_released.fetch_add(forced, Relaxed);
             pr_warn!("released {forced} page directories the host never acknowledged\n");
         }
     }
+
+    /// Waits at the cap before a new address space is created. Fails with `EINTR` when
+    /// killed and `ENOMEM` when the host makes no room within `throttle_timeout_ms`.
+    fn throttle(&self, guard: &mut Guard<'_, Inner, SpinLockBackend>) -> Result {
+        if !guard.over_cap(&self.settings) || guard.closing || guard.broken {
+            return Ok(());
+        }
+        self.stats().throttle_events.fetch_add(1, Relaxed);
+        let start = Ktime::ktime_get();
+        let limit_us = self
+            .settings
+            .get(Knob::ThrottleTimeoutMs)
+            .saturating_mul(1000);
+        guard.throttled += 1;
+        let result = loop {
+            if !guard.over_cap(&self.settings) || guard.closing || guard.broken {
+                break Ok(());
+            }
+            let waited = elapsed_us(start);
+            if waited >= limit_us {
+                self.stats().throttle_timeouts.fetch_add(1, Relaxed);
+                break Err(ENOMEM);
+            }
+            let left_ms = u32::try_from((limit_us - waited).div_ceil(1000)).unwrap_or(u32::MAX);
+            // Bounded steps: completions are also polled by the interrupt thread.
+            let step = msecs_to_jiffies(left_ms.min(100));
+            if let CondVarTimeoutResult::Signal { .. } =
+                self.progress.wait_killable_timeout(guard, step)
+            {
+                break Err(EINTR);
+            }
+        };
+        guard.throttled -= 1;
+        self.stats()
+            .throttle_wait_us
+            .fetch_add(elapsed_us(start), Relaxed);
+        result
+    }
+
+    /// Spins until `waiter` is set or the completion is in the ring, with interrupts
+    /// off for at most `chunk_ns` at a time. Returns whether the host acknowledged.
+    fn spin_for_ack(&self, waiter: &AtomicBool, id: SpaceId, tag: u32, chunk_ns: i64) -> bool {
+        let start = Ktime::ktime_get();
+        let timeout_ns = i64::try_from(
+            self.settings
+                .get(Knob::SyncTimeoutMs)
+                .saturating_mul(1_000_000),
+        )
+        .unwrap_or(i64::MAX);
+        let shm = &self.io().shm;
+        loop {
+            let t0 = Ktime::ktime_get();
+            let done = with_local_irqs_disabled(|| loop {
+                if waiter.load(Acquire) || wire::cq_holds(shm, &self.layout, Op::Destroy, id, tag) {
+                    break true;
+                }
+                let now = Ktime::ktime_get();
+                if (now - t0).to_ns() >= chunk_ns || (now - start).to_ns() >= timeout_ns {
+                    break false;
+                }
+                core::hint::spin_loop();
+            });
+            // Interrupts are on again here: pending ones have just been taken.
+            self.stats()
+                .irq_off_max_us
+                .fetch_max(elapsed_us(t0), Relaxed);
+            if done {
+                return true;
+            }
+            if (Ktime::ktime_get() - start).to_ns() >= timeout_ns {
+                let n = self.stats().sync_timeouts.fetch_add(1, Relaxed);
+                if should_log(n) {
+                    pr_warn!("host did not acknowledge space {id:#x} in time; continuing\n");
+                }
+                return false;
+            }
+        }
+    }
+
+    /// A teardown in `sync` or `chunked` mode: one blocking host call.
+    fn destroy_sync(&self, id: SpaceId, pages: u64, mode: Mode) {
+        let Ok(waiter) = Arc::new(AtomicBool::new(false), GFP_KERNEL) else {
+            self.stats().sync_fallbacks.fetch_add(1, Relaxed);
+            return self.destroy_async(id, pages);
+        };
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        let Some(space) = inner.spaces.get_mut(&id) else {
+            return;
+        };
+        space.waiter = Some(waiter.clone());
+        let tag = space.tag;
+        let wrote = self.start_destroy(inner, id, pages);
+        let n = self.publish(inner, u32::from(wrote));
+        drop(guard);
+        if n == 0 {
+            // Queued behind a full ring (or nothing to do): completes asynchronously.
+            if !waiter.load(Acquire) {
+                self.stats().sync_fallbacks.fetch_add(1, Relaxed);
+            }
+            return;
+        }
+        self.io().ring_now();
+        let chunk_ns = match mode {
+            Mode::Chunked => i64::try_from(self.settings.get(Knob::ChunkUs).saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+            _ => i64::MAX,
+        };
+        let start = Ktime::ktime_get();
+        self.spin_for_ack(&waiter, id, tag, chunk_ns);
+        let us = elapsed_us(start);
+        self.stats().sync_wait_us.fetch_add(us, Relaxed);
+        self.stats().sync_wait_max_us.fetch_max(us, Relaxed);
+        // Consume the acknowledgement now rather than at the next interrupt.
+        self.process_completions();
+    }
+
+    /// A teardown in `async` mode: submit and go on.
+    fn destroy_async(&self, id: SpaceId, pages: u64) {
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        let wrote = self.start_destroy(inner, id, pages);
+        let n = self.publish(inner, u32::from(wrote));
+        drop(guard);
+        self.notify(n);
+    }
 }
 
-impl<M: SharedMemory + Send + Sync, B: Doorbell> MmHooks for Teardown<M, B> {
+impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for Teardown<M, B> {
     fn pgd_alloc(&self, space: &AddressSpace) -> Result {
+        if self.settings.mode() == Mode::Off {
+            self.stats().spaces_untracked.fetch_add(1, Relaxed);
+            return Ok(());
+        }
         let id = space.id();
         let record = Space {
             tag: self.next_tag.fetch_add(1, Relaxed),
@@ -497,31 +969,36 @@ impl<M: SharedMemory + Send + Sync, B: Doorbell> MmHooks for Teardown<M, B> {
             pages: 0,
             pgd: None,
             queued: None,
+            waiter: None,
         };
         let node = RBTreeNode::new(id, record, GFP_KERNEL)?;
         let mut guard = self.inner.lock();
+        self.throttle(&mut guard)?;
         let inner = &mut *guard;
         if inner.closing || inner.broken {
             return Ok(());
         }
         if let Some(old) = inner.spaces.get(&id) {
             // Ids are unique while tracked, so this is a driver bug; recover.
-            pr_warn!("replacing stale record of space {id:#x} (tag {})\n", old.tag);
+            pr_warn!(
+                "replacing stale record of space {id:#x} (tag {})\n",
+                old.tag
+            );
             drop(inner.untrack(id));
         }
         inner.spaces.insert(node);
-        self.stats.spaces_created.fetch_add(1, Relaxed);
-        let wake = self.submit(inner, id, Op::Create) && self.publish(inner);
+        self.stats().spaces_created.fetch_add(1, Relaxed);
+        let wrote = self.submit(inner, id, Op::Create);
+        let n = self.publish(inner, u32::from(wrote));
         drop(guard);
-        if wake {
-            self.ring();
-        }
+        self.notify(n);
         Ok(())
     }
 
     fn exit_mmap(&self, space: &AddressSpace) {
         let id = space.id();
         let pages = space.rss_pages();
+        let mode = self.settings.mode();
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
         match inner.spaces.get(&id).map(|s| s.state) {
@@ -529,20 +1006,37 @@ impl<M: SharedMemory + Send + Sync, B: Doorbell> MmHooks for Teardown<M, B> {
             Some(_) => return,
             None => {
                 drop(guard);
-                self.stats.untracked_exits.fetch_add(1, Relaxed);
+                let c = if mode == Mode::Off {
+                    &self.stats().teardowns_off
+                } else {
+                    &self.stats().untracked_exits
+                };
+                c.fetch_add(1, Relaxed);
                 return;
             }
         }
         if inner.broken {
             drop(inner.untrack(id));
             drop(guard);
-            self.stats.fallback_exits.fetch_add(1, Relaxed);
+            self.stats().fallback_exits.fetch_add(1, Relaxed);
             return;
         }
-        let wake = self.start_destroy(inner, id, pages) && self.publish(inner);
         drop(guard);
-        if wake {
-            self.ring();
+        match mode {
+            Mode::Sync | Mode::Chunked => {
+                let c = if mode == Mode::Sync {
+                    &self.stats().teardowns_sync
+                } else {
+                    &self.stats().teardowns_chunked
+                };
+                c.fetch_add(1, Relaxed);
+                self.destroy_sync(id, pages, mode);
+            }
+            // A space registered before the switch to `off` still has a host object.
+            Mode::Async | Mode::Off => {
+                self.stats().teardowns_async.fetch_add(1, Relaxed);
+                self.destroy_async(id, pages);
+            }
         }
     }
 
@@ -553,7 +1047,7 @@ impl<M: SharedMemory + Send + Sync, B: Doorbell> MmHooks for Teardown<M, B> {
         let Some(mut state) = inner.spaces.get(&id).map(|s| s.state) else {
             return Some(pgd);
         };
-        let mut wake = false;
+        let mut n = 0;
         if inner.broken {
             drop(inner.untrack(id));
             drop(guard);
@@ -562,7 +1056,8 @@ impl<M: SharedMemory + Send + Sync, B: Doorbell> MmHooks for Teardown<M, B> {
         if state == State::Live {
             // Freed without exit_mmap (fork or exec failed after pgd_alloc): the
             // host still has its object, so destroy it now.
-            wake = self.start_destroy(inner, id, 0) && self.publish(inner);
+            let wrote = self.start_destroy(inner, id, 0);
+            n = self.publish(inner, u32::from(wrote));
             state = inner.spaces.get(&id).map_or(State::Acked, |s| s.state);
         }
         let kept = match (state, inner.spaces.get_mut(&id)) {
@@ -574,15 +1069,13 @@ impl<M: SharedMemory + Send + Sync, B: Doorbell> MmHooks for Teardown<M, B> {
             _ => {
                 // The host is already done: release right away.
                 drop(inner.untrack(id));
-                self.stats.pgds_released.fetch_add(1, Relaxed);
+                self.stats().pgds_released.fetch_add(1, Relaxed);
                 Some(pgd)
             }
         };
         drop(guard);
-        self.stats.pgds_parked.fetch_add(1, Relaxed);
-        if wake {
-            self.ring();
-        }
+        self.stats().pgds_parked.fetch_add(1, Relaxed);
+        self.notify(n);
         kept
     }
 }

@@ -535,8 +535,7 @@ impl SqProducer {
     /// Publishes pushed entries. Returns whether the host asked for a doorbell.
     pub fn publish(&self, shm: &impl SharedMemory) -> bool {
         shm.store_release_u32(guest_ctl::SQ_TAIL, self.tail);
-        shm.fence();
-        shm.read_u32(host_ctl::FLAGS) & HOST_NEED_WAKEUP != 0
+        host_needs_wakeup(shm)
     }
 }
 
@@ -741,6 +740,33 @@ impl CqProducer {
         shm.fence();
         shm.read_u32(guest_ctl::FLAGS) & GUEST_NEED_IRQ != 0
     }
+}
+
+/// Guest side: whether the completion ring holds a completion of `op` for `space` with
+/// `tag` after the guest's published consumer index.
+///
+/// Only reads, and needs no consumer state: a guest that waits with interrupts off (and
+/// so must not take the consumer's lock) polls this. At most `cq_entries` entries are read,
+/// whatever the host published.
+pub fn cq_holds(shm: &impl SharedMemory, layout: &Layout, op: Op, space: u64, tag: u32) -> bool {
+    let head = shm.read_u32(guest_ctl::CQ_HEAD);
+    let tail = shm.load_acquire_u32(host_ctl::CQ_TAIL);
+    let Some(n) = distance(head, tail, layout.cq_entries) else {
+        return false;
+    };
+    (0..n).any(|i| {
+        let slot = (head.wrapping_add(i) & layout.cq_entries.wrapping_sub(1)) as usize;
+        let base = layout.cq_off as usize + slot * CQE_SIZE;
+        let w = [shm.read_u64(base), shm.read_u64(base + 8)];
+        matches!(Completion::decode(w), Ok(c) if c.op == op && c.space == space && c.tag == tag)
+    })
+}
+
+/// Guest side: whether the host is idle and needs a doorbell for published submissions.
+/// Executes the full fence that orders it after the publication.
+pub fn host_needs_wakeup(shm: &impl SharedMemory) -> bool {
+    shm.fence();
+    shm.read_u32(host_ctl::FLAGS) & HOST_NEED_WAKEUP != 0
 }
 
 /// Guest side: accepts the offered features it knows and announces that it is

@@ -2,7 +2,7 @@
 
 #include <linux/sched/signal.h>
 
-bool rust_helper_fatal_signal_pending(struct task_struct *p)(struct task_struct *p)
+bool rust_helper_fatal_signal_pending(struct task_struct *p)
 {
 	return fatal_signal_pending(p);
 }

@@ -896,3 +896,59 @@ fn no_lost_notifications_across_threads() {
     }
     host.join().unwrap();
 }
+
+// ---- Lock-free completion polling (sync waits) -------------------------------
+
+#[test]
+fn cq_holds_sees_only_unconsumed_matching_completions() {
+    for start in [0, u32::MAX - 2] {
+        let mut e = ends(4, 8, start, start);
+        let reqs: Vec<_> = (0..3).map(destroy).collect();
+        for r in &reqs {
+            e.gsq.push(&e.m, r).unwrap();
+        }
+        e.gsq.publish(&e.m);
+        let l = Layout::new(4, 8).unwrap();
+        let r = reqs[2];
+        assert!(!cq_holds(&e.m, &l, Op::Destroy, r.space, r.tag), "nothing completed yet");
+        e.serve();
+        assert!(cq_holds(&e.m, &l, Op::Destroy, r.space, r.tag));
+        assert!(!cq_holds(&e.m, &l, Op::Create, r.space, r.tag), "opcode must match");
+        assert!(!cq_holds(&e.m, &l, Op::Destroy, r.space, r.tag + 1), "tag must match");
+        assert!(!cq_holds(&e.m, &l, Op::Destroy, r.space + 1, r.tag), "space must match");
+        assert_eq!(e.drain().len(), 3);
+        assert!(!cq_holds(&e.m, &l, Op::Destroy, r.space, r.tag), "consumed and released");
+    }
+}
+
+#[test]
+fn cq_holds_rejects_impossible_tail() {
+    let (m, l) = ring(4, 8);
+    let c = Completion {
+        op: Op::Destroy,
+        status: Status::Ok,
+        tag: 7,
+        space: 9,
+    };
+    let w = c.encode();
+    m.write_u64(l.cq_off as usize, w[0]);
+    m.write_u64(l.cq_off as usize + 8, w[1]);
+    m.write_u32(host_ctl::CQ_TAIL, 1);
+    assert!(cq_holds(&m, &l, Op::Destroy, 9, 7));
+    // A tail further ahead than the ring is long is a lie: nothing is read.
+    m.write_u32(host_ctl::CQ_TAIL, 9);
+    assert!(!cq_holds(&m, &l, Op::Destroy, 9, 7));
+}
+
+proptest! {
+    #[test]
+    fn cq_holds_never_panics(head: u32, tail: u32, words in proptest::collection::vec(any::<u64>(), 16)) {
+        let (m, l) = ring(4, 8);
+        for (i, w) in words.iter().enumerate() {
+            m.write_u64(l.cq_off as usize + i * 8, *w);
+        }
+        m.write_u32(guest_ctl::CQ_HEAD, head);
+        m.write_u32(host_ctl::CQ_TAIL, tail);
+        let _ = cq_holds(&m, &l, Op::Destroy, 1, 0);
+    }
+}
