@@ -141,12 +141,12 @@ GUEST_ARGS=(${PVMM_GUEST_ARGS:-})
 SLOW_HOST=${PVMM_CHECK_HOST_ARGS:---cost-base-us 2000}
 if [ -n "$tests" ] && [ -n "$build_y" ]; then
 	scripts/initramfs.sh "$PVMM_OUT/initramfs-y.cpio.gz" "$tests"
-	run_guest "pvmm=y,smp=2" "$build_y/arch/x86/boot/bzImage" \
+	run_guest "pvmm=y" "$build_y/arch/x86/boot/bzImage" \
 		"$PVMM_OUT/initramfs-y.cpio.gz" pass SMP=2 HOST_ARGS="$SLOW_HOST"
 fi
 if [ -n "$tests" ] && [ -n "$build_m" ] && [ -n "$ko" ]; then
 	scripts/initramfs.sh "$PVMM_OUT/initramfs-m.cpio.gz" "$tests" "$ko"
-	run_guest "pvmm=m,smp=1" "$build_m/arch/x86/boot/bzImage" \
+	run_guest "pvmm=m" "$build_m/arch/x86/boot/bzImage" \
 		"$PVMM_OUT/initramfs-m.cpio.gz" pass SMP=1 HOST_ARGS="$SLOW_HOST"
 	run_guest "no-device" "$build_m/arch/x86/boot/bzImage" \
 		"$PVMM_OUT/initramfs-m.cpio.gz" skip NO_DEVICE=1

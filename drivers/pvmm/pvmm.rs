@@ -147,7 +147,7 @@ impl debugfs::Show for StatsFile {
 
     /// `reset_peaks` restarts the peak gauges from the current values.
     fn store(&self, input: &[u8]) -> Result {
-        if input.trim_ascii() != b"reset_peaks" {
+        if teardown::trim(input) != b"reset_peaks" {
             return Err(EINVAL);
         }
         self.0.reset_peaks();
@@ -172,7 +172,7 @@ impl debugfs::Show for KnobFile {
     fn store(&self, input: &[u8]) -> Result {
         let value = match self.knob {
             Knob::Mode => Mode::parse(input).ok_or(EINVAL)? as u64,
-            _ => core::str::from_utf8(input.trim_ascii())
+            _ => core::str::from_utf8(teardown::trim(input))
                 .ok()
                 .and_then(|s| s.parse::<u64>().ok())
                 .ok_or(EINVAL)?,

@@ -37,6 +37,20 @@ pub(crate) trait Doorbell: Send + Sync {
     fn ring(&self);
 }
 
+/// `input` without leading and trailing ASCII whitespace (`<[u8]>::trim_ascii` needs a
+/// newer Rust than the kernel's minimum).
+pub(crate) fn trim(input: &[u8]) -> &[u8] {
+    let start = input
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(input.len());
+    let end = input
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
+    &input[start..end]
+}
+
 /// How teardowns started now reach the host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -68,7 +82,7 @@ impl Mode {
 
     /// Parses a name, ignoring surrounding whitespace.
     pub(crate) fn parse(input: &[u8]) -> Option<Mode> {
-        let name = input.trim_ascii();
+        let name = trim(input);
         Mode::ALL.into_iter().find(|m| m.name().as_bytes() == name)
     }
 

@@ -272,6 +272,7 @@ FIXTURE_TEARDOWN(credits)
 TEST_F_TIMEOUT(credits, bounded_under_slow_host, 300)
 {
 	unsigned long cap = pvmm_env_ul("PVMM_CAP_SPACES", 4, 1, 1 << 20);
+	unsigned long parallel = 8;
 	unsigned long timeout = pvmm_drain_timeout_ms();
 	uint64_t peak, throttled;
 
@@ -280,7 +281,7 @@ TEST_F_TIMEOUT(credits, bounded_under_slow_host, 300)
 	ASSERT_EQ(0, knob_write_ul("cap_spaces", cap));
 	ASSERT_EQ(0, knob_write("stats", "reset_peaks\n"));
 	pvmm_snapshot(_metadata, &self->before);
-	storm(_metadata, self->res, 64, 16, 4);
+	storm(_metadata, self->res, 64, parallel, 4);
 	pvmm_wait_drained(_metadata, &self->after, timeout, NULL, 0);
 	pvmm_log_deltas(_metadata, "credits", &self->before, &self->after,
 			logged);
@@ -294,8 +295,13 @@ TEST_F_TIMEOUT(credits, bounded_under_slow_host, 300)
 		       (unsigned long long)pvmm_delta(_metadata, &self->before,
 						      &self->after,
 						      "throttle_wait_us"));
-	/* Teardown never waits, so one exit per CPU may pass a full cap. */
-	EXPECT_LE(peak, cap + (unsigned long)sysconf(_SC_NPROCESSORS_ONLN));
+	/*
+	 * Teardown never waits, so address spaces alive when the cap is
+	 * reached may still exit past it: at most the storm's children, each
+	 * with a grandchild or an exec'd image, and this process.  New ones
+	 * are not created while at the cap.
+	 */
+	EXPECT_LE(peak, cap + 2 * parallel + 1);
 	EXPECT_GT(throttled, 0ULL) {
 		TH_LOG("the cap was never reached: is the host slow enough (pvmm-host --cost-base-us)?");
 	}

@@ -910,14 +910,29 @@ fn cq_holds_sees_only_unconsumed_matching_completions() {
         e.gsq.publish(&e.m);
         let l = Layout::new(4, 8).unwrap();
         let r = reqs[2];
-        assert!(!cq_holds(&e.m, &l, Op::Destroy, r.space, r.tag), "nothing completed yet");
+        assert!(
+            !cq_holds(&e.m, &l, Op::Destroy, r.space, r.tag),
+            "nothing completed yet"
+        );
         e.serve();
         assert!(cq_holds(&e.m, &l, Op::Destroy, r.space, r.tag));
-        assert!(!cq_holds(&e.m, &l, Op::Create, r.space, r.tag), "opcode must match");
-        assert!(!cq_holds(&e.m, &l, Op::Destroy, r.space, r.tag + 1), "tag must match");
-        assert!(!cq_holds(&e.m, &l, Op::Destroy, r.space + 1, r.tag), "space must match");
+        assert!(
+            !cq_holds(&e.m, &l, Op::Create, r.space, r.tag),
+            "opcode must match"
+        );
+        assert!(
+            !cq_holds(&e.m, &l, Op::Destroy, r.space, r.tag + 1),
+            "tag must match"
+        );
+        assert!(
+            !cq_holds(&e.m, &l, Op::Destroy, r.space + 1, r.tag),
+            "space must match"
+        );
         assert_eq!(e.drain().len(), 3);
-        assert!(!cq_holds(&e.m, &l, Op::Destroy, r.space, r.tag), "consumed and released");
+        assert!(
+            !cq_holds(&e.m, &l, Op::Destroy, r.space, r.tag),
+            "consumed and released"
+        );
     }
 }
 
