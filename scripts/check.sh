@@ -29,7 +29,8 @@ result() {	# name rc
 step() {
 	local name=$1 log
 	shift
-	log=$logs/$(echo "$name" | tr -c 'A-Za-z0-9_.-' _).log
+	log=$logs/$(printf '%s' "$name" | tr -c 'A-Za-z0-9_.-' _).log
+	STEP_LOG=$log	# for the caller, to read what the step printed
 	"$@" >"$log" 2>&1
 	local rc=$?
 	[ "$rc" = 0 ] || { tail -n 30 "$log" | sed 's/^/#   /'; echo "#   log: $log"; }
@@ -66,10 +67,10 @@ step "build host stub" cargo build --release --manifest-path $cargo_dir/Cargo.to
 build_y=
 build_m=
 if step "kernel build CONFIG_PVMM=y (CLIPPY=1)" scripts/kernel.sh y; then
-	build_y=$(tail -n 1 "$logs/kernel_build_CONFIG_PVMM_y__CLIPPY_1_.log")
+	build_y=$(tail -n 1 "$STEP_LOG")
 fi
 if step "kernel build CONFIG_PVMM=m (CLIPPY=1)" scripts/kernel.sh m; then
-	build_m=$(tail -n 1 "$logs/kernel_build_CONFIG_PVMM_m__CLIPPY_1_.log")
+	build_m=$(tail -n 1 "$STEP_LOG")
 fi
 for b in $build_y $build_m; do
 	step "no Rust warnings in pvmm code ($(basename "$b"))" scripts/rust-warnings.sh \
@@ -84,10 +85,10 @@ ko=
 if [ -n "$build_m" ]; then
 	if step "out-of-tree module build (make KDIR=..., CLIPPY=1)" \
 		make -C "$PVMM_TOP" clippy KDIR="$build_m"; then
+		oot_log=$STEP_LOG
 		cp "$PVMM_TOP/drivers/pvmm/pvmm.ko" "$logs/pvmm.ko"
 		ko=$logs/pvmm.ko
-		step "no Rust warnings in the out-of-tree build" scripts/rust-warnings.sh \
-			"$logs/out-of-tree_module_build__make_KDIR_..._CLIPPY_1_.log"
+		step "no Rust warnings in the out-of-tree build" scripts/rust-warnings.sh "$oot_log"
 	fi
 	make -C "$PVMM_TOP" clean KDIR="$build_m" >/dev/null 2>&1
 	step "rustfmt --check (kernel Rust)" scripts/rustfmt-check.sh "$build_m"
