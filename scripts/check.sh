@@ -139,7 +139,7 @@ run_guest() {
 GUEST_ARGS=(${PVMM_GUEST_ARGS:-})
 # A deliberately slow host (every DESTROY costs at least this much), so the
 # credit cap is reached and creation throttling is exercised.
-SLOW_HOST=${PVMM_CHECK_HOST_ARGS:---cost-base-us 2000}
+SLOW_HOST=${PVMM_CHECK_HOST_ARGS:---cost-base-us 5000}
 if [ -n "$tests" ] && [ -n "$build_y" ]; then
 	scripts/initramfs.sh "$PVMM_OUT/initramfs-y.cpio.gz" "$tests"
 	run_guest "pvmm=y" "$build_y/arch/x86/boot/bzImage" \

@@ -271,8 +271,8 @@ FIXTURE_TEARDOWN(credits)
  */
 TEST_F_TIMEOUT(credits, bounded_under_slow_host, 300)
 {
-	unsigned long cap = pvmm_env_ul("PVMM_CAP_SPACES", 4, 1, 1 << 20);
-	unsigned long parallel = 8;
+	unsigned long cap = pvmm_env_ul("PVMM_CAP_SPACES", 2, 1, 1 << 20);
+	unsigned long parallel = 16;
 	unsigned long timeout = pvmm_drain_timeout_ms();
 	uint64_t peak, throttled;
 
@@ -320,8 +320,12 @@ TEST_F_TIMEOUT(credits, batching_effective, 300)
 
 	pvmm_wait_drained(_metadata, &self->before, timeout, NULL, 0);
 	ASSERT_EQ(0, knob_write("mode", "async\n"));
+	/* Batches of 16, or whatever arrived within 10 ms. */
+	ASSERT_EQ(0, knob_write("batch", "16\n"));
+	ASSERT_EQ(0, knob_write("flush_us", "10000\n"));
 	pvmm_snapshot(_metadata, &self->before);
 	storm(_metadata, self->res, 128, 16, 1);
+	ASSERT_EQ(0, knob_write("flush_us", "1000\n"));
 	pvmm_wait_drained(_metadata, &self->after, timeout, NULL, 0);
 	pvmm_log_deltas(_metadata, "batching", &self->before, &self->after,
 			logged);
