@@ -142,13 +142,18 @@ GUEST_ARGS=(${PVMM_GUEST_ARGS:-})
 SLOW_HOST=${PVMM_CHECK_HOST_ARGS:---cost-base-us 5000}
 if [ -n "$tests" ] && [ -n "$build_y" ]; then
 	scripts/initramfs.sh "$PVMM_OUT/initramfs-y.cpio.gz" "$tests"
-	run_guest "pvmm=y" "$build_y/arch/x86/boot/bzImage" \
-		"$PVMM_OUT/initramfs-y.cpio.gz" pass SMP=2 HOST_ARGS="$SLOW_HOST"
+	run_guest "pvmm=y,debug,smp=2" "$build_y/arch/x86/boot/bzImage" \
+		"$PVMM_OUT/initramfs-y.cpio.gz" pass SMP=2 HOST_ARGS="$SLOW_HOST" \
+		KERNEL_ARGS=pvmm.mode=chunked
 fi
 if [ -n "$tests" ] && [ -n "$build_m" ] && [ -n "$ko" ]; then
 	scripts/initramfs.sh "$PVMM_OUT/initramfs-m.cpio.gz" "$tests" "$ko"
-	run_guest "pvmm=m" "$build_m/arch/x86/boot/bzImage" \
-		"$PVMM_OUT/initramfs-m.cpio.gz" pass SMP=1 HOST_ARGS="$SLOW_HOST"
+	run_guest "pvmm=m,smp=4" "$build_m/arch/x86/boot/bzImage" \
+		"$PVMM_OUT/initramfs-m.cpio.gz" pass SMP=4 HOST_ARGS="$SLOW_HOST"
+	# The modes once more on a single vCPU.
+	run_guest "pvmm=m,smp=1" "$build_m/arch/x86/boot/bzImage" \
+		"$PVMM_OUT/initramfs-m.cpio.gz" pass SMP=1 HOST_ARGS="$SLOW_HOST" \
+		KERNEL_ARGS=pvmm.env.PVMM_ONLY=pvmm_modes
 	run_guest "no-device" "$build_m/arch/x86/boot/bzImage" \
 		"$PVMM_OUT/initramfs-m.cpio.gz" skip NO_DEVICE=1
 fi

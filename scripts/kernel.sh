@@ -37,8 +37,11 @@ fi
 "$PVMM_TOP/scripts/apply-to-tree.sh" "$src" >&2
 kver=$(make -s -C "$src" kernelversion)
 
-cfg_hash=$( (echo "$kver $variant $patch_hash"; cat "$PVMM_TOP/kernel/configs/pvmm.config") |
-	hash_stdin)
+# The built-in kernel is the debug one (lockdep, sleep-in-atomic checks);
+# the module kernel is what a user would run.
+fragments=("$PVMM_TOP/kernel/configs/pvmm.config")
+[ "$variant" = y ] && fragments+=("$PVMM_TOP/kernel/configs/debug.config")
+cfg_hash=$( (echo "$kver $variant $patch_hash"; cat "${fragments[@]}") | hash_stdin)
 build=$PVMM_CACHE/build/$kver-pvmm$variant-$cfg_hash
 mkdir -p "$build"
 export PATH
@@ -49,13 +52,17 @@ if [ ! -f "$build/.config" ]; then
 	log "configuring $kver, CONFIG_PVMM=$variant"
 	mk tinyconfig >/dev/null
 	"$src/scripts/kconfig/merge_config.sh" -m -O "$build" "$build/.config" \
-		"$PVMM_TOP/kernel/configs/pvmm.config" >/dev/null
+		"${fragments[@]}" >/dev/null
 	echo "CONFIG_PVMM=$variant" >>"$build/.config"
 	mk olddefconfig >/dev/null
 fi
 grep -q "^CONFIG_PVMM=$variant\$" "$build/.config" ||
 	die "CONFIG_PVMM=$variant did not survive olddefconfig (is Rust available?)"
 grep -q '^CONFIG_RUST=y$' "$build/.config" || die "CONFIG_RUST is off"
+# Every option a fragment asks for must have survived olddefconfig.
+for opt in $(grep -h '^CONFIG_.*=y$' "${fragments[@]}"); do
+	grep -qx "$opt" "$build/.config" || die "$opt did not survive olddefconfig"
+done
 
 targets=(bzImage)
 [ "$variant" = m ] && targets+=(modules)

@@ -5,7 +5,8 @@
 # usage: scripts/run-guest.sh BZIMAGE INITRAMFS JOB [KERNEL-ARGS...]
 # env:   SMP (2), MEM (1024), TIMEOUT seconds (900), LOG, NO_DEVICE=1 (boot
 #        without the ivshmem device), HOST_ARGS (extra pvmm-host options),
-#        HOST_STATS (where the host stub writes its counters)
+#        HOST_STATS (where the host stub writes its counters), KERNEL_ARGS
+#        (more kernel command line)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -54,7 +55,7 @@ timeout --foreground "${TIMEOUT:-900}" qemu-system-x86_64 \
 	"${accel[@]}" -cpu max -smp "${SMP:-2}" -m "${MEM:-1024}" \
 	-nographic -no-reboot -nodefaults -serial stdio \
 	-kernel "$kernel" -initrd "$initrd" \
-	-append "console=ttyS0 panic=-1 oops=panic loglevel=6 pvmm.job=$job $*" \
+	-append "console=ttyS0 panic=-1 oops=panic loglevel=6 pvmm.job=$job ${KERNEL_ARGS:-} $*" \
 	"${dev[@]}" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e

@@ -7,12 +7,15 @@
 //! without waiting, and `pgd_free` parked until the host acknowledges. See
 //! `Documentation/pvmm.rst` in the pvmm tree.
 
-use core::fmt::{self, Write};
+use core::{
+    fmt::{self, Write},
+    sync::atomic::{AtomicU64, Ordering::Relaxed},
+};
 use kernel::{
     c_str, debugfs, dev_err, dev_info,
     io::{IoMem, SharedMem},
     irq::{self, IrqReturn, ThreadedHandler, ThreadedIrqReturn},
-    mm_hooks, pci,
+    mm_hooks, module_param, pci,
     prelude::*,
     sync::Arc,
 };
@@ -32,6 +35,22 @@ kernel::module_pci_driver! {
     description: "Asynchronous paravirtualized address-space teardown",
     license: "GPL",
 }
+
+/// The `mode` module parameter: the teardown mode a device starts in (`insmod pvmm.ko
+/// mode=sync`, or `pvmm.mode=sync` on the kernel command line when built in). debugfs changes
+/// it at run time.
+struct ModeParam(AtomicU64);
+
+impl module_param::ParamType for ModeParam {
+    fn set(&self, value: &[u8]) -> Result {
+        let mode = Mode::parse(value).ok_or(EINVAL)?;
+        self.0.store(mode as u64, Relaxed);
+        Ok(())
+    }
+}
+
+static MODE_PARAM: ModeParam = ModeParam(AtomicU64::new(Mode::Async as u64));
+kernel::module_param!(MODE_PARAM, ModeParam, "pvmm", "mode");
 
 /// ivshmem BAR0 registers.
 mod regs {
@@ -260,6 +279,9 @@ impl pci::Driver for PvmmDriver {
             value: header.host_peer << 16,
         };
         let engine = Arc::pin_init(Engine::new(shm, bell, header.layout, features), GFP_KERNEL)?;
+        engine
+            .settings
+            .set(Knob::Mode, MODE_PARAM.0.load(Relaxed))?;
         let irq = KBox::pin_init(
             irq::ThreadedRegistration::new(
                 vector,

@@ -57,6 +57,29 @@ static void check_lifecycle(struct __test_metadata *_metadata,
 				"protocol_errors"));
 }
 
+/*
+ * A built-in driver starts in the mode named by pvmm.mode= on the kernel
+ * command line.  First test, so nothing has switched the mode yet.
+ */
+TEST_F(device, boot_mode)
+{
+	char cmdline[4096], mode[32] = "", want[32] = "";
+	const char *arg;
+
+	if (pvmm_is_module())
+		SKIP(return, "pvmm is a module: see reload.mode_param");
+	ASSERT_EQ(0, pvmm_read_text("/proc/cmdline", cmdline, sizeof(cmdline)));
+	arg = strstr(cmdline, "pvmm.mode=");
+	if (!arg)
+		SKIP(return, "no pvmm.mode= on the kernel command line");
+	sscanf(arg + strlen("pvmm.mode="), "%31s", want);
+	ASSERT_EQ(0, pvmm_read_text(PVMM_DEBUGFS_DIR "/mode", mode,
+				    sizeof(mode)));
+	EXPECT_STREQ(want, mode);
+	ksft_print_msg("booted with pvmm.mode=%s, driver mode %s\n", want,
+		       mode);
+}
+
 TEST_F(device, bound)
 {
 	char path[PATH_MAX], bdf[64], id[32];
@@ -157,18 +180,4 @@ TEST_F_TIMEOUT(device, fork_exec_exit, 120)
 	check_lifecycle(_metadata, self, 2);
 }
 
-/* Last fixture, so this runs after every other test. */
-FIXTURE(kernel) {};
-FIXTURE_SETUP(kernel) {}
-FIXTURE_TEARDOWN(kernel) {}
-
-TEST_F(kernel, no_warnings)
-{
-	if (!pvmm_kernel_clean(_metadata))
-		SKIP(return, "no /proc/sys/kernel/tainted and no /dev/kmsg");
-}
-
-int main(int argc, char **argv)
-{
-	return pvmm_main(argc, argv, PVMM_NEED_STATS);
-}
+PVMM_TEST_MAIN(PVMM_NEED_STATS)

@@ -954,4 +954,26 @@ static inline int pvmm_main(int argc, char **argv, unsigned int needs)
 	return test_harness_run(argc, argv);
 }
 
+/*
+ * The end of every test program: a last fixture, so that it runs after all
+ * the others and checks that none of them left a kernel warning or taint,
+ * and main() with what the program @needs (PVMM_NEED_*).
+ */
+#define PVMM_TEST_MAIN(needs)						\
+	FIXTURE(kernel) {};						\
+	FIXTURE_SETUP(kernel) {}					\
+	FIXTURE_TEARDOWN(kernel) {}					\
+									\
+	TEST_F(kernel, no_warnings)					\
+	{								\
+		if (!pvmm_kernel_clean(_metadata))			\
+			SKIP(return,					\
+			     "no /proc/sys/kernel/tainted and no /dev/kmsg"); \
+	}								\
+									\
+	int main(int argc, char **argv)					\
+	{								\
+		return pvmm_main(argc, argv, (needs));			\
+	}
+
 #endif /* PVMM_LIB_H */

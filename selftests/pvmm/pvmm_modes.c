@@ -320,9 +320,13 @@ TEST_F_TIMEOUT(credits, batching_effective, 300)
 
 	pvmm_wait_drained(_metadata, &self->before, timeout, NULL, 0);
 	ASSERT_EQ(0, knob_write("mode", "async\n"));
-	/* Batches of 16, or whatever arrived within 10 ms. */
+	/*
+	 * Batches of 16, or whatever arrived within 50 ms: under TCG, and
+	 * more so on a lockdep kernel, exits come every few milliseconds, so
+	 * a shorter deadline would close most batches with one request.
+	 */
 	ASSERT_EQ(0, knob_write("batch", "16\n"));
-	ASSERT_EQ(0, knob_write("flush_us", "10000\n"));
+	ASSERT_EQ(0, knob_write("flush_us", "50000\n"));
 	pvmm_snapshot(_metadata, &self->before);
 	storm(_metadata, self->res, 128, 16, 1);
 	ASSERT_EQ(0, knob_write("flush_us", "1000\n"));
@@ -340,18 +344,4 @@ TEST_F_TIMEOUT(credits, batching_effective, 300)
 	expect_drained_clean(_metadata, &self->before, &self->after);
 }
 
-/* Last fixture, so this runs after every other test. */
-FIXTURE(kernel) {};
-FIXTURE_SETUP(kernel) {}
-FIXTURE_TEARDOWN(kernel) {}
-
-TEST_F(kernel, no_warnings)
-{
-	if (!pvmm_kernel_clean(_metadata))
-		SKIP(return, "no /proc/sys/kernel/tainted and no /dev/kmsg");
-}
-
-int main(int argc, char **argv)
-{
-	return pvmm_main(argc, argv, PVMM_NEED_STATS);
-}
+PVMM_TEST_MAIN(PVMM_NEED_STATS)

@@ -250,18 +250,44 @@ TEST_F_TIMEOUT(reload, under_storm, 300)
 	pvmm_kernel_clean(_metadata);
 }
 
-/* Last fixture, so this runs after every other test. */
-FIXTURE(kernel) {};
-FIXTURE_SETUP(kernel) {}
-FIXTURE_TEARDOWN(kernel) {}
-
-TEST_F(kernel, no_warnings)
+/*
+ * The mode module parameter: an instance starts in the mode it names, and a
+ * value that is not a mode makes the load fail.
+ */
+TEST_F_TIMEOUT(reload, mode_param, 120)
 {
-	if (!pvmm_kernel_clean(_metadata))
-		SKIP(return, "no /proc/sys/kernel/tainted and no /dev/kmsg");
+	const char *saved = getenv("PVMM_MODULE_PARAMS");
+	char mode[32] = "";
+	int ret;
+
+	unload(_metadata, 1);
+	setenv("PVMM_MODULE_PARAMS", "mode=bogus", 1);
+	ret = pvmm_module_load();
+	EXPECT_EQ(-EINVAL, ret) {
+		TH_LOG("finit_module with mode=bogus: %s", strerror(-ret));
+	}
+	EXPECT_FALSE(pvmm_is_module());
+
+	setenv("PVMM_MODULE_PARAMS", "mode=chunked", 1);
+	load(_metadata, 1, &self->before);
+	EXPECT_EQ(0, pvmm_read_text(PVMM_DEBUGFS_DIR "/mode", mode,
+				    sizeof(mode)));
+	EXPECT_STREQ("chunked", mode);
+	pvmm_run_child(_metadata, NULL, NULL);
+	pvmm_snapshot(_metadata, &self->after);
+	EXPECT_GE(pvmm_delta(_metadata, &self->before, &self->after,
+			     "teardowns_chunked"), 1ULL);
+
+	/* Without the parameter, the next instance is async again. */
+	unload(_metadata, 2);
+	if (saved)
+		setenv("PVMM_MODULE_PARAMS", saved, 1);
+	else
+		unsetenv("PVMM_MODULE_PARAMS");
+	load(_metadata, 2, &self->before);
+	EXPECT_EQ(0, pvmm_read_text(PVMM_DEBUGFS_DIR "/mode", mode,
+				    sizeof(mode)));
+	EXPECT_STREQ("async", mode);
 }
 
-int main(int argc, char **argv)
-{
-	return pvmm_main(argc, argv, PVMM_NEED_STATS | PVMM_NEED_MODULE);
-}
+PVMM_TEST_MAIN(PVMM_NEED_STATS | PVMM_NEED_MODULE)

@@ -154,18 +154,4 @@ TEST_F_TIMEOUT(storm, drains_clean, 300)
 	pvmm_kernel_clean(_metadata);
 }
 
-/* Last fixture, so this runs after every other test. */
-FIXTURE(kernel) {};
-FIXTURE_SETUP(kernel) {}
-FIXTURE_TEARDOWN(kernel) {}
-
-TEST_F(kernel, no_warnings)
-{
-	if (!pvmm_kernel_clean(_metadata))
-		SKIP(return, "no /proc/sys/kernel/tainted and no /dev/kmsg");
-}
-
-int main(int argc, char **argv)
-{
-	return pvmm_main(argc, argv, PVMM_NEED_STATS);
-}
+PVMM_TEST_MAIN(PVMM_NEED_STATS)
