@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The fuzz body: a hostile guest, scripted by arbitrary bytes, against the
-//! host's ring processing. Shared by the cargo-fuzz target and a stable test.
+//! host's ring processing. `tests/ring.rs` runs it on random input; a
+//! cargo-fuzz target can call it as is.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
