@@ -158,13 +158,16 @@ impl debugfs::Show for StatsFile {
         writeln!(w, "outstanding_pages {}", g.outstanding_pages)?;
         writeln!(w, "peak_outstanding {}", g.peak_outstanding)?;
         writeln!(w, "peak_outstanding_pages {}", g.peak_outstanding_pages)?;
+        let m = e.maxima();
+        writeln!(w, "sync_wait_max_us {}", m.sync_wait_max_us.load(Relaxed))?;
+        writeln!(w, "irq_off_max_us {}", m.irq_off_max_us.load(Relaxed))?;
         writeln!(w, "throttled {}", g.throttled)?;
         writeln!(w, "pgds_pending {}", g.pgds_pending)?;
         writeln!(w, "backlog {}", g.backlog)?;
         writeln!(w, "ring_broken {}", u8::from(g.broken))
     }
 
-    /// `reset_peaks` restarts the peak gauges from the current values.
+    /// `reset_peaks` restarts the peak gauges and the maxima.
     fn store(&self, input: &[u8]) -> Result {
         if teardown::trim(input) != b"reset_peaks" {
             return Err(EINVAL);

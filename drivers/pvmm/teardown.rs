@@ -299,10 +299,6 @@ counters! {
     teardowns_async,
     /// Total time spent in synchronous waits for the host, microseconds.
     sync_wait_us,
-    /// Longest synchronous wait, microseconds.
-    sync_wait_max_us,
-    /// Longest stretch with interrupts off in a synchronous wait, microseconds.
-    irq_off_max_us,
     /// Synchronous waits that gave up after `sync_timeout_ms`.
     sync_timeouts,
     /// Synchronous teardowns that went asynchronous (ring full, out of memory).
@@ -374,6 +370,16 @@ impl Inner {
     }
 }
 
+/// Longest synchronous stretches since the last [`Teardown::reset_peaks`], microseconds.
+/// Updated with relaxed `fetch_max` outside the engine lock.
+#[derive(Default)]
+pub(crate) struct Maxima {
+    /// Longest synchronous wait for the host.
+    pub(crate) sync_wait_max_us: AtomicU64,
+    /// Longest stretch with interrupts off in a synchronous wait.
+    pub(crate) irq_off_max_us: AtomicU64,
+}
+
 /// Gauges, read under the engine lock.
 pub(crate) struct Gauges {
     pub(crate) spaces_live: u64,
@@ -404,6 +410,7 @@ pub(crate) struct Notifier<M: SharedMemory, B: Doorbell> {
     /// The host did not offer `HOST_NEED_WAKEUP`: ring for every batch.
     always_ring: bool,
     stats: Stats,
+    maxima: Maxima,
 }
 
 impl<M: SharedMemory + Send + Sync, B: Doorbell> Notifier<M, B> {
@@ -490,6 +497,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             unnotified: AtomicU32::new(0),
             always_ring: features & wire::FEATURE_NEED_WAKEUP == 0,
             stats: Stats::default(),
+            maxima: Maxima::default(),
         };
         try_pin_init!(Self {
             deadline <- Timer::new(notifier, c_str!("pvmm_flush"), static_lock_class!()),
@@ -523,6 +531,11 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         &self.io().stats
     }
 
+    /// Longest synchronous stretches since the last reset.
+    pub(crate) fn maxima(&self) -> &Maxima {
+        &self.io().maxima
+    }
+
     /// Current gauges.
     pub(crate) fn gauges(&self) -> Gauges {
         let inner = self.inner.lock();
@@ -540,11 +553,14 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         }
     }
 
-    /// Resets the peak gauges to the current values.
+    /// Restarts the peak gauges from the current values and the maxima from zero.
     pub(crate) fn reset_peaks(&self) {
         let mut inner = self.inner.lock();
         inner.peak_outstanding = inner.outstanding;
         inner.peak_outstanding_pages = inner.outstanding_pages;
+        drop(inner);
+        self.maxima().sync_wait_max_us.store(0, Relaxed);
+        self.maxima().irq_off_max_us.store(0, Relaxed);
     }
 
     fn protocol_error(&self, inner: &mut Inner, err: wire::Error) {
@@ -905,7 +921,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                 core::hint::spin_loop();
             });
             // Interrupts are on again here: pending ones have just been taken.
-            self.stats()
+            self.maxima()
                 .irq_off_max_us
                 .fetch_max(elapsed_us(t0), Relaxed);
             if done {
@@ -954,7 +970,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         self.spin_for_ack(&waiter, id, tag, chunk_ns);
         let us = elapsed_us(start);
         self.stats().sync_wait_us.fetch_add(us, Relaxed);
-        self.stats().sync_wait_max_us.fetch_max(us, Relaxed);
+        self.maxima().sync_wait_max_us.fetch_max(us, Relaxed);
         // Consume the acknowledgement now rather than at the next interrupt.
         self.process_completions();
     }
