@@ -909,21 +909,24 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         .unwrap_or(i64::MAX);
         let shm = &self.io().shm;
         loop {
-            let t0 = Ktime::ktime_get();
-            let done = with_local_irqs_disabled(|| loop {
-                if waiter.load(Acquire) || wire::cq_holds(shm, &self.layout, Op::Destroy, id, tag) {
-                    break true;
+            let (done, off_ns) = with_local_irqs_disabled(|| {
+                let t0 = Ktime::ktime_get();
+                loop {
+                    let acked = waiter.load(Acquire)
+                        || wire::cq_holds(shm, &self.layout, Op::Destroy, id, tag);
+                    let now = Ktime::ktime_get();
+                    // Measured before interrupts are on again: afterwards the
+                    // interrupt threads may run first.
+                    let off_ns = (now - t0).to_ns();
+                    if acked || off_ns >= chunk_ns || (now - start).to_ns() >= timeout_ns {
+                        break (acked, off_ns);
+                    }
+                    core::hint::spin_loop();
                 }
-                let now = Ktime::ktime_get();
-                if (now - t0).to_ns() >= chunk_ns || (now - start).to_ns() >= timeout_ns {
-                    break false;
-                }
-                core::hint::spin_loop();
             });
             // Interrupts are on again here: pending ones have just been taken.
-            self.maxima()
-                .irq_off_max_us
-                .fetch_max(elapsed_us(t0), Relaxed);
+            let off_us = u64::try_from(off_ns / 1000).unwrap_or(0);
+            self.maxima().irq_off_max_us.fetch_max(off_us, Relaxed);
             if done {
                 return true;
             }

@@ -172,7 +172,7 @@ TEST_F_TIMEOUT(modes, storm_correct, 300)
 		uint64_t off_max = pvmm_stat(_metadata, &self->after,
 					     "irq_off_max_us");
 		unsigned long bound = pvmm_env_ul("PVMM_MAX_CHUNKED_IRQ_OFF_US",
-						  4000, 1, 10000000);
+						  10000, 1, 10000000);
 
 		EXPECT_GT(pvmm_delta(_metadata, &self->before, &self->after,
 				     "sync_wait_us"), 0ULL);
@@ -180,8 +180,11 @@ TEST_F_TIMEOUT(modes, storm_correct, 300)
 			       variant->mode, (unsigned long long)wait_max,
 			       (unsigned long long)off_max);
 		/*
-		 * Chunked waits turn interrupts on every chunk_us (100 us);
-		 * the loose bound leaves room for a vCPU the host preempted.
+		 * Chunked waits turn interrupts on every chunk_us (100 us).
+		 * Under TCG the guest clock runs on while the host preempts a
+		 * vCPU, so stretches of a few ms are seen anyway; the loose
+		 * bound still fails a chunked wait that keeps interrupts off
+		 * for a whole host teardown, as sync does.
 		 */
 		if (!strcmp(variant->mode, "chunked"))
 			EXPECT_LE(off_max, bound) {
