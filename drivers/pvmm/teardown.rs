@@ -897,8 +897,9 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         result
     }
 
-    /// Spins until `waiter` is set or the completion is in the ring, with interrupts
-    /// off for at most `chunk_ns` at a time. Returns whether the host acknowledged.
+    /// Rings the host and spins until `waiter` is set or the completion is in the ring,
+    /// with interrupts off from the doorbell on, for at most `chunk_ns` at a time, as a
+    /// hypercall (with continuations) would. Returns whether the host acknowledged.
     fn spin_for_ack(&self, waiter: &AtomicBool, id: SpaceId, tag: u32, chunk_ns: i64) -> bool {
         let start = Ktime::ktime_get();
         let timeout_ns = i64::try_from(
@@ -908,9 +909,13 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         )
         .unwrap_or(i64::MAX);
         let shm = &self.io().shm;
+        let mut first = true;
         loop {
             let (done, off_ns) = with_local_irqs_disabled(|| {
                 let t0 = Ktime::ktime_get();
+                if core::mem::take(&mut first) {
+                    self.io().ring_now();
+                }
                 loop {
                     let acked = waiter.load(Acquire)
                         || wire::cq_holds(shm, &self.layout, Op::Destroy, id, tag);
@@ -963,7 +968,6 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             }
             return;
         }
-        self.io().ring_now();
         let chunk_ns = match mode {
             Mode::Chunked => i64::try_from(self.settings.get(Knob::ChunkUs).saturating_mul(1000))
                 .unwrap_or(i64::MAX),
