@@ -899,8 +899,10 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
 
     /// Rings the host and spins until `waiter` is set or the completion is in the ring,
     /// with interrupts off from the doorbell on, for at most `chunk_ns` at a time, as a
-    /// hypercall (with continuations) would. Returns whether the host acknowledged.
-    fn spin_for_ack(&self, waiter: &AtomicBool, id: SpaceId, tag: u32, chunk_ns: i64) -> bool {
+    /// hypercall (with continuations) would. Returns when the wait ended (the
+    /// acknowledgement was seen or the wait gave up), read before interrupts were on
+    /// again.
+    fn spin_for_ack(&self, waiter: &AtomicBool, id: SpaceId, tag: u32, chunk_ns: i64) -> Ktime {
         let start = Ktime::ktime_get();
         let timeout_ns = i64::try_from(
             self.settings
@@ -911,7 +913,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         let shm = &self.io().shm;
         let mut first = true;
         loop {
-            let (done, off_ns) = with_local_irqs_disabled(|| {
+            let (done, off_ns, end) = with_local_irqs_disabled(|| {
                 let t0 = Ktime::ktime_get();
                 if core::mem::take(&mut first) {
                     self.io().ring_now();
@@ -924,7 +926,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                     // interrupt threads may run first.
                     let off_ns = (now - t0).to_ns();
                     if acked || off_ns >= chunk_ns || (now - start).to_ns() >= timeout_ns {
-                        break (acked, off_ns);
+                        break (acked, off_ns, now);
                     }
                     core::hint::spin_loop();
                 }
@@ -933,14 +935,14 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             let off_us = u64::try_from(off_ns / 1000).unwrap_or(0);
             self.maxima().irq_off_max_us.fetch_max(off_us, Relaxed);
             if done {
-                return true;
+                return end;
             }
-            if (Ktime::ktime_get() - start).to_ns() >= timeout_ns {
+            if (end - start).to_ns() >= timeout_ns {
                 let n = self.stats().sync_timeouts.fetch_add(1, Relaxed);
                 if should_log(n) {
                     pr_warn!("host did not acknowledge space {id:#x} in time; continuing\n");
                 }
-                return false;
+                return end;
             }
         }
     }
@@ -974,8 +976,8 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             _ => i64::MAX,
         };
         let start = Ktime::ktime_get();
-        self.spin_for_ack(&waiter, id, tag, chunk_ns);
-        let us = elapsed_us(start);
+        let end = self.spin_for_ack(&waiter, id, tag, chunk_ns);
+        let us = u64::try_from((end - start).to_ns() / 1000).unwrap_or(0);
         self.stats().sync_wait_us.fetch_add(us, Relaxed);
         self.maxima().sync_wait_max_us.fetch_max(us, Relaxed);
         // Consume the acknowledgement now rather than at the next interrupt.
