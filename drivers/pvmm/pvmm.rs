@@ -158,6 +158,10 @@ impl debugfs::Show for StatsFile {
         writeln!(w, "outstanding_pages {}", g.outstanding_pages)?;
         writeln!(w, "peak_outstanding {}", g.peak_outstanding)?;
         writeln!(w, "peak_outstanding_pages {}", g.peak_outstanding_pages)?;
+        writeln!(w, "in_flight {}", g.in_flight)?;
+        writeln!(w, "in_flight_pages {}", g.in_flight_pages)?;
+        writeln!(w, "peak_in_flight {}", g.peak_in_flight)?;
+        writeln!(w, "peak_in_flight_pages {}", g.peak_in_flight_pages)?;
         let m = e.maxima();
         writeln!(w, "sync_wait_max_us {}", m.sync_wait_max_us.load(Relaxed))?;
         writeln!(w, "irq_off_max_us {}", m.irq_off_max_us.load(Relaxed))?;

@@ -326,6 +326,39 @@ struct Space {
     queued: Option<Op>,
     /// Set when the host acknowledges the DESTROY; a synchronous teardown polls it.
     waiter: Option<Arc<AtomicBool>>,
+    /// The DESTROY is in the host's hands and holds credits.
+    in_flight: bool,
+}
+
+/// DESTROYs handed to the host and not yet acknowledged: what the caps bound.
+#[derive(Default)]
+struct Credits {
+    spaces: u64,
+    pages: u64,
+    peak_spaces: u64,
+    peak_pages: u64,
+}
+
+impl Credits {
+    /// Whether a DESTROY of `pages` may go to the host now. With nothing in flight one
+    /// always may, however large, so no teardown waits forever.
+    fn fits(&self, pages: u64, settings: &Settings) -> bool {
+        self.spaces == 0
+            || (self.spaces < settings.get(Knob::CapSpaces)
+                && self.pages.saturating_add(pages) <= settings.get(Knob::CapPages))
+    }
+
+    fn take(&mut self, pages: u64) {
+        self.spaces += 1;
+        self.pages += pages;
+        self.peak_spaces = self.peak_spaces.max(self.spaces);
+        self.peak_pages = self.peak_pages.max(self.pages);
+    }
+
+    fn give(&mut self, pages: u64) {
+        self.spaces -= 1;
+        self.pages -= pages;
+    }
 }
 
 struct Inner {
@@ -340,6 +373,7 @@ struct Inner {
     backlog: u64,
     /// `pgd_alloc` calls waiting at a cap.
     throttled: u64,
+    credits: Credits,
     /// The host broke the protocol; the ring is no longer used.
     broken: bool,
     /// Detaching: no new address spaces are tracked.
@@ -360,6 +394,9 @@ impl Inner {
         }
         if space.queued.is_some() {
             self.backlog -= 1;
+        }
+        if space.in_flight {
+            self.credits.give(space.pages);
         }
         Some(space)
     }
@@ -387,6 +424,10 @@ pub(crate) struct Gauges {
     pub(crate) outstanding_pages: u64,
     pub(crate) peak_outstanding: u64,
     pub(crate) peak_outstanding_pages: u64,
+    pub(crate) in_flight: u64,
+    pub(crate) in_flight_pages: u64,
+    pub(crate) peak_in_flight: u64,
+    pub(crate) peak_in_flight_pages: u64,
     pub(crate) pgds_pending: u64,
     pub(crate) backlog: u64,
     pub(crate) throttled: u64,
@@ -513,6 +554,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                 pending_pgds: 0,
                 backlog: 0,
                 throttled: 0,
+                credits: Credits::default(),
                 broken: false,
                 closing: false,
             }, "pvmm_teardown"),
@@ -545,6 +587,10 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             outstanding_pages: inner.outstanding_pages,
             peak_outstanding: inner.peak_outstanding,
             peak_outstanding_pages: inner.peak_outstanding_pages,
+            in_flight: inner.credits.spaces,
+            in_flight_pages: inner.credits.pages,
+            peak_in_flight: inner.credits.peak_spaces,
+            peak_in_flight_pages: inner.credits.peak_pages,
             pgds_pending: inner.pending_pgds,
             backlog: inner.backlog,
             throttled: inner.throttled,
@@ -558,6 +604,8 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         let mut inner = self.inner.lock();
         inner.peak_outstanding = inner.outstanding;
         inner.peak_outstanding_pages = inner.outstanding_pages;
+        inner.credits.peak_spaces = inner.credits.spaces;
+        inner.credits.peak_pages = inner.credits.pages;
         drop(inner);
         self.maxima().sync_wait_max_us.store(0, Relaxed);
         self.maxima().irq_off_max_us.store(0, Relaxed);
@@ -590,10 +638,15 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         if inner.broken {
             return false;
         }
+        let Some(pages) = inner.spaces.get(&id).map(|s| s.pages) else {
+            return false;
+        };
+        // Beyond the credits a DESTROY waits in the backlog; teardown itself goes on.
+        let fits = op == Op::Create || inner.credits.fits(pages, &self.settings);
         let Some(space) = inner.spaces.get_mut(&id) else {
             return false;
         };
-        if space.queued.is_some() || inner.backlog != 0 {
+        if space.queued.is_some() || inner.backlog != 0 || !fits {
             // Keep order behind earlier queued requests.
             if space.queued.is_none() {
                 space.queued = Some(op);
@@ -604,6 +657,10 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         match inner.sq.push(&self.io().shm, &Self::request(space, id, op)) {
             Ok(()) => {
                 self.stats().submissions.fetch_add(1, Relaxed);
+                if op == Op::Destroy {
+                    space.in_flight = true;
+                    inner.credits.take(pages);
+                }
                 true
             }
             Err(wire::Error::Full) => {
@@ -654,12 +711,16 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             sq,
             spaces,
             backlog,
+            credits,
             ..
         } = inner;
         let mut wrote = 0;
         let mut result = Ok(());
         for (id, space) in spaces.iter_mut() {
             let Some(op) = space.queued else { continue };
+            if op == Op::Destroy && !credits.fits(space.pages, &self.settings) {
+                continue;
+            }
             if let Err(e) = sq.push(&self.io().shm, &Self::request(space, *id, op)) {
                 result = Err(e);
                 break;
@@ -668,6 +729,10 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             *backlog -= 1;
             wrote += 1;
             self.stats().submissions.fetch_add(1, Relaxed);
+            if op == Op::Destroy {
+                space.in_flight = true;
+                credits.take(space.pages);
+            }
         }
         match result {
             Ok(()) | Err(wire::Error::Full) => {}
@@ -683,6 +748,9 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         };
         if let Some(w) = space.waiter.take() {
             w.store(true, Release);
+        }
+        if core::mem::take(&mut space.in_flight) {
+            inner.credits.give(space.pages);
         }
         if space.pgd.is_some() {
             // Dropping the record releases the parked page directory.
@@ -1009,6 +1077,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
             pgd: None,
             queued: None,
             waiter: None,
+            in_flight: false,
         };
         let node = RBTreeNode::new(id, record, GFP_KERNEL)?;
         let mut guard = self.inner.lock();
