@@ -99,15 +99,10 @@ tests=$PVMM_OUT/selftests
 src=$(cat "$build_m/pvmm-src" 2>/dev/null || true)
 step "build selftests" make -C selftests/pvmm KSRC="${src:-}" O="$tests" || tests=
 
-# run_guest NAME BZIMAGE INITRD pass|skip [ENV...]: boot, run the selftests,
-# count each TAP result.  "skip" expects every test program to exit 4.
-run_guest() {
-	local name=$1 kernel=$2 initrd=$3 expect=$4 console line t=
-	shift 4
-	console=$logs/guest-$name.log
-	env "$@" LOG="$console" scripts/run-guest.sh "$kernel" "$initrd" check \
-		"${GUEST_ARGS[@]}" >/dev/null 2>&1
-	result "guest $name: boots and finishes" "$?"
+# check_console NAME CONSOLE pass|skip: count each TAP result of one guest.
+# "skip" expects every test program to exit 4.
+check_console() {
+	local name=$1 console=$2 expect=$3 line t=
 	tr -d '\r' <"$console" >"$console.txt"
 	while IFS= read -r line; do
 		case "$line" in
@@ -133,7 +128,39 @@ run_guest() {
 	else
 		result "guest $name: no kernel BUG/WARNING/Oops/panic" 0
 	fi
-	grep -A20 '^PVMM-HOST-LOG-BEGIN' "$console.txt" >/dev/null 2>&1 || true
+}
+
+# run_guest NAME BZIMAGE INITRD pass|skip [ENV...]: boot, run the selftests.
+run_guest() {
+	local name=$1 kernel=$2 initrd=$3 expect=$4 console
+	shift 4
+	console=$logs/guest-$name.log
+	env "$@" LOG="$console" scripts/run-guest.sh "$kernel" "$initrd" check \
+		"${GUEST_ARGS[@]}" >"$logs/guest-$name.out" 2>&1
+	result "guest $name: boots and finishes" "$?"
+	check_console "$name" "$console" "$expect"
+}
+
+# run_pair BZIMAGE INITRD: one host stub serves two guests at once, each with
+# its own socket, shared memory and ring, each running the storms.
+run_pair() {
+	local out=$logs/guest-pair.out i line destroys cpu
+	env GUESTS=2 SMP=1 HOST_ARGS="$SLOW_HOST" \
+		KERNEL_ARGS=pvmm.env.PVMM_ONLY=pvmm_storm LOG="$logs/guest-pair.log" \
+		scripts/run-guest.sh "$1" "$2" check "${GUEST_ARGS[@]}" >"$out" 2>&1
+	result "guest pair: both boot and finish" "$?"
+	for i in 0 1; do
+		check_console "pair.$i" "$logs/guest-pair.$i.log" pass
+	done
+	# The host stub's own counters per slot: both guests were served.
+	for i in 0 1; do
+		line=$(grep -o "stats slot$i: .*" "$out" | tail -n 1)
+		echo "# host $line" | cut -c1-400
+		destroys=$(sed -n 's/.* destroys=\([0-9]*\).*/\1/p' <<<"$line")
+		cpu=$(sed -n 's/.* cpu_us=\([0-9]*\).*/\1/p' <<<"$line")
+		result "host stub slot $i: served its guest and accounted its CPU time" \
+			"$([ "${destroys:-0}" -gt 0 ] && [ "${cpu:-0}" -gt 0 ] && echo 0 || echo 1)"
+	done
 }
 
 GUEST_ARGS=(${PVMM_GUEST_ARGS:-})
@@ -154,6 +181,7 @@ if [ -n "$tests" ] && [ -n "$build_m" ] && [ -n "$ko" ]; then
 	run_guest "pvmm=m,smp=1" "$build_m/arch/x86/boot/bzImage" \
 		"$PVMM_OUT/initramfs-m.cpio.gz" pass SMP=1 HOST_ARGS="$SLOW_HOST" \
 		KERNEL_ARGS=pvmm.env.PVMM_ONLY=pvmm_modes
+	run_pair "$build_m/arch/x86/boot/bzImage" "$PVMM_OUT/initramfs-m.cpio.gz"
 	run_guest "no-device" "$build_m/arch/x86/boot/bzImage" \
 		"$PVMM_OUT/initramfs-m.cpio.gz" skip NO_DEVICE=1
 fi

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Boot a pvmm guest under QEMU against a freshly started host stub and run
-# one job in it.  The console goes to stdout and to $LOG.
+# one job in it.  The console goes to stdout and to $LOG.  With GUESTS=N,
+# N guests boot at once against one host stub (one socket, shared memory and
+# ring each); their consoles go to $LOG with .0, .1, ... before the suffix.
 #
 # usage: scripts/run-guest.sh BZIMAGE INITRAMFS JOB [KERNEL-ARGS...]
 # env:   SMP (2), MEM (1024), TIMEOUT seconds (900), LOG, NO_DEVICE=1 (boot
 #        without the ivshmem device), HOST_ARGS (extra pvmm-host options),
 #        HOST_STATS (where the host stub writes its counters), KERNEL_ARGS
-#        (more kernel command line)
+#        (more kernel command line), GUESTS (1)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -18,9 +20,19 @@ shift 3
 host=${PVMM_HOST:-$PVMM_TOP/host-stubs/target/release/pvmm-host}
 [ -x "$host" ] || die "$host missing: build host-stubs first"
 run=$(mktemp -d)
-sock=$run/ivshmem.sock
 log=${LOG:-$run/console.log}
 hstats=${HOST_STATS:-$run/host.stats}
+guests=${GUESTS:-1}
+socks=()
+logs=()
+for i in $(seq 0 $((guests - 1))); do
+	socks+=("$run/ivshmem.$i.sock")
+	if [ "$guests" = 1 ]; then
+		logs+=("$log")
+	else
+		logs+=("${log%.*}.$i.${log##*.}")
+	fi
+done
 hpid=
 cleanup() {
 	if [ -n "$hpid" ]; then
@@ -31,33 +43,55 @@ cleanup() {
 }
 trap cleanup EXIT
 
-dev=()
 if [ "${NO_DEVICE:-0}" != 1 ]; then
+	hargs=()
+	for s in "${socks[@]}"; do
+		hargs+=(--socket "$s")
+	done
 	# shellcheck disable=SC2086
-	"$host" --socket "$sock" --stats-file "$hstats" ${HOST_ARGS:-} \
+	"$host" "${hargs[@]}" --stats-file "$hstats" ${HOST_ARGS:-} \
 		>"$run/host.log" 2>&1 &
 	hpid=$!
-	for _ in $(seq 100); do
-		[ -S "$sock" ] && break
-		kill -0 "$hpid" 2>/dev/null || { cat "$run/host.log" >&2; die "host stub died"; }
-		sleep 0.1
+	for s in "${socks[@]}"; do
+		for _ in $(seq 100); do
+			[ -S "$s" ] && break
+			kill -0 "$hpid" 2>/dev/null ||
+				{ cat "$run/host.log" >&2; die "host stub died"; }
+			sleep 0.1
+		done
+		[ -S "$s" ] || die "host stub did not create $s"
 	done
-	[ -S "$sock" ] || die "host stub did not create $sock"
-	dev=(-chardev "socket,path=$sock,id=ivs"
-	     -device "ivshmem-doorbell,chardev=ivs,vectors=1")
 fi
 
 accel=(-accel tcg,thread=multi)
 [ "${KVM:-0}" = 1 ] && accel=(-accel kvm)
 
+# qemu_guest I: boot guest I, console to its log.
+qemu_guest() {
+	local dev=()
+	[ "${NO_DEVICE:-0}" = 1 ] ||
+		dev=(-chardev "socket,path=${socks[$1]},id=ivs"
+		     -device "ivshmem-doorbell,chardev=ivs,vectors=1")
+	timeout --foreground "${TIMEOUT:-900}" qemu-system-x86_64 \
+		"${accel[@]}" -cpu max -smp "${SMP:-2}" -m "${MEM:-1024}" \
+		-nographic -no-reboot -nodefaults -serial stdio \
+		-kernel "$kernel" -initrd "$initrd" \
+		-append "console=ttyS0 panic=-1 oops=panic loglevel=6 pvmm.job=$job ${KERNEL_ARGS:-} $ARGS" \
+		"${dev[@]}" 2>&1
+}
+ARGS="$*"
+
 set +e
-timeout --foreground "${TIMEOUT:-900}" qemu-system-x86_64 \
-	"${accel[@]}" -cpu max -smp "${SMP:-2}" -m "${MEM:-1024}" \
-	-nographic -no-reboot -nodefaults -serial stdio \
-	-kernel "$kernel" -initrd "$initrd" \
-	-append "console=ttyS0 panic=-1 oops=panic loglevel=6 pvmm.job=$job ${KERNEL_ARGS:-} $*" \
-	"${dev[@]}" 2>&1 | tee "$log"
-rc=${PIPESTATUS[0]}
+if [ "$guests" = 1 ]; then
+	qemu_guest 0 | tee "$log"
+else
+	pids=()
+	for i in $(seq 0 $((guests - 1))); do
+		qemu_guest "$i" </dev/null >"${logs[$i]}" &
+		pids+=($!)
+	done
+	wait "${pids[@]}"
+fi
 set -e
 
 if [ -n "$hpid" ]; then
@@ -68,5 +102,7 @@ if [ -n "$hpid" ]; then
 	tail -n 20 "$run/host.log"
 	echo "PVMM-HOST-LOG-END"
 fi
-grep -q PVMM-GUEST-END "$log" || { echo "guest did not finish (rc=$rc)" >&2; exit 1; }
+for l in "${logs[@]}"; do
+	grep -q PVMM-GUEST-END "$l" || { echo "guest did not finish: $l" >&2; exit 1; }
+done
 exit 0
