@@ -299,6 +299,10 @@ counters! {
     teardowns_async,
     /// Total time spent in synchronous waits for the host, microseconds.
     sync_wait_us,
+    /// Interrupts-off stretches in synchronous waits.
+    irq_off_stretches,
+    /// Of those, the ones of 1 ms or more.
+    irq_off_long,
     /// Synchronous waits that gave up after `sync_timeout_ms`.
     sync_timeouts,
     /// Synchronous teardowns that went asynchronous (ring full, out of memory).
@@ -1002,6 +1006,10 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             // Interrupts are on again here: pending ones have just been taken.
             let off_us = u64::try_from(off_ns / 1000).unwrap_or(0);
             self.maxima().irq_off_max_us.fetch_max(off_us, Relaxed);
+            self.stats().irq_off_stretches.fetch_add(1, Relaxed);
+            if off_us >= 1000 {
+                self.stats().irq_off_long.fetch_add(1, Relaxed);
+            }
             if done {
                 return end;
             }
