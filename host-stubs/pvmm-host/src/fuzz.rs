@@ -142,6 +142,7 @@ fn step(host: &mut RingHost, shm: &impl SharedMemory, counters: &Counters) {
     assert!(irqs <= 1 + b.requests, "at most one interrupt per publish");
     let snap = counters.snapshot();
     assert_eq!(snap.live_objects, host.live_objects() as u64);
+    assert!(snap.sq_pending <= u64::from(layout.sq_entries));
     assert_eq!(
         shm.read_u32(host_ctl::ERRORS),
         (snap.bad_entries + snap.bad_indices) as u32

@@ -8,7 +8,9 @@
 
 pub mod fuzz;
 pub mod ivshmem;
+pub mod priority;
 pub mod ring;
+pub mod series;
 pub mod serve;
 pub mod shm;
 pub mod stats;

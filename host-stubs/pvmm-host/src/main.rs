@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use pvmm_host::ivshmem::Server;
+use pvmm_host::priority::{Policy, Priority};
 use pvmm_host::ring::Config;
+use pvmm_host::series::Series;
 use pvmm_host::serve::{serve, SlotConfig};
 use pvmm_host::stats::{Counters, Snapshot};
 use pvmm_wire::Layout;
@@ -38,16 +40,16 @@ struct Args {
     /// Interrupt vectors (eventfds) per peer.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     vectors: u32,
-    /// Fixed cost of each DESTROY, microseconds.
+    /// Fixed cost of each DESTROY, microseconds of the slot thread's CPU time.
     #[arg(long, default_value_t = 0)]
     cost_base_us: u64,
-    /// Cost of DESTROY per MiB of address space, microseconds.
+    /// Cost of DESTROY per MiB of address space, microseconds of CPU time.
     #[arg(long, default_value_t = 20)]
     cost_us_per_mib: u64,
-    /// Longest stretch of DESTROY work between preemption points, microseconds.
+    /// Longest stretch of DESTROY work between preemption points, CPU microseconds.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
     chunk_us: u64,
-    /// Cap on one DESTROY's work, microseconds (0: no cap).
+    /// Cap on one DESTROY's work, CPU microseconds (0: no cap).
     #[arg(long, default_value_t = 10_000_000)]
     max_destroy_us: u64,
     /// Most live host objects per guest; further CREATEs complete NoMemory.
@@ -62,6 +64,21 @@ struct Args {
     /// Longest idle sleep without a doorbell, milliseconds (safety net).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     idle_timeout_ms: u64,
+    /// Scheduling policy of each slot's serving thread (idle: below every
+    /// normal thread, the "low-priority host worker").
+    #[arg(long, value_enum, default_value_t = Policy::Other, value_name = "POLICY")]
+    worker_sched: Policy,
+    /// Nice value of each slot's serving thread, -20 to 19 (below the
+    /// process's own value needs CAP_SYS_NICE).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    worker_nice: i32,
+    /// Write a CSV time series of every slot's counters to this file.
+    #[arg(long, value_name = "PATH")]
+    series: Option<PathBuf>,
+    /// Interval between --series samples, milliseconds.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    series_ms: u64,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -96,6 +113,8 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
+    // Time zero of the --series file.
+    let started = Instant::now();
     let layout = Layout::new(args.sq_entries, args.cq_entries).map_err(|_| {
         anyhow::anyhow!(
             "bad ring sizes: entries must be powers of two up to {}, with cq >= sq",
@@ -143,6 +162,13 @@ fn run(args: Args) -> Result<()> {
             .with_context(|| format!("cannot serve on {}", path.display()))?;
         servers.push(server);
     }
+    // Only then truncate the series file: a second stub refused its sockets
+    // must not wipe the series of the one that serves them.
+    let mut series = args
+        .series
+        .as_deref()
+        .map(|p| Series::create(p).with_context(|| format!("cannot create {}", p.display())))
+        .transpose()?;
 
     let mut threads = Vec::new();
     for (index, server) in servers.into_iter().enumerate() {
@@ -156,6 +182,10 @@ fn run(args: Args) -> Result<()> {
             counters: Arc::clone(&counters[index]),
             all_counters: Arc::clone(&counters),
             stats_file: args.stats_file.clone(),
+            priority: Priority {
+                policy: args.worker_sched,
+                nice: args.worker_nice,
+            },
         };
         let stop = Arc::clone(&stop);
         let t = std::thread::Builder::new()
@@ -172,8 +202,23 @@ fn run(args: Args) -> Result<()> {
 
     let interval = Duration::from_secs(args.stats_interval);
     let mut last = Instant::now();
+    let series_every = Duration::from_millis(args.series_ms);
+    let mut series_due = started + series_every;
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
+        // Wake up for the next sample, and at least every 50 ms for `stop`.
+        let mut nap = Duration::from_millis(50);
+        if series.is_some() {
+            nap = nap.min(series_due.saturating_duration_since(Instant::now()));
+        }
+        std::thread::sleep(nap);
+        if series.is_some() && Instant::now() >= series_due {
+            write_series(&mut series, started, &counters);
+            // Keep to the grid; after a stall, skip the samples it missed.
+            series_due += series_every;
+            if series_due <= Instant::now() {
+                series_due = Instant::now() + series_every;
+            }
+        }
         if !interval.is_zero() && last.elapsed() >= interval {
             last = Instant::now();
             log::info!("stats: {}", Snapshot::total(counters.iter()).line());
@@ -189,6 +234,8 @@ fn run(args: Args) -> Result<()> {
             Err(_) => failed = Some(anyhow::anyhow!("a slot thread panicked")),
         }
     }
+    // Final rows, with what the slots counted while they stopped.
+    write_series(&mut series, started, &counters);
     if counters.len() > 1 {
         for (i, c) in counters.iter().enumerate() {
             log::info!("stats slot{i}: {}", c.snapshot().line());
@@ -198,6 +245,20 @@ fn run(args: Args) -> Result<()> {
     match failed {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Appends one row per slot to the series file, if any. A failed write is
+/// logged and ends the series (the rest of the stub goes on).
+fn write_series(series: &mut Option<Series>, started: Instant, counters: &[Arc<Counters>]) {
+    let Some(s) = series else {
+        return;
+    };
+    let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let snaps: Vec<Snapshot> = counters.iter().map(|c| c.snapshot()).collect();
+    if let Err(e) = s.write_rows(ms, &snaps) {
+        log::warn!("cannot write the --series file, no more samples: {e}");
+        *series = None;
     }
 }
 
@@ -215,6 +276,29 @@ mod tests {
         assert!(parse_size("1T").is_err());
         assert!(parse_size("x").is_err());
         assert!(parse_size("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn worker_and_series_options() {
+        let base = ["pvmm-host", "--socket", "/tmp/s"];
+        let parse = |more: &[&str]| Args::try_parse_from(base.iter().chain(more));
+        let a = parse(&[]).unwrap();
+        assert_eq!((a.worker_sched, a.worker_nice), (Policy::Other, 0));
+        assert_eq!((a.series, a.series_ms), (None, 100));
+        let a = parse(&["--worker-sched", "idle", "--worker-nice", "-5"]).unwrap();
+        assert_eq!((a.worker_sched, a.worker_nice), (Policy::Idle, -5));
+        let a = parse(&["--series", "/tmp/x.csv", "--series-ms", "10"]).unwrap();
+        assert_eq!(a.series, Some(PathBuf::from("/tmp/x.csv")));
+        assert_eq!(a.series_ms, 10);
+        for bad in [
+            &["--worker-sched", "fifo"][..],
+            &["--worker-nice", "20"],
+            &["--worker-nice", "-21"],
+            &["--series-ms", "9"],
+            &["--series-ms", "60001"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

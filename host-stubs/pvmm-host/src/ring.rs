@@ -14,18 +14,20 @@ use pvmm_wire::{
     SharedMemory, SqConsumer, Status, FEATURES_ALL, FEATURE_IRQ_SUPPRESS, GUEST_READY,
 };
 
-use crate::stats::Counters;
+use crate::stats::{thread_cpu_us, Counters};
 
-/// Tunables of request processing.
+/// Tunables of request processing. Costs are CPU time of the thread that
+/// processes the rings, not wall-clock time.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Fixed cost of every DESTROY, microseconds.
+    /// Fixed cost of every DESTROY, CPU microseconds.
     pub cost_base_us: u64,
-    /// Cost per MiB of address space destroyed, microseconds.
+    /// Cost per MiB of address space destroyed, CPU microseconds.
     pub cost_us_per_mib: u64,
-    /// Longest stretch of work without a preemption point, microseconds.
+    /// Longest stretch of work without a preemption point, CPU microseconds.
     pub chunk_us: u64,
-    /// Cap on one DESTROY's work (0: none): the size is the guest's claim.
+    /// Cap on one DESTROY's work in CPU microseconds (0: none): the size is
+    /// the guest's claim.
     pub max_destroy_us: u64,
     /// Most host objects one guest may hold; CREATE beyond gets `NoMemory`.
     pub max_objects: usize,
@@ -47,7 +49,8 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Modelled cost of destroying `pages` 4 KiB pages, microseconds.
+    /// Modelled cost of destroying `pages` 4 KiB pages, CPU microseconds, and
+    /// whether `max_destroy_us` capped it.
     pub fn destroy_cost_us(&self, pages: u64) -> (u64, bool) {
         // pages * 4 KiB / 1 MiB = pages / 256, in u128 so nothing overflows.
         let us = u128::from(self.cost_base_us)
@@ -271,7 +274,22 @@ impl RingHost {
         self.counters
             .live_objects
             .store(self.spaces.len() as u64, Ordering::Relaxed);
+        self.sample_sq_pending(shm);
         b
+    }
+
+    /// Sets the `sq_pending` gauge from the guest's SQ tail and our head: 0
+    /// while the submission ring is stopped or its tail is impossible (that
+    /// is counted when the next round reads it).
+    fn sample_sq_pending(&self, shm: &impl SharedMemory) {
+        let n = if self.sq_stalled {
+            0
+        } else {
+            self.sq.pending(shm).unwrap_or(0)
+        };
+        self.counters
+            .sq_pending
+            .store(u64::from(n), Ordering::Relaxed);
     }
 
     fn take_one(
@@ -286,9 +304,11 @@ impl RingHost {
             Err(bad) => self.bad_entry(bad, b),
             Ok(req) => {
                 if req.op == Op::Destroy && self.cfg.destroy_cost_us(req.pages).0 > 0 {
-                    // Hand back slots and finished completions before a long stretch.
+                    // Hand back slots and finished completions before a long
+                    // stretch, and show the backlog it leaves waiting.
                     self.sq.release(shm);
                     self.publish(shm, irq, b);
+                    self.sample_sq_pending(shm);
                 }
                 let c = self.handle(&req, stop);
                 self.complete(shm, c, b);
@@ -395,29 +415,34 @@ impl RingHost {
         Status::Ok
     }
 
-    /// Burns `us` microseconds of CPU on real memory work, in chunks of at most
-    /// `chunk_us`, yielding and checking `stop` between chunks.
+    /// Burns `us` microseconds of the calling thread's own CPU time
+    /// (`CLOCK_THREAD_CPUTIME_ID`) on real memory work, in chunks of at most
+    /// `chunk_us` CPU microseconds, yielding and checking `stop` between chunks.
+    ///
+    /// Time the thread spends preempted or waiting for a CPU does not count, so
+    /// a low-priority thread on a busy host takes longer in wall-clock time:
+    /// that is what the cost models. A thread that gets no CPU cannot run at
+    /// all; once it does, it sees `stop` within one chunk. Returns the CPU
+    /// microseconds used: at least `us` unless stopped.
     fn work(&mut self, us: u64, stop: &dyn Fn() -> bool) -> u64 {
         if us == 0 {
             return 0;
         }
-        let start = Instant::now();
-        let budget = Duration::from_micros(us);
-        let chunk = Duration::from_micros(self.cfg.chunk_us.max(1));
+        let start = thread_cpu_us();
+        let chunk = self.cfg.chunk_us.max(1);
         let mut x = self.scratch[0] | 1;
-        loop {
-            let elapsed = start.elapsed();
-            if elapsed >= budget {
-                break;
-            }
-            let end = budget.min(elapsed + chunk);
-            while start.elapsed() < end {
+        let mut used = 0;
+        while used < us {
+            let end = us.min(used.saturating_add(chunk));
+            while used < end {
                 for w in self.scratch.iter_mut() {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
                     *w = w.wrapping_add(x);
                 }
+                // The thread CPU clock is a system call: read it once a pass.
+                used = thread_cpu_us().saturating_sub(start);
             }
             std::hint::black_box(&self.scratch);
             if stop() {
@@ -426,7 +451,7 @@ impl RingHost {
             std::thread::yield_now();
         }
         self.scratch[0] = x;
-        start.elapsed().as_micros() as u64
+        used
     }
 
     fn complete(&mut self, shm: &impl SharedMemory, c: Completion, b: &mut Batch) {
@@ -515,5 +540,39 @@ impl RingHost {
     pub fn disconnect(self) {
         self.count(|c| &c.dropped_completions, self.overflow.len() as u64);
         self.counters.live_objects.store(0, Ordering::Relaxed);
+        self.counters.sq_pending.store(0, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(chunk_us: u64) -> RingHost {
+        let cfg = Config {
+            chunk_us,
+            ..Config::default()
+        };
+        let layout = Layout::new(4, 8).unwrap();
+        RingHost::new("test", layout, cfg, Arc::new(Counters::default()))
+    }
+
+    #[test]
+    fn work_consumes_thread_cpu_time() {
+        let mut h = host(500);
+        let before = thread_cpu_us();
+        let done = h.work(20_000, &|| false);
+        let spent = thread_cpu_us() - before;
+        assert!(done >= 20_000, "reported {done} us");
+        assert!(spent >= 20_000, "the thread spent {spent} us of CPU");
+        assert!(spent >= done);
+    }
+
+    #[test]
+    fn work_stops_between_chunks() {
+        let mut h = host(1_000);
+        let done = h.work(10_000_000, &|| true);
+        assert!((1_000..1_000_000).contains(&done), "worked {done} us");
+        assert_eq!(h.work(0, &|| false), 0);
     }
 }

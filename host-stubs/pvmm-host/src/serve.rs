@@ -14,6 +14,7 @@ use pvmm_wire::Layout;
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
 use crate::ivshmem::{self, Server};
+use crate::priority::Priority;
 use crate::ring::{Config, Next, RingHost};
 use crate::shm::MappedShm;
 use crate::stats::{thread_cpu_us, Counters, Snapshot, StatsFile};
@@ -39,6 +40,8 @@ pub struct SlotConfig {
     pub all_counters: Arc<Vec<Arc<Counters>>>,
     /// Live stats file, if wanted.
     pub stats_file: Option<PathBuf>,
+    /// Scheduling policy and nice value the serving thread gives itself.
+    pub priority: Priority,
 }
 
 /// The guest connected to a slot.
@@ -48,10 +51,19 @@ struct Conn {
     ring: RingHost,
 }
 
-/// Serves `server` until `stop` is set. Guest misbehaviour never ends this
-/// loop; only errors of the host itself (poll failing) do.
+/// Serves `server` until `stop` is set. Call it on the slot's own thread: it
+/// first applies `cfg.priority` to that thread. Guest misbehaviour never ends
+/// this loop; only errors of the host itself (priority refused, poll failing)
+/// do.
 pub fn serve(mut server: Server, cfg: SlotConfig, stop: &AtomicBool) -> Result<()> {
     let name = format!("slot{}", cfg.index);
+    cfg.priority.apply().with_context(|| {
+        format!(
+            "{name}: cannot apply --worker-sched/--worker-nice ({})",
+            cfg.priority
+        )
+    })?;
+    log::info!("{name}: serving thread runs with {}", cfg.priority);
     let stats = cfg
         .stats_file
         .as_deref()

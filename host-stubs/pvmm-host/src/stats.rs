@@ -60,6 +60,8 @@ counters! {
     no_memory,
     /// Host objects alive now (a gauge).
     live_objects,
+    /// Submission entries the guest has published that the host has not taken yet (a gauge, sampled each round).
+    sq_pending,
     /// Completions published to the completion ring.
     completions,
     /// Completions that found the ring full and waited in the host queue.
@@ -80,7 +82,7 @@ counters! {
     resumes,
     /// DESTROY requests whose modelled cost hit `--max-destroy-us`.
     work_capped,
-    /// Microseconds of DESTROY work done.
+    /// Microseconds of DESTROY work done, in CPU time of the serving thread.
     work_us,
     /// CPU time of the serving thread, microseconds.
     cpu_us,

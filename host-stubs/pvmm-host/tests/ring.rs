@@ -160,6 +160,23 @@ fn impossible_tail_stops_the_ring_until_ready_again() {
 }
 
 #[test]
+fn sq_pending_shows_what_the_host_left_in_the_ring() {
+    let mut r = Rig::new();
+    r.submit(&[req(Op::Create, 1, 1, 0), req(Op::Create, 2, 2, 0)]);
+    // A host told to stop takes nothing, and the gauge shows both entries.
+    r.host.process(&r.shm, &mut || {}, &|| true);
+    assert_eq!(r.counters.snapshot().sq_pending, 2);
+    r.process();
+    assert_eq!(r.counters.snapshot().sq_pending, 0);
+    assert_eq!(r.completions().len(), 2);
+    // A ring stopped by an impossible index shows 0, not the guest's claim.
+    r.shm.store_release_u32(guest_ctl::SQ_TAIL, 1000);
+    r.process();
+    assert!(r.host.stalled());
+    assert_eq!(r.counters.snapshot().sq_pending, 0);
+}
+
+#[test]
 fn object_limit_answers_no_memory() {
     let layout = Layout::new(4, 8).unwrap();
     let shm: Shm = MemShm::new(
