@@ -4,6 +4,8 @@
 #
 #   make demo            build everything, boot a guest, run a teardown storm
 #   make check           run every test; ends with "N passed, N failed"
+#   make bench           latency per mode and host cost, with plots
+#                        (PRESET=quick, about 10 minutes; PRESET=full, an hour)
 #   make KDIR=<tree>     build drivers/pvmm out of tree against a built
 #                        6.12 kernel that has kernel/patches applied
 #   make host            build the host stub
@@ -13,13 +15,13 @@
 KDIR ?=
 LLVM ?= 1
 
-.PHONY: default module clippy demo check host deps clean distclean
+.PHONY: default module clippy demo check bench host deps clean distclean
 
 default:
 ifneq ($(KDIR),)
 	$(MAKE) module
 else
-	@sed -n '3,9p' Makefile
+	@sed -n '3,11p' Makefile
 endif
 
 module:
@@ -39,6 +41,9 @@ demo:
 
 check:
 	scripts/check.sh
+
+bench:
+	scripts/bench.sh
 
 # Module objects only: the test runner cleans between builds and must keep
 # the host stub.

@@ -11,17 +11,7 @@ set -euo pipefail
 cd "$PVMM_TOP"
 
 scripts/install-deps.sh
-log "building the host stub"
-cargo build --release --manifest-path host-stubs/Cargo.toml
-build=$(scripts/kernel.sh m)
-log "building pvmm.ko out of tree"
-make -s -C "$PVMM_TOP" module KDIR="$build" >/dev/null
-mkdir -p "$PVMM_OUT"
-cp drivers/pvmm/pvmm.ko "$PVMM_OUT/pvmm.ko"
-make -s -C "$PVMM_TOP" clean KDIR="$build" >/dev/null 2>&1 || true
-make -s -C selftests/pvmm KSRC="$(cat "$build/pvmm-src")" O="$PVMM_OUT/selftests"
-scripts/initramfs.sh "$PVMM_OUT/initramfs-demo.cpio.gz" "$PVMM_OUT/selftests" \
-	"$PVMM_OUT/pvmm.ko"
+build=$(scripts/build-guest.sh "$PVMM_OUT/initramfs-demo.cpio.gz")
 
 console=$PVMM_OUT/demo-console.log
 hstats=$PVMM_OUT/demo-host.stats

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything pvmm needs to build and test on a bare Debian 12 machine
 # with rustup.  Idempotent: each step is skipped when already satisfied.
+# Packages come from the apt sources the machine already has.
 set -euo pipefail
 
 APT_PKGS=(
@@ -9,10 +10,12 @@ APT_PKGS=(
 	flex bison bc	
 	libelf-dev libssl-dev
 	cpio xz-utils	
-	busybox-static	
-	qemu-system-x86	
-	ccache		
+	busybox-static
+	qemu-system-x86
+	ccache
 	python3
+	rt-tests		# cyclictest: the latency cross-check in the guest
+	python3-matplotlib	# make bench's plots
 )
 
 need=()
@@ -25,10 +28,10 @@ if [ ${#need[@]} -gt 0 ]; then
 	export DEBIAN_FRONTEND=noninteractive
 	$SUDO apt-get update -qq
 
-	if ! apt-cache policy linux-source-6.12 | grep -q Candidate:.*[0-9]; then
-		echo "deb http://deb.debian.org/debian bookworm-backports main" |
-			$SUDO tee /etc/apt/sources.list.d/pvmm-backports.list >/dev/null
-		$SUDO apt-get update -qq
+	if ! apt-cache policy linux-source-6.12 | grep -q 'Candidate:.*[0-9]'; then
+		echo "linux-source-6.12 is in none of this machine's apt sources:" \
+			"enable the suite's security or backports archive" >&2
+		exit 1
 	fi
 	# QEMU packages must come from one suite: follow an installed
 	# qemu-utils (some images carry it from backports).

@@ -437,6 +437,31 @@ static inline bool pvmm_kernel_clean(struct __test_metadata *_metadata)
 	return pvmm_kbase.have_taint || pvmm_kbase.have_kmsg;
 }
 
+/* ---- the driver's knobs (debugfs) ---- */
+
+static inline int pvmm_knob_write(const char *name, const char *val)
+{
+	char path[256];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", PVMM_DEBUGFS_DIR, name);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = write(fd, val, strlen(val));
+	close(fd);
+	return n == (ssize_t)strlen(val) ? 0 : -EINVAL;
+}
+
+static inline int pvmm_knob_write_ul(const char *name, unsigned long v)
+{
+	char buf[32];
+
+	snprintf(buf, sizeof(buf), "%lu\n", v);
+	return pvmm_knob_write(name, buf);
+}
+
 /* ---- stats with harness checks ---- */
 
 /* Skip the current test if the stats file is not there. */

@@ -14,29 +14,6 @@
 
 #include "pvmm_lib.h"
 
-static int knob_write(const char *name, const char *val)
-{
-	char path[256];
-	ssize_t n;
-	int fd;
-
-	snprintf(path, sizeof(path), "%s/%s", PVMM_DEBUGFS_DIR, name);
-	fd = open(path, O_WRONLY);
-	if (fd < 0)
-		return -errno;
-	n = write(fd, val, strlen(val));
-	close(fd);
-	return n == (ssize_t)strlen(val) ? 0 : -EINVAL;
-}
-
-static int knob_write_ul(const char *name, unsigned long v)
-{
-	char buf[32];
-
-	snprintf(buf, sizeof(buf), "%lu\n", v);
-	return knob_write(name, buf);
-}
-
 static const char *const logged[] = {
 	"spaces_created", "spaces_untracked", "spaces_destroyed",
 	"spaces_acked", "pgds_parked", "pgds_released", "submissions",
@@ -119,7 +96,7 @@ FIXTURE_SETUP(modes)
 
 FIXTURE_TEARDOWN(modes)
 {
-	knob_write("mode", "async\n");
+	pvmm_knob_write("mode", "async\n");
 	if (self->res)
 		munmap(self->res, sizeof(*self->res));
 }
@@ -131,13 +108,13 @@ TEST_F_TIMEOUT(modes, storm_correct, 300)
 	uint64_t spaces, mine, destroyed, doorbells;
 
 	pvmm_wait_drained(_metadata, &self->before, timeout, NULL, 0);
-	ASSERT_EQ(0, knob_write("mode", variant->mode));
-	ASSERT_EQ(0, knob_write("stats", "reset_peaks\n"));
+	ASSERT_EQ(0, pvmm_knob_write("mode", variant->mode));
+	ASSERT_EQ(0, pvmm_knob_write("stats", "reset_peaks\n"));
 	pvmm_snapshot(_metadata, &self->before);
 	storm(_metadata, self->res, 24, 4, 8);
 	pvmm_wait_drained(_metadata, &self->after, timeout, NULL, 0);
 	/* Switch back before judging, so a failure leaves a usable guest. */
-	ASSERT_EQ(0, knob_write("mode", "async\n"));
+	ASSERT_EQ(0, pvmm_knob_write("mode", "async\n"));
 
 	pvmm_log_deltas(_metadata, variant->mode, &self->before, &self->after,
 			logged);
@@ -216,7 +193,7 @@ FIXTURE_SETUP(switching)
 
 FIXTURE_TEARDOWN(switching)
 {
-	knob_write("mode", "async\n");
+	pvmm_knob_write("mode", "async\n");
 	if (self->res)
 		munmap(self->res, sizeof(*self->res));
 }
@@ -246,11 +223,11 @@ TEST_F_TIMEOUT(switching, under_load, 300)
 		_exit(self->res->started == self->res->ok ? 0 : 1);
 	}
 	while (waitpid(pid, &status, WNOHANG) == 0) {
-		ASSERT_EQ(0, knob_write("mode", cycle[switches % 4]));
+		ASSERT_EQ(0, pvmm_knob_write("mode", cycle[switches % 4]));
 		switches++;
 		pvmm_sleep_ms(30);
 	}
-	ASSERT_EQ(0, knob_write("mode", "async\n"));
+	ASSERT_EQ(0, pvmm_knob_write("mode", "async\n"));
 	EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	pvmm_wait_drained(_metadata, &self->after, timeout, NULL, 0);
 	ksft_print_msg("%u mode switches during %llu processes\n", switches,
@@ -284,7 +261,7 @@ FIXTURE_SETUP(credits)
 FIXTURE_TEARDOWN(credits)
 {
 	if (self->cap[0])
-		knob_write("cap_spaces", self->cap);
+		pvmm_knob_write("cap_spaces", self->cap);
 	if (self->res)
 		munmap(self->res, sizeof(*self->res));
 }
@@ -301,9 +278,9 @@ TEST_F_TIMEOUT(credits, bounded_under_slow_host, 300)
 	uint64_t peak, in_flight, throttled;
 
 	pvmm_wait_drained(_metadata, &self->before, timeout, NULL, 0);
-	ASSERT_EQ(0, knob_write("mode", "async\n"));
-	ASSERT_EQ(0, knob_write_ul("cap_spaces", cap));
-	ASSERT_EQ(0, knob_write("stats", "reset_peaks\n"));
+	ASSERT_EQ(0, pvmm_knob_write("mode", "async\n"));
+	ASSERT_EQ(0, pvmm_knob_write_ul("cap_spaces", cap));
+	ASSERT_EQ(0, pvmm_knob_write("stats", "reset_peaks\n"));
 	pvmm_snapshot(_metadata, &self->before);
 	storm(_metadata, self->res, 64, parallel, 4);
 	pvmm_wait_drained(_metadata, &self->after, timeout, NULL, 0);
@@ -347,17 +324,17 @@ TEST_F_TIMEOUT(credits, batching_effective, 300)
 	uint64_t destroyed, doorbells;
 
 	pvmm_wait_drained(_metadata, &self->before, timeout, NULL, 0);
-	ASSERT_EQ(0, knob_write("mode", "async\n"));
+	ASSERT_EQ(0, pvmm_knob_write("mode", "async\n"));
 	/*
 	 * Batches of 16, or whatever arrived within 50 ms: under TCG, and
 	 * more so on a lockdep kernel, exits come every few milliseconds, so
 	 * a shorter deadline would close most batches with one request.
 	 */
-	ASSERT_EQ(0, knob_write("batch", "16\n"));
-	ASSERT_EQ(0, knob_write("flush_us", "50000\n"));
+	ASSERT_EQ(0, pvmm_knob_write("batch", "16\n"));
+	ASSERT_EQ(0, pvmm_knob_write("flush_us", "50000\n"));
 	pvmm_snapshot(_metadata, &self->before);
 	storm(_metadata, self->res, 128, 16, 1);
-	ASSERT_EQ(0, knob_write("flush_us", "1000\n"));
+	ASSERT_EQ(0, pvmm_knob_write("flush_us", "1000\n"));
 	pvmm_wait_drained(_metadata, &self->after, timeout, NULL, 0);
 	pvmm_log_deltas(_metadata, "batching", &self->before, &self->after,
 			logged);

@@ -1,0 +1,185 @@
+"""Tests for bench/report.py on small synthetic results.json files.
+
+Run from the repository root:
+    /usr/bin/python3 -m unittest discover -s bench -p 'test_*.py'
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import report  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+COSTS = [("1ms", 1000.0), ("10ms", 10000.0)]
+PLOTS = ["max-vs-cost", "hist-2cpu-large", "outstanding"]
+
+
+def lat(mx):
+    return {"samples": 1000, "min": 3, "avg": 5.5, "p99": mx // 2, "p999": mx - 1,
+            "max": mx, "overflow": 0}
+
+
+def cell(boot, repeat, label, per_space, mode, probe, mx):
+    return {"boot": boot, "repeat": repeat, "vcpus": 2, "shape": "large",
+            "cost": {"label": label, "kind": "base", "base_us": int(per_space),
+                     "per_mib_us": 0, "per_space_us": per_space},
+            "mode": mode, "probe": probe, "lat_us": lat(mx),
+            "hist": [[3, 500], [4, 400], [mx, 1]],
+            "forks_per_s": 1200.0, "teardowns": 5000, "doorbells_per_teardown": 0.25,
+            "peak_outstanding": 40, "throttle_events": 3, "throttle_wait_us": 1500,
+            "host_cpu_us_per_teardown": per_space}
+
+
+def results(async_factor=1.5, sync_grows=True, default_peak=60):
+    """2 costs × 4 modes × 2 repeats on 2 vCPUs, cyclictest too in repeat 0.
+
+    off max is 20 (repeat 0) and 25 (repeat 1); async is async_factor × off;
+    sync is 1000 at the low cost and 10000 (or 1000 if not sync_grows) at the high one.
+    """
+    cells, boot = [], 0
+    for ci, (label, per_space) in enumerate(COSTS):
+        for repeat in (0, 1):
+            boot += 1
+            off = 20 + 5 * repeat
+            maxes = {"off": off, "async": int(off * async_factor),
+                     "sync": 10000 if (ci and sync_grows) else 1000, "chunked": 200}
+            for mode, mx in maxes.items():
+                cells.append(cell(boot, repeat, label, per_space, mode, "pvmm_latency", mx))
+                if repeat == 0:
+                    cells.append(cell(boot, repeat, label, per_space, mode, "cyclictest", mx * 2))
+    guest_off = [{"t_ms": t * 100, "outstanding": 10 * t, "pgds_pending": t, "spaces_live": 5,
+                  "throttle_events": 0} for t in range(30)]
+    guest_def = [{"t_ms": t * 100, "outstanding": min(default_peak, 10 * t), "pgds_pending": 0,
+                  "spaces_live": 5, "throttle_events": t} for t in range(30)]
+    host = [{"t_ms": t * 100, "live_objects": 8 * t, "destroys": t, "sq_pending": 0}
+            for t in range(30)]
+    series = [{"name": "credits-off", "caps": {"cap_spaces": 0, "cap_pages": 0},
+               "host_worker": "SCHED_IDLE", "guest": guest_off, "host": host, "lat_us": lat(30)},
+              {"name": "credits-default", "caps": {"cap_spaces": 64, "cap_pages": 65536},
+               "host_worker": "SCHED_IDLE", "guest": guest_def, "host": host, "lat_us": lat(28)}]
+    meta = {"commit": "abc1234", "dirty": True, "command": "make bench PRESET=test",
+            "preset": "test", "kernel": "6.12.0-pvmm", "qemu": "7.2.0", "accel": "tcg",
+            "host_cpu_model": "Test CPU", "host_cpus": 4, "started": "2025-01-01T00:00:00Z",
+            "elapsed_s": 123.4, "cell_seconds": 5.0, "repeats": 2, "interval_us": 1000}
+    return {"schema": 1, "meta": meta, "cells": cells, "series": series}
+
+
+def verdict(text, claim):
+    """The verdict word on a claim's heading line."""
+    m = re.search(rf"^### {re.escape(claim)} .*: \*\*([a-z ]+)\*\*", text, re.M)
+    return m.group(1) if m else None
+
+
+class ReportTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.dir = self.tmp.name
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def run_report(self, data, **kw):
+        with open(os.path.join(self.dir, "results.json"), "w") as f:
+            json.dump(data, f)
+        with open(report.build_report(self.dir, **kw), encoding="utf-8") as f:
+            return f.read()
+
+    def test_header_and_table_rows(self):
+        text = self.run_report(results())
+        self.assertIn("make bench PRESET=test", text)
+        self.assertIn("abc1234 (dirty)", text)
+        self.assertIn("accel tcg · QEMU 7.2.0 · guest kernel 6.12.0-pvmm · "
+                      "host CPU Test CPU × 4",
+                      text)
+        self.assertIn("TCG", text)
+        rows = [ln for ln in text.splitlines() if ln.startswith("| 2 | large |")]
+        modes = [ln.split("|")[4].strip() for ln in rows[:8]]
+        self.assertEqual(modes, ["off", "sync", "chunked", "async"] * 2)  # cost, then mode order
+        self.assertIn("| 2 | large | 10ms | sync | 10000 [10000–10000] | ", text)
+
+    def test_ratio_against_same_boot_off(self):
+        # async/off per repeat: 30/20 = 1.5 and 37/25 = 1.48, median 1.49
+        text = self.run_report(results())
+        row = next(ln for ln in text.splitlines() if ln.startswith("| 2 | large | 1ms | async |"))
+        self.assertEqual(row.split("|")[5].strip(), "33.5 [30–37]")
+        self.assertEqual(row.split("|")[6].strip(), "1.49")
+        self.assertEqual(row.split("|")[15].strip(), "1.50")  # throttle wait in ms
+
+    def test_crosscheck(self):
+        text = self.run_report(results())
+        self.assertIn("| 2 | large | 1ms | off | 0 | 20 | 40 | 0.50 |", text)
+        self.assertNotIn("| 2 | large | 1ms | off | 1 |", text)  # repeat 1 has no cyclictest
+
+    def test_goals_met(self):
+        text = self.run_report(results())
+        for claim in ("Claim 1a", "Claim 1b", "Claim 2"):
+            self.assertEqual(verdict(text, claim), "met", claim)
+
+    def test_goals_missed(self):
+        text = self.run_report(results(async_factor=5, sync_grows=False, default_peak=100))
+        for claim in ("Claim 1a", "Claim 1b", "Claim 2"):
+            self.assertEqual(verdict(text, claim), "missed", claim)
+        self.assertIn("| 5.00 |", text)  # the async/off ratio behind the miss
+
+    def test_thresholds_are_options(self):
+        text = self.run_report(results(async_factor=1.5), flat=1.2)
+        self.assertEqual(verdict(text, "Claim 1a"), "missed")
+
+    def test_plots_in_both_formats(self):
+        text = self.run_report(results())
+        for name in PLOTS:
+            for ext in ("png", "svg"):
+                path = os.path.join(self.dir, f"{name}.{ext}")
+                self.assertTrue(os.path.getsize(path) > 0, path)
+            self.assertIn(f"![{name}]({name}.png)", text)
+
+    def test_missing_and_null_fields(self):
+        sparse = [
+            {},
+            {"schema": 1, "meta": None, "cells": [], "series": []},
+            {"cells": None, "series": None},
+            {"meta": {"dirty": None}, "cells": [
+                None, {}, {"mode": "async", "probe": "pvmm_latency", "lat_us": None, "cost": None,
+                           "hist": None},
+                {"vcpus": 1, "shape": "small", "mode": "off", "probe": "pvmm_latency",
+                 "cost": {"label": "0", "per_space_us": 0}, "lat_us": {"max": 0},
+                 "hist": [[1, None], [], "x", [2, 3]], "forks_per_s": None},
+                {"vcpus": 1, "shape": "small", "mode": "sync", "probe": "cyclictest",
+                 "cost": {"label": "0", "per_space_us": 0}, "lat_us": {"max": None}},
+            ], "series": [None, {"name": "credits-off", "guest": None, "host": [{}]},
+                          {"name": "credits-default", "caps": None,
+                           "guest": [{"t_ms": 0, "outstanding": None}]}]},
+        ]
+        for data in sparse:
+            with self.subTest(data=data):
+                text = self.run_report(data)
+                self.assertIn("# pvmm benchmark report", text)
+                for claim in ("Claim 1a", "Claim 1b", "Claim 2"):
+                    self.assertEqual(verdict(text, claim), "not measured", claim)
+
+    def test_empty_lists_skip_plots(self):
+        text = self.run_report({"schema": 1, "meta": {}, "cells": [], "series": []})
+        self.assertIn("max-vs-cost: skipped", text)
+        self.assertIn("outstanding: skipped", text)
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "max-vs-cost.png")))
+
+    def test_cli(self):
+        with open(os.path.join(self.dir, "results.json"), "w") as f:
+            json.dump(results(), f)
+        script = os.path.join(HERE, "report.py")
+        done = subprocess.run([script, self.dir, "--flat-ratio", "3"], capture_output=True)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertTrue(os.path.exists(os.path.join(self.dir, "report.md")))
+        with tempfile.TemporaryDirectory() as empty:
+            done = subprocess.run([script, empty], capture_output=True, text=True)
+        self.assertEqual(done.returncode, 1)
+        self.assertIn("results.json", done.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# make bench: build a CONFIG_PVMM=m guest, run the latency matrix
+# (bench/run.py) and write the report and plots (bench/report.py) into a
+# new directory under $PVMM_CACHE/bench; "latest" points at it.
+#
+# env: PRESET (quick: about 10 minutes; full: about an hour), PVMM_CACHE, JOBS
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+cd "$PVMM_TOP"
+
+preset=${PRESET:-quick}
+scripts/install-deps.sh
+build=$(scripts/build-guest.sh "$PVMM_OUT/initramfs-bench.cpio.gz" | tail -n 1)
+out=$PVMM_CACHE/bench/$(date -u +%Y%m%dT%H%M%SZ)-$preset
+mkdir -p "$out"
+ln -sfn "$out" "$PVMM_CACHE/bench/latest"
+log "results in $out"
+rc=0
+/usr/bin/python3 bench/run.py --build "$build" \
+	--initrd "$PVMM_OUT/initramfs-bench.cpio.gz" --out "$out" --preset "$preset" \
+	--command "make bench PRESET=$preset" || rc=$?
+/usr/bin/python3 bench/report.py "$out"
+log "report: $out/report.md"
+exit "$rc"
