@@ -43,6 +43,7 @@ struct pvmm_lat_sum {
 struct pvmm_lat {
 	unsigned int ncpus;
 	int prio;
+	int dma_fd;		/* PM QoS request held while probing, or -1 */
 	volatile int stop;
 	struct pvmm_lat_cpu cpu[PVMM_LAT_MAX_CPUS];
 };
@@ -112,6 +113,31 @@ static inline void *pvmm_lat_thread(void *arg)
 }
 
 /*
+ * Ask for no CPU wakeup latency, as cyclictest does, for as long as the fd
+ * stays open: otherwise idle CPUs halt, and waking a halted vCPU is part of
+ * what would be measured.  Kernels without PM QoS have no such file.
+ */
+static inline int pvmm_lat_qos_open(void)
+{
+	int32_t zero = 0;
+	int fd = open("/dev/cpu_dma_latency", O_WRONLY | O_CLOEXEC);
+
+	if (fd >= 0 && write(fd, &zero, sizeof(zero)) != sizeof(zero)) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
+static inline void pvmm_lat_release(struct pvmm_lat *lat)
+{
+	if (lat->dma_fd >= 0)
+		close(lat->dma_fd);
+	lat->dma_fd = -1;
+	munlockall();
+}
+
+/*
  * Start one thread per online CPU at SCHED_FIFO @prio.  Memory is locked, as
  * with cyclictest -m, so a page fault never counts as latency.  0 or -errno.
  */
@@ -127,6 +153,7 @@ static inline int pvmm_lat_start(struct pvmm_lat *lat, unsigned int interval_us,
 	memset(lat, 0, sizeof(*lat));
 	lat->ncpus = n < 1 ? 1 : n > PVMM_LAT_MAX_CPUS ? PVMM_LAT_MAX_CPUS : n;
 	lat->prio = prio;
+	lat->dma_fd = -1;
 	for (i = 0; i < lat->ncpus; i++) {
 		struct pvmm_lat_cpu *c = &lat->cpu[i];
 
@@ -140,6 +167,7 @@ static inline int pvmm_lat_start(struct pvmm_lat *lat, unsigned int interval_us,
 	}
 	if (mlockall(MCL_CURRENT | MCL_FUTURE))
 		return -errno;
+	lat->dma_fd = pvmm_lat_qos_open();
 	pthread_attr_init(&attr);
 	pthread_attr_setinheritsched(&attr, PTHREAD_EXPLICIT_SCHED);
 	pthread_attr_setschedpolicy(&attr, SCHED_FIFO);
@@ -152,7 +180,7 @@ static inline int pvmm_lat_start(struct pvmm_lat *lat, unsigned int interval_us,
 			while (i--)
 				pthread_join(lat->cpu[i].thread, NULL);
 			pthread_attr_destroy(&attr);
-			munlockall();
+			pvmm_lat_release(lat);
 			return -r;
 		}
 	}
@@ -172,7 +200,7 @@ static inline int pvmm_lat_stop(struct pvmm_lat *lat)
 		if (lat->cpu[i].err && !err)
 			err = -lat->cpu[i].err;
 	}
-	munlockall();
+	pvmm_lat_release(lat);
 	return err;
 }
 
