@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use pvmm_host::fault::Fault;
 use pvmm_host::ivshmem::Server;
 use pvmm_host::priority::{Policy, Priority};
 use pvmm_host::ring::Config;
@@ -79,6 +80,14 @@ struct Args {
     /// Interval between --series samples, milliseconds.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     series_ms: u64,
+    /// Misbehave on purpose, to test the guest's failure paths (every slot):
+    /// none; never-ack (process requests, post no completion); late-ack:MS
+    /// (post each completion MS ms, 1 to 600000, after its request was
+    /// taken); cq-flood (also fill free CQ slots with completions that match
+    /// nothing, at least every 1 ms); irq-storm (also interrupt the guest
+    /// every 1 ms).
+    #[arg(long, default_value_t = Fault::None, value_name = "SPEC")]
+    fault: Fault,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -153,6 +162,7 @@ fn run(args: Args) -> Result<()> {
         max_destroy_us: args.max_destroy_us,
         max_objects: args.max_objects,
         host_peer: 0,
+        fault: args.fault,
     };
 
     // Bind everything first, so a bad path fails before any guest is served.
@@ -298,6 +308,22 @@ mod tests {
             &["--series-ms", "60001"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn fault_option() {
+        let base = ["pvmm-host", "--socket", "/tmp/s"];
+        let parse = |more: &[&str]| Args::try_parse_from(base.iter().chain(more));
+        assert_eq!(parse(&[]).unwrap().fault, Fault::None);
+        let a = parse(&["--fault", "late-ack:250"]).unwrap();
+        assert_eq!(a.fault, Fault::LateAck(Duration::from_millis(250)));
+        assert_eq!(
+            parse(&["--fault", "cq-flood"]).unwrap().fault,
+            Fault::CqFlood
+        );
+        for bad in ["late-ack:0", "late-ack:x", "bogus"] {
+            assert!(parse(&["--fault", bad]).is_err(), "{bad:?} accepted");
         }
     }
 

@@ -14,6 +14,7 @@ use pvmm_wire::{
     SharedMemory, SqConsumer, Status, FEATURES_ALL, FEATURE_IRQ_SUPPRESS, GUEST_READY,
 };
 
+use crate::fault::{Fault, Injector, Intercept};
 use crate::stats::{thread_cpu_us, Counters};
 
 /// Tunables of request processing. Costs are CPU time of the thread that
@@ -33,6 +34,8 @@ pub struct Config {
     pub max_objects: usize,
     /// ivshmem peer id of the host, written into the header.
     pub host_peer: u32,
+    /// Misbehaviour to inject (`--fault`); [`Fault::None`] for a correct host.
+    pub fault: Fault,
 }
 
 impl Default for Config {
@@ -44,6 +47,7 @@ impl Default for Config {
             max_destroy_us: 10_000_000,
             max_objects: 65_536,
             host_peer: 0,
+            fault: Fault::None,
         }
     }
 }
@@ -175,12 +179,15 @@ pub struct RingHost {
     spaces: HashMap<u64, Space>,
     scratch: Vec<u64>,
     limit: RateLimit,
+    /// `--fault` state; inert with [`Fault::None`].
+    inject: Injector,
 }
 
 impl RingHost {
     /// Host state for a fresh window laid out as `layout`. Call
     /// [`Self::init_shm`] on the window before the guest sees it.
     pub fn new(name: &str, layout: Layout, cfg: Config, counters: Arc<Counters>) -> RingHost {
+        let inject = Injector::new(cfg.fault);
         RingHost {
             name: name.to_owned(),
             layout,
@@ -197,6 +204,7 @@ impl RingHost {
             spaces: HashMap::new(),
             scratch: vec![0x9e37_79b9_7f4a_7c15; 512],
             limit: RateLimit::new(),
+            inject,
         }
     }
 
@@ -227,9 +235,32 @@ impl RingHost {
         self.sq_stalled || self.cq_stalled
     }
 
+    /// The fault this host injects.
+    pub fn fault(&self) -> Fault {
+        self.inject.fault()
+    }
+
+    /// Completions `late-ack` holds until their time.
+    pub fn delayed_len(&self) -> usize {
+        self.inject.held()
+    }
+
+    /// How soon the injected fault needs a round (a `late-ack` completion
+    /// falls due, the 1 ms tick of `cq-flood` and `irq-storm`), whatever
+    /// [`Self::next`] says; `None` without a timed fault.
+    pub fn fault_due_in(&self) -> Option<Duration> {
+        self.inject.due_in(Instant::now())
+    }
+
     /// Most completions held back before the host stops taking submissions.
     fn overflow_cap(&self) -> usize {
         self.layout.cq_entries as usize
+    }
+
+    /// Whether held-back completions (CQ overflow, or `late-ack`'s queue)
+    /// are at their bound, so no more submissions are taken for now.
+    fn intake_blocked(&self) -> bool {
+        self.overflow.len() >= self.overflow_cap() || self.inject.backlog_full()
     }
 
     fn count(&self, f: impl Fn(&Counters) -> &std::sync::atomic::AtomicU64, n: u64) {
@@ -255,12 +286,13 @@ impl RingHost {
         let mut b = Batch::default();
         self.check_ready(shm);
         self.flush_overflow(shm, &mut b);
+        self.post_due(shm, &mut b);
         if !self.sq_stalled {
             match self.sq.pending(shm) {
                 Err(e) => self.bad_index(shm, "submission", e, &mut b),
                 Ok(n) => {
                     for _ in 0..n {
-                        if self.overflow.len() >= self.overflow_cap() || stop() {
+                        if self.intake_blocked() || stop() {
                             break;
                         }
                         self.take_one(shm, irq, stop, &mut b);
@@ -270,6 +302,7 @@ impl RingHost {
             self.sq.release(shm);
         }
         self.publish(shm, irq, &mut b);
+        self.periodic_fault(shm, irq, &mut b);
         shm.write_u32(host_ctl::ERRORS, self.errors);
         self.counters
             .live_objects
@@ -307,13 +340,83 @@ impl RingHost {
                     // Hand back slots and finished completions before a long
                     // stretch, and show the backlog it leaves waiting.
                     self.sq.release(shm);
+                    self.post_due(shm, b);
                     self.publish(shm, irq, b);
                     self.sample_sq_pending(shm);
                 }
+                let taken = Instant::now();
                 let c = self.handle(&req, stop);
-                self.complete(shm, c, b);
+                match self.inject.intercept(c, taken) {
+                    Intercept::Post(c) => self.complete(shm, c, b),
+                    Intercept::Withheld => self.count(|c| &c.faults_withheld, 1),
+                    Intercept::Delayed => self.count(|c| &c.faults_delayed, 1),
+                }
             }
         }
+    }
+
+    /// `late-ack`: queues the delayed completions whose time has come, in
+    /// order, behind any held back for CQ space.
+    fn post_due(&mut self, shm: &impl SharedMemory, b: &mut Batch) {
+        if self.inject.held() == 0 {
+            return;
+        }
+        let now = Instant::now();
+        while let Some(c) = self.inject.pop_due(now) {
+            self.complete(shm, c, b);
+        }
+    }
+
+    /// `cq-flood` and `irq-storm`, at the end of a round so that the round's
+    /// real completions are out first. Neither counts as work in `b`: a
+    /// round that did only this does not rewrite the stats file at 1 kHz.
+    fn periodic_fault(&mut self, shm: &impl SharedMemory, irq: &mut dyn FnMut(), b: &mut Batch) {
+        if !self.inject.tick(Instant::now()) {
+            return;
+        }
+        match self.inject.fault() {
+            Fault::CqFlood => self.flood(shm, irq, b),
+            Fault::IrqStorm => {
+                irq();
+                self.count(|c| &c.faults_irqs, 1);
+            }
+            _ => {}
+        }
+    }
+
+    /// Fills every free CQ slot with a completion that matches nothing,
+    /// publishes them and interrupts the guest (whatever `GUEST_NEED_IRQ`
+    /// says: the interrupt path is part of what is flooded). Skipped while
+    /// real completions wait for space, so bogus ones only take the room the
+    /// real ones left and never starve them.
+    fn flood(&mut self, shm: &impl SharedMemory, irq: &mut dyn FnMut(), b: &mut Batch) {
+        if !self.guest_ready || self.cq_stalled || !self.overflow.is_empty() {
+            return;
+        }
+        let free = match self.cq.space(shm) {
+            Ok(n) => n,
+            Err(e) => {
+                self.bad_index(shm, "completion", e, b);
+                return;
+            }
+        };
+        let mut n = 0;
+        for _ in 0..free {
+            let c = self.inject.bogus(|s| self.spaces.contains_key(&s));
+            if self.cq.push(shm, &c).is_err() {
+                // The guest moved its head meanwhile; the next round's check
+                // reports an impossible one.
+                break;
+            }
+            n += 1;
+        }
+        if n == 0 {
+            return;
+        }
+        self.cq.publish(shm);
+        irq();
+        self.count(|c| &c.irqs_sent, 1);
+        self.count(|c| &c.faults_bogus, n);
     }
 
     fn bad_entry(&mut self, bad: BadEntry, b: &mut Batch) {
@@ -507,7 +610,7 @@ impl RingHost {
     /// and re-checks the submission ring, so no doorbell is lost.
     pub fn next(&mut self, shm: &impl SharedMemory) -> Next {
         let cq_waiting = !self.overflow.is_empty() && !self.cq_stalled;
-        if self.sq_stalled || self.overflow.len() >= self.overflow_cap() {
+        if self.sq_stalled || self.intake_blocked() {
             if self.stalled() {
                 let _ = self.sq.set_need_wakeup(shm, true);
             }
@@ -536,9 +639,10 @@ impl RingHost {
     }
 
     /// The guest went away: its objects are freed with this value; held-back
-    /// completions are counted as dropped.
+    /// completions (`late-ack`'s included) are counted as dropped.
     pub fn disconnect(self) {
-        self.count(|c| &c.dropped_completions, self.overflow.len() as u64);
+        let held = self.overflow.len() + self.inject.held();
+        self.count(|c| &c.dropped_completions, held as u64);
         self.counters.live_objects.store(0, Ordering::Relaxed);
         self.counters.sq_pending.store(0, Ordering::Relaxed);
     }

@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use pvmm_wire::Layout;
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
+use crate::fault::Fault;
 use crate::ivshmem::{self, Server};
 use crate::priority::Priority;
 use crate::ring::{Config, Next, RingHost};
@@ -88,12 +89,24 @@ pub fn serve(mut server: Server, cfg: SlotConfig, stop: &AtomicBool) -> Result<(
         server.host_vectors().len()
     );
 
+    if cfg.ring.fault != Fault::None {
+        log::info!(
+            "{name}: FAULT INJECTION --fault {}: {}",
+            cfg.ring.fault,
+            cfg.ring.fault.describe()
+        );
+    }
+
     while !stop_fn() {
-        let timeout = match (&conn, next) {
+        let mut timeout = match (&conn, next) {
             (Some(_), Next::Run) => Duration::ZERO,
             (Some(_), Next::PollSoon) => cfg.poll_soon,
             _ => cfg.idle_timeout,
         };
+        // A timed fault needs its round even while the guest is silent.
+        if let Some(due) = conn.as_ref().and_then(|c| c.ring.fault_due_in()) {
+            timeout = timeout.min(due);
+        }
         let (listen_ev, client_ev, bells) = wait(&server, conn.as_ref().map(|c| c.id), timeout)?;
         let mut changed = false;
 

@@ -90,6 +90,14 @@ counters! {
     connects,
     /// Connections refused because a guest was already connected.
     refused,
+    /// `--fault never-ack`: completions processed but never posted.
+    faults_withheld,
+    /// `--fault late-ack`: completions held back for the delay.
+    faults_delayed,
+    /// `--fault cq-flood`: bogus completions posted (matching no request).
+    faults_bogus,
+    /// `--fault irq-storm`: interrupts sent without new completions.
+    faults_irqs,
 }
 
 impl Snapshot {

@@ -1,12 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The host's ring processing against a scripted guest in an in-memory window:
-//! the normal path, hostile entries and indices, and the fuzz body on random input.
+//! the normal path, hostile entries and indices, injected faults, and the fuzz
+//! body on random input.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
+use pvmm_host::fault::{Fault, PERIOD};
 use pvmm_host::fuzz;
 use pvmm_host::ring::{Config, RingHost};
 use pvmm_host::stats::Counters;
@@ -27,6 +30,10 @@ struct Rig {
 
 impl Rig {
     fn new() -> Rig {
+        Rig::with_fault(Fault::None)
+    }
+
+    fn with_fault(fault: Fault) -> Rig {
         let layout = Layout::new(4, 8).unwrap();
         let shm = MemShm::new(
             (0..(layout.size as usize).div_ceil(8))
@@ -36,6 +43,7 @@ impl Rig {
         let counters = Arc::new(Counters::default());
         let cfg = Config {
             cost_us_per_mib: 0,
+            fault,
             ..Config::default()
         };
         let host = RingHost::new("test", layout, cfg, Arc::clone(&counters));
@@ -74,6 +82,10 @@ impl Rig {
         self.cq.release(&self.shm);
         out
     }
+}
+
+fn ok(c: Vec<Result<Completion, BadEntry>>) -> Vec<Completion> {
+    c.into_iter().map(Result::unwrap).collect()
 }
 
 fn req(op: Op, tag: u32, space: u64, pages: u64) -> Request {
@@ -193,6 +205,162 @@ fn object_limit_answers_no_memory() {
     let a = host.handle(&req(Op::Create, 1, 1, 0), &|| false);
     let b = host.handle(&req(Op::Create, 1, 2, 0), &|| false);
     assert_eq!((a.status, b.status), (Status::Ok, Status::NoMemory));
+}
+
+#[test]
+fn no_fault_needs_no_timed_rounds() {
+    let r = Rig::new();
+    assert_eq!(r.host.fault(), Fault::None);
+    assert_eq!(r.host.fault_due_in(), None);
+}
+
+#[test]
+fn never_ack_processes_but_posts_nothing() {
+    let mut r = Rig::with_fault(Fault::NeverAck);
+    r.submit(&[req(Op::Create, 1, 7, 0), req(Op::Destroy, 1, 7, 512)]);
+    r.process();
+    assert!(r.completions().is_empty());
+    // More than the SQ holds, over two rounds: the ring keeps draining.
+    r.submit(&[
+        req(Op::Create, 2, 8, 0),
+        req(Op::Create, 3, 9, 0),
+        req(Op::Create, 4, 10, 0),
+        req(Op::Destroy, 2, 8, 0),
+    ]);
+    r.process();
+    assert!(r.completions().is_empty());
+    assert_eq!(r.shm.read_u32(host_ctl::SQ_HEAD), 6);
+    assert_eq!(
+        r.host.live_objects(),
+        2,
+        "objects are created and destroyed"
+    );
+    let s = r.counters.snapshot();
+    assert_eq!((s.creates, s.destroys), (4, 2));
+    assert_eq!((s.faults_withheld, s.completions, s.irqs_sent), (6, 0, 0));
+    assert_eq!(r.irqs, 0);
+    assert_eq!(r.host.fault_due_in(), None, "nothing to wake up for");
+}
+
+#[test]
+fn late_ack_posts_after_the_delay_in_order() {
+    let delay = Duration::from_millis(60);
+    let mut r = Rig::with_fault(Fault::LateAck(delay));
+    let first = Instant::now();
+    r.submit(&[
+        req(Op::Create, 1, 7, 0),
+        req(Op::Create, 2, 8, 0),
+        req(Op::Destroy, 1, 7, 0),
+    ]);
+    r.process();
+    assert!(r.completions().is_empty());
+    assert!(r.host.fault_due_in().unwrap() <= delay);
+    // Requests are still taken while the first ones wait.
+    std::thread::sleep(Duration::from_millis(10));
+    r.submit(&[req(Op::Destroy, 2, 8, 0)]);
+    r.process();
+    assert_eq!(r.shm.read_u32(host_ctl::SQ_HEAD), 4);
+    assert_eq!(r.host.delayed_len(), 4);
+    assert_eq!(r.counters.snapshot().faults_delayed, 4);
+
+    // The guest's view: sleep as the serving loop would, then run a round.
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        std::thread::sleep(r.host.fault_due_in().expect("completions are due"));
+        r.process();
+        let now = ok(r.completions());
+        if !now.is_empty() {
+            assert!(first.elapsed() >= delay, "posted early");
+        }
+        got.extend(now);
+    }
+    let order: Vec<_> = got.iter().map(|c| (c.op, c.tag)).collect();
+    assert_eq!(
+        order,
+        [
+            (Op::Create, 1),
+            (Op::Create, 2),
+            (Op::Destroy, 1),
+            (Op::Destroy, 2)
+        ]
+    );
+    assert!(got.iter().all(|c| c.status == Status::Ok));
+    assert!(r.irqs >= 1);
+    assert_eq!(r.counters.snapshot().completions, 4);
+    assert_eq!(r.host.fault_due_in(), None);
+
+    // What is still held when the guest goes away is dropped, and counted.
+    r.submit(&[req(Op::Create, 3, 9, 0)]);
+    r.process();
+    let Rig { host, counters, .. } = r;
+    host.disconnect();
+    assert_eq!(counters.snapshot().dropped_completions, 1);
+}
+
+/// Whether `c` could answer none of the requests the flood test submits.
+fn is_bogus(c: &Completion) -> bool {
+    c.space > MAX_SPACE >> 1 && c.status == Status::Ok
+}
+
+#[test]
+fn cq_flood_fills_free_slots_behind_real_completions() {
+    let mut r = Rig::with_fault(Fault::CqFlood);
+    let cq = r.layout.cq_entries as usize;
+    r.submit(&[req(Op::Create, 1, 7, 0), req(Op::Create, 2, 8, 0)]);
+    r.process();
+    let c = ok(r.completions());
+    assert_eq!(c.len(), cq, "every free slot is used");
+    assert_eq!((c[0].tag, c[0].space), (1, 7), "real completions first");
+    assert_eq!((c[1].tag, c[1].space), (2, 8));
+    assert!(c[2..].iter().all(is_bogus), "{c:?}");
+    let s = r.counters.snapshot();
+    assert_eq!((s.completions, s.faults_bogus), (2, cq as u64 - 2));
+    assert!(r.irqs >= 2, "the flood interrupts besides the real publish");
+    assert!(r.host.fault_due_in().unwrap() <= PERIOD);
+
+    // The guest does not consume: the ring fills up with bogus entries, and
+    // the next real completion waits for room instead of being lost.
+    r.process();
+    r.submit(&[req(Op::Destroy, 1, 7, 0)]);
+    r.process();
+    assert_eq!(r.host.overflow_len(), 1);
+    let bogus_before = r.counters.snapshot().faults_bogus;
+    let c = ok(r.completions());
+    assert_eq!(c.len(), cq);
+    assert!(c.iter().all(is_bogus));
+    // Room again: the held-back real completion goes in before any new flood.
+    r.process();
+    let c = ok(r.completions());
+    assert_eq!(c.len(), cq);
+    assert_eq!((c[0].op, c[0].tag, c[0].space), (Op::Destroy, 1, 7));
+    assert!(c[1..].iter().all(is_bogus));
+    let s = r.counters.snapshot();
+    assert_eq!(s.faults_bogus, bogus_before + cq as u64 - 1);
+    assert_eq!((s.completions, s.destroys, s.cq_overflow), (3, 1, 1));
+
+    // A guest that is not ready gets no flood.
+    guest_detach(&r.shm);
+    r.process();
+    assert!(r.completions().is_empty());
+}
+
+#[test]
+fn irq_storm_interrupts_without_completions() {
+    let mut r = Rig::with_fault(Fault::IrqStorm);
+    for _ in 0..3 {
+        let due = r.host.fault_due_in().unwrap();
+        assert!(due <= PERIOD);
+        std::thread::sleep(due);
+        r.process();
+    }
+    assert_eq!(r.irqs, 3);
+    assert!(r.completions().is_empty());
+    let s = r.counters.snapshot();
+    assert_eq!((s.faults_irqs, s.irqs_sent, s.completions), (3, 0, 0));
+    // Normal service goes on beside the storm.
+    r.submit(&[req(Op::Create, 1, 7, 0)]);
+    r.process();
+    assert_eq!(ok(r.completions())[0].tag, 1);
 }
 
 #[test]
