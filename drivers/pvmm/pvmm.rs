@@ -129,8 +129,13 @@ impl ThreadedHandler for Completions {
     }
 
     fn handle_threaded(&self) -> IrqReturn {
-        self.0.interrupt();
-        IrqReturn::Handled
+        // An interrupt that brought nothing valid is reported as not ours, so that
+        // the interrupt core notices a host that raises them in a storm.
+        if self.0.interrupt() {
+            IrqReturn::Handled
+        } else {
+            IrqReturn::None
+        }
     }
 }
 
@@ -229,7 +234,8 @@ impl debugfs::Show for DeviceFile {
 /// A bound device.
 ///
 /// Fields drop in order: debugfs, hooks, then (after the drain in `Drop`) the
-/// interrupt and the mappings held by the engine.
+/// interrupt and the mappings held by the engine. Probe fills it in step by step,
+/// so a failure at any step detaches from the host through the same `Drop`.
 struct PvmmDevice {
     debugfs: Option<DebugFiles>,
     hooks: Option<Pin<KBox<mm_hooks::Registration<Engine>>>>,
@@ -286,10 +292,14 @@ impl pci::Driver for PvmmDriver {
             value: header.host_peer << 16,
         };
         let engine = Arc::pin_init(Engine::new(shm, bell, header.layout, features), GFP_KERNEL)?;
-        engine
-            .settings
-            .set(Knob::Mode, MODE_PARAM.0.load(Relaxed))?;
-        let irq = KBox::pin_init(
+        // From here on a failure drops the device, which detaches from the host.
+        let mut device = PvmmDevice {
+            debugfs: None,
+            hooks: None,
+            engine: engine.clone(),
+            irq: None,
+        };
+        device.irq = Some(KBox::pin_init(
             irq::ThreadedRegistration::new(
                 vector,
                 irq::Flags::ONESHOT,
@@ -297,10 +307,15 @@ impl pci::Driver for PvmmDriver {
                 Completions(engine.clone()),
             ),
             GFP_KERNEL,
-        )?;
+        )?);
         // Completions that arrived before the handler existed.
-        engine.interrupt();
-        let hooks = KBox::pin_init(mm_hooks::Registration::new(engine.clone()), GFP_KERNEL)?;
+        engine.process_completions();
+        engine
+            .settings
+            .set(Knob::Mode, MODE_PARAM.0.load(Relaxed))
+            .inspect_err(|_| {
+                dev_err!(dev.as_ref(), "mode not available in this kernel\n");
+            })?;
 
         let dir = debugfs::Dir::new(c_str!("pvmm"));
         let mut knobs = KVec::with_capacity(Knob::ALL.len(), GFP_KERNEL)?;
@@ -314,7 +329,7 @@ impl pci::Driver for PvmmDriver {
                 GFP_KERNEL,
             )?;
         }
-        let debugfs = DebugFiles {
+        device.debugfs = Some(DebugFiles {
             _knobs: knobs,
             _stats: dir.file(
                 c_str!("stats"),
@@ -327,7 +342,12 @@ impl pci::Driver for PvmmDriver {
                 Arc::new(DeviceFile { peer, header }, GFP_KERNEL)?,
             )?,
             _dir: dir,
-        };
+        });
+        // Last, so that no address space is tracked by a device that failed to probe.
+        device.hooks = Some(KBox::pin_init(
+            mm_hooks::Registration::new(engine),
+            GFP_KERNEL,
+        )?);
 
         dev_info!(
             dev.as_ref(),
@@ -336,14 +356,6 @@ impl pci::Driver for PvmmDriver {
             header.layout.sq_entries,
             header.layout.cq_entries
         );
-        Ok(KBox::pin(
-            PvmmDevice {
-                debugfs: Some(debugfs),
-                hooks: Some(hooks),
-                engine,
-                irq: Some(irq),
-            },
-            GFP_KERNEL,
-        )?)
+        Ok(KBox::pin(device, GFP_KERNEL)?)
     }
 }

@@ -70,6 +70,12 @@ impl Mode {
     /// Every mode, in numeric order.
     pub(crate) const ALL: [Mode; 4] = [Mode::Off, Mode::Sync, Mode::Chunked, Mode::Async];
 
+    /// Whether this kernel offers the mode: the blocking baselines can stall a vCPU
+    /// on a dead host and exist only with `CONFIG_PVMM_SYNC_BASELINES`.
+    pub(crate) fn available(self) -> bool {
+        cfg!(CONFIG_PVMM_SYNC_BASELINES) || !matches!(self, Mode::Sync | Mode::Chunked)
+    }
+
     /// The name used in debugfs.
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -140,11 +146,13 @@ pub(crate) const TUNABLES: [Tunable; 8] = [
         max: 1_000_000,
         default: 100,
     },
+    // Interrupts stay off for up to this long in `sync`: well below the hard-lockup
+    // detector (10 s) and RCU stall warnings (21 s), which a dead host must not trip.
     Tunable {
         name: "sync_timeout_ms",
         min: 1,
-        max: 3_600_000,
-        default: 10_000,
+        max: 1_000,
+        default: 1_000,
     },
     Tunable {
         name: "throttle_timeout_ms",
@@ -211,7 +219,9 @@ impl Settings {
     /// Sets `knob`; `EINVAL` outside its limits.
     pub(crate) fn set(&self, knob: Knob, value: u64) -> Result {
         let t = knob.info();
-        if !(t.min..=t.max).contains(&value) {
+        if !(t.min..=t.max).contains(&value)
+            || (matches!(knob, Knob::Mode) && !Mode::from_raw(value).available())
+        {
             return Err(EINVAL);
         }
         self.0[knob as usize].store(value, Relaxed);
@@ -305,6 +315,12 @@ counters! {
     irq_off_long,
     /// Synchronous waits that gave up after `sync_timeout_ms`.
     sync_timeouts,
+    /// Switches from a blocking mode to `async` after a synchronous wait gave up.
+    mode_degraded,
+    /// Detaches that stopped waiting for the host because of a fatal signal.
+    drain_interrupted,
+    /// Completion passes cut short to let the hooks in, with entries left.
+    completion_passes_cut,
     /// Synchronous teardowns that went asynchronous (ring full, out of memory).
     sync_fallbacks,
 }
@@ -519,8 +535,14 @@ pub(crate) struct Teardown<M: SharedMemory + Send + Sync + 'static, B: Doorbell 
     #[pin]
     progress: CondVar,
     next_tag: AtomicU32,
+    /// Acknowledgements counted when the last interrupt was handled; one consumed by a
+    /// synchronous waiter before the interrupt thread ran still answers that interrupt.
+    irq_acks: AtomicU64,
     pub(crate) settings: Settings,
 }
+
+/// Most completions consumed under one hold of the engine lock.
+const CQ_PASS: u32 = 32;
 
 /// Logs the first few occurrences of a problem, then every power of two.
 fn should_log(count: u64) -> bool {
@@ -564,6 +586,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             }, "pvmm_teardown"),
             progress <- new_condvar!("pvmm_progress"),
             next_tag: AtomicU32::new(1),
+            irq_acks: AtomicU64::new(0),
             settings: Settings::new(),
         }? Error)
     }
@@ -795,13 +818,15 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         self.submit(inner, id, Op::Destroy)
     }
 
-    fn complete(&self, inner: &mut Inner, c: Result<Completion, BadEntry>) {
+    /// Applies one completion; returns whether it matched a request.
+    fn complete(&self, inner: &mut Inner, c: Result<Completion, BadEntry>) -> bool {
         self.stats().completions.fetch_add(1, Relaxed);
         let bogus = |why: &dyn core::fmt::Display| {
             let n = self.stats().bad_completions.fetch_add(1, Relaxed);
             if should_log(n) {
                 pr_warn!("ignoring bogus completion: {why}\n");
             }
+            false
         };
         let c = match c {
             Ok(c) => c,
@@ -835,47 +860,81 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                 self.destroyed(inner, c.space);
             }
         }
+        true
     }
 
-    /// Consumes all completions and moves queued requests into the freed slots.
-    /// Called from the interrupt thread, after synchronous waits, and polled while
-    /// detaching.
-    pub(crate) fn process_completions(&self) {
-        let mut guard = self.inner.lock();
-        let inner = &mut *guard;
+    /// Consumes completions and moves queued requests into the freed slots. Called
+    /// from the interrupt thread, after synchronous waits, and polled while detaching.
+    ///
+    /// The engine lock is held for at most [`CQ_PASS`] entries at a time, so a host
+    /// that keeps the ring full cannot keep the hooks out, and for at most
+    /// `cq_entries` entries per call in all: whatever a hostile host adds beyond that
+    /// waits for the next interrupt, which it asks for by re-arming. Returns whether a
+    /// valid completion was consumed.
+    pub(crate) fn process_completions(&self) -> bool {
         let shm = &self.io().shm;
-        let mut progressed = false;
-        // No interrupts while we are consuming anyway; re-armed below.
-        let _ = inner.cq.set_need_irq(shm, false);
-        while !inner.broken {
-            match inner.cq.pop(shm) {
-                Ok(Some(c)) => {
-                    self.complete(inner, c);
-                    progressed = true;
+        let mut budget = self.layout.cq_entries;
+        let mut valid = false;
+        loop {
+            let mut guard = self.inner.lock();
+            let inner = &mut *guard;
+            // No interrupts while we are consuming anyway; re-armed when empty.
+            let _ = inner.cq.set_need_irq(shm, false);
+            let mut more = false;
+            let mut pass = 0;
+            while !inner.broken {
+                if pass == CQ_PASS || budget == 0 {
+                    more = true;
+                    break;
                 }
-                Ok(None) => {
-                    inner.cq.release(shm);
-                    // Re-arm, and look again if completions raced with it.
-                    if !inner.cq.set_need_irq(shm, true) {
-                        break;
+                match inner.cq.pop(shm) {
+                    Ok(Some(c)) => {
+                        valid |= self.complete(inner, c);
+                        pass += 1;
+                        budget -= 1;
                     }
+                    Ok(None) => {
+                        inner.cq.release(shm);
+                        // Re-arm, and look again if completions raced with it.
+                        if !inner.cq.set_need_irq(shm, true) {
+                            break;
+                        }
+                    }
+                    Err(e) => self.protocol_error(inner, e),
                 }
-                Err(e) => self.protocol_error(inner, e),
+            }
+            if more {
+                inner.cq.release(shm);
+            }
+            let n = self.flush_backlog(inner);
+            let n = self.publish(inner, n);
+            if more && budget == 0 {
+                // Leave the rest for the interrupt the host raises when it adds more.
+                let _ = inner.cq.set_need_irq(shm, true);
+            }
+            drop(guard);
+            self.notify(n);
+            if !more || budget == 0 {
+                if more {
+                    self.stats().completion_passes_cut.fetch_add(1, Relaxed);
+                }
+                break;
             }
         }
-        let n = self.flush_backlog(inner);
-        let n = self.publish(inner, n);
-        drop(guard);
-        self.notify(n);
-        if progressed {
+        if valid {
             self.progress.notify_all();
         }
+        valid
     }
 
-    /// Interrupt entry point.
-    pub(crate) fn interrupt(&self) {
+    /// Interrupt entry point. Returns whether a valid completion arrived since the
+    /// previous interrupt, so that the interrupt core can tell a storm of empty ones.
+    pub(crate) fn interrupt(&self) -> bool {
         self.stats().irqs.fetch_add(1, Relaxed);
         self.process_completions();
+        let acks =
+            self.stats().creates_acked.load(Relaxed) + self.stats().spaces_acked.load(Relaxed);
+        self.irq_acks.swap(acks, Relaxed) != acks
     }
 
     /// Stops tracking new address spaces and wakes throttled creators. Call before the
@@ -890,23 +949,33 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     /// gone and the driver is leaving, so keeping them would leak them.
     ///
     /// Must be called after the hooks are unregistered.
+    ///
+    /// The deadline is wall time, however often completions wake the wait. A fatal
+    /// signal ends the wait early: the pgds are then released as on a timeout, counted
+    /// and logged.
     pub(crate) fn drain(&self, timeout_ms: u32) {
         const STEP_MS: u32 = 20;
         self.close();
         self.io().flush();
-        let mut waited = 0;
+        let start = Ktime::ktime_get();
         loop {
             self.process_completions();
             self.io().flush();
             let mut inner = self.inner.lock();
-            if inner.outstanding == 0 || inner.broken || waited >= timeout_ms {
+            let waited_ms = u32::try_from((Ktime::ktime_get() - start).to_ms()).unwrap_or(u32::MAX);
+            if inner.outstanding == 0 || inner.broken || waited_ms >= timeout_ms {
                 break;
             }
             // Polls as well as waits, so a lost interrupt cannot stall the drain.
-            let _ = self
-                .progress
-                .wait_killable_timeout(&mut inner, msecs_to_jiffies(STEP_MS));
-            waited += STEP_MS;
+            let step = msecs_to_jiffies(STEP_MS.min(timeout_ms - waited_ms));
+            if let CondVarTimeoutResult::Signal { .. } =
+                self.progress.wait_killable_timeout(&mut inner, step)
+            {
+                drop(inner);
+                self.stats().drain_interrupted.fetch_add(1, Relaxed);
+                pr_warn!("detach interrupted by a fatal signal after {waited_ms} ms\n");
+                break;
+            }
         }
         self.deadline.cancel_sync();
         let mut guard = self.inner.lock();
@@ -1014,9 +1083,15 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                 return end;
             }
             if (end - start).to_ns() >= timeout_ns {
-                let n = self.stats().sync_timeouts.fetch_add(1, Relaxed);
-                if should_log(n) {
-                    pr_warn!("host did not acknowledge space {id:#x} in time; continuing\n");
+                self.stats().sync_timeouts.fetch_add(1, Relaxed);
+                // A host this slow or dead would stall every exit: stop blocking.
+                if self.settings.set(Knob::Mode, Mode::Async as u64).is_ok() {
+                    let n = self.stats().mode_degraded.fetch_add(1, Relaxed);
+                    if should_log(n) {
+                        pr_warn!(
+                            "host did not acknowledge space {id:#x} in time; switched to async\n"
+                        );
+                    }
                 }
                 return end;
             }
