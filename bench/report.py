@@ -523,6 +523,9 @@ def problems(cells):
             why.append("did not drain")
         if num(c.get("fork_failed")):
             why.append(f"{c['fork_failed']} forks failed")
+        if num(c.get("sync_timeouts")):
+            why.append(f"{c['sync_timeouts']} synchronous waits timed out "
+                       "(pvmm switched to async: no baseline)")
         if why:
             rows.append([c.get("boot", "–"), c.get("vcpus", "–"), c.get("shape", "–"),
                          get(c, "cost", "label") or "–", c.get("mode", "–"),

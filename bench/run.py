@@ -208,7 +208,8 @@ def cell_of(boot, mode, probe, ph, extra):
                 throttle_events=r.get("throttle_events"),
                 throttle_wait_us=r.get("throttle_wait_us"),
                 host_cpu_us_per_teardown=host_cpu,
-                drained=bool(r.get("drained")), fork_failed=r.get("fork_failed"))
+                drained=bool(r.get("drained")), fork_failed=r.get("fork_failed"),
+                sync_timeouts=r.get("sync_timeouts"))
 
 
 def meta(args, build):

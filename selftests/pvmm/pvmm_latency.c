@@ -6,19 +6,24 @@
  * and records how late it woke, as cyclictest does, while a storm of large
  * address spaces (PVMM_LAT_MIB, 64 MiB each) forks and exits on every CPU.
  * The same storm runs in each mode, one after another, against the same
- * host.  The host must be slow (make check gives it 30 ms of CPU per
- * DESTROY, on a worker at nice 19, below the vCPUs as pvmm intends), so
- * that a blocking teardown is visible above the emulator's own noise.
+ * host.  The host must be slow (make check gives it 100 ms of CPU per
+ * DESTROY), so that a blocking teardown is visible above the emulator's own
+ * noise, but not so slow that a synchronous wait reaches sync_timeout_ms:
+ * pvmm then switches to async and the baseline is gone, which fails here.
+ * make check boots one vCPU and runs the host's worker at nice 19: the
+ * worker then has the other host core to itself, and takes none of the
+ * vCPU's, as pvmm intends a host to be set up.
  *
  * Claims checked, with loose bounds that the environment can override:
  *  - async stays near the floor that off sets:
  *    max: async <= off * PVMM_LAT_MAX_RATIO (3) + PVMM_LAT_MAX_SLACK_US
- *    (10000); p99.9: async <= off * PVMM_LAT_P999_RATIO (2) +
- *    PVMM_LAT_P999_SLACK_US (5000);
+ *    (20000); p99.9: async <= off * PVMM_LAT_P999_RATIO (2) +
+ *    PVMM_LAT_P999_SLACK_US (10000);
  *  - sync is well above async, so the probe can see the problem at all:
  *    sync max >= async max * PVMM_LAT_SYNC_RATIO (2).
  * Absolute figures under an emulator are not a hardware's, and a maximum
- * under TCG swings between about 10 and 35 ms in any mode; hence the slack.
+ * under TCG swings between about 10 and 40 ms in any mode; hence the slack.
+ * The check that tells a broken async apart is the second one.
  * Only the comparison within this run means something.
  */
 
@@ -78,11 +83,11 @@ TEST_F_TIMEOUT(latency, async_flat_sync_grows, 900)
 		.drain_ms = pvmm_drain_timeout_ms(),
 	};
 	unsigned long max_ratio = pvmm_env_ul("PVMM_LAT_MAX_RATIO", 3, 1, 1000);
-	unsigned long max_slack = pvmm_env_ul("PVMM_LAT_MAX_SLACK_US", 10000,
+	unsigned long max_slack = pvmm_env_ul("PVMM_LAT_MAX_SLACK_US", 20000,
 					      0, 10000000);
 	unsigned long p999_ratio = pvmm_env_ul("PVMM_LAT_P999_RATIO", 2, 1,
 					       1000);
-	unsigned long p999_slack = pvmm_env_ul("PVMM_LAT_P999_SLACK_US", 5000,
+	unsigned long p999_slack = pvmm_env_ul("PVMM_LAT_P999_SLACK_US", 10000,
 					       0, 10000000);
 	unsigned long sync_ratio = pvmm_env_ul("PVMM_LAT_SYNC_RATIO", 2, 1,
 					       1000);
@@ -106,6 +111,10 @@ TEST_F_TIMEOUT(latency, async_flat_sync_grows, 900)
 		EXPECT_EQ(0ULL, r->child_failed);
 		if (strcmp(modes[i], "off"))
 			EXPECT_GT(r->destroyed, 0ULL);
+		/* A wait that gave up switched pvmm to async: no baseline. */
+		EXPECT_EQ(0ULL, r->sync_timeouts) {
+			TH_LOG("%s: the host took longer than sync_timeout_ms", modes[i]);
+		}
 	}
 
 	off = mode_res(self, "off");

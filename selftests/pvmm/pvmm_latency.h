@@ -326,6 +326,7 @@ struct pvmm_phase_res {
 	/* Counter deltas over the phase, and peaks since its start. */
 	uint64_t created, destroyed, doorbells, throttle_events;
 	uint64_t throttle_wait_us, peak_outstanding, throttle_timeouts;
+	uint64_t sync_timeouts;		/* waits that gave up (and went async) */
 	bool drained;
 	unsigned int npts;
 	struct pvmm_series_pt pts[PVMM_LAT_SERIES_MAX];
@@ -483,6 +484,7 @@ static inline int pvmm_phase_run(const struct pvmm_phase_cfg *p,
 	r->throttle_wait_us = pvmm_diff0(&before, &after, "throttle_wait_us");
 	r->throttle_timeouts = pvmm_diff0(&before, &after,
 					  "throttle_timeouts");
+	r->sync_timeouts = pvmm_diff0(&before, &after, "sync_timeouts");
 	r->peak_outstanding = pvmm_get0(&after, "peak_outstanding");
 out:
 	munmap(storm, sizeof(*storm));
@@ -494,7 +496,7 @@ static inline void pvmm_phase_print(const char *prefix, const char *mode,
 				    const char *probe,
 				    const struct pvmm_phase_res *r)
 {
-	ksft_print_msg("%s mode=%s probe=%s samples=%llu min=%llu avg=%.1f p99=%llu p999=%llu max=%llu overflow=%llu procs=%llu ms=%llu forks_per_s=%.1f fork_failed=%llu child_failed=%llu created=%llu destroyed=%llu doorbells=%llu peak_outstanding=%llu throttle_events=%llu throttle_wait_us=%llu throttle_timeouts=%llu drained=%d\n",
+	ksft_print_msg("%s mode=%s probe=%s samples=%llu min=%llu avg=%.1f p99=%llu p999=%llu max=%llu overflow=%llu procs=%llu ms=%llu forks_per_s=%.1f fork_failed=%llu child_failed=%llu created=%llu destroyed=%llu doorbells=%llu peak_outstanding=%llu throttle_events=%llu throttle_wait_us=%llu throttle_timeouts=%llu sync_timeouts=%llu drained=%d\n",
 		       prefix, mode, probe,
 		       (unsigned long long)r->lat.samples,
 		       (unsigned long long)r->lat.min, r->lat.avg,
@@ -512,7 +514,8 @@ static inline void pvmm_phase_print(const char *prefix, const char *mode,
 		       (unsigned long long)r->peak_outstanding,
 		       (unsigned long long)r->throttle_events,
 		       (unsigned long long)r->throttle_wait_us,
-		       (unsigned long long)r->throttle_timeouts, r->drained);
+		       (unsigned long long)r->throttle_timeouts,
+		       (unsigned long long)r->sync_timeouts, r->drained);
 }
 
 #endif /* PVMM_LATENCY_H */

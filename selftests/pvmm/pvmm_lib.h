@@ -320,7 +320,10 @@ static inline bool pvmm_kmsg_is_bad(const char *msg)
 {
 	static const char *const bad[] = {
 		"WARNING:", "BUG:", "Oops", "kernel BUG", "general protection",
-		"Kernel panic", "UBSAN:", "KASAN:", NULL,
+		"Kernel panic", "UBSAN:", "KASAN:",
+		/* Stalls a vCPU held with interrupts off would cause. */
+		"detected stalls", "hard LOCKUP", "soft lockup",
+		"blocked for more than", "nobody cared", NULL,
 	};
 	int i;
 
@@ -980,11 +983,10 @@ static inline int pvmm_main(int argc, char **argv, unsigned int needs)
 }
 
 /*
- * The end of every test program: a last fixture, so that it runs after all
- * the others and checks that none of them left a kernel warning or taint,
- * and main() with what the program @needs (PVMM_NEED_*).
+ * A last fixture, so that it runs after all the others and checks that none
+ * of them left a kernel warning or taint.
  */
-#define PVMM_TEST_MAIN(needs)						\
+#define PVMM_KERNEL_FIXTURE						\
 	FIXTURE(kernel) {};						\
 	FIXTURE_SETUP(kernel) {}					\
 	FIXTURE_TEARDOWN(kernel) {}					\
@@ -994,7 +996,14 @@ static inline int pvmm_main(int argc, char **argv, unsigned int needs)
 		if (!pvmm_kernel_clean(_metadata))			\
 			SKIP(return,					\
 			     "no /proc/sys/kernel/tainted and no /dev/kmsg"); \
-	}								\
+	}
+
+/*
+ * The end of every test program: the kernel check, and main() with what
+ * the program @needs (PVMM_NEED_*).
+ */
+#define PVMM_TEST_MAIN(needs)						\
+	PVMM_KERNEL_FIXTURE						\
 									\
 	int main(int argc, char **argv)					\
 	{								\
