@@ -213,15 +213,6 @@ static int ct_probe(void *arg, unsigned int seconds, struct pvmm_phase_res *r)
 	return ret;
 }
 
-/* The warm-up's probe: nothing to measure, the storm just runs. */
-static int no_probe(void *arg, unsigned int seconds, struct pvmm_phase_res *r)
-{
-	(void)arg;
-	(void)r;
-	pvmm_sleep_ms(seconds * 1000UL);
-	return 0;
-}
-
 static int run_phase(struct pvmm_phase_cfg *cfg, const char *mode,
 		     const char *probe, struct pvmm_phase_res *r)
 {
@@ -298,7 +289,7 @@ int main(void)
 		.drain_ms = pvmm_drain_timeout_ms(),
 		.series_ms = pvmm_env_ul("PVMM_BENCH_SERIES_MS", 0, 0, 60000),
 	};
-	struct pvmm_phase_cfg warm;
+	unsigned long warmup;
 	char why[256];
 	unsigned int i;
 	int failed = 0;
@@ -313,19 +304,9 @@ int main(void)
 		return 1;
 	}
 	print_caps();
-	/*
-	 * An unmeasured storm first: the first phase after boot otherwise runs
-	 * on cold caches and would make whichever mode comes first look worse.
-	 */
-	warm = cfg;
-	warm.mode = "async";
-	warm.probe = no_probe;
-	warm.seconds = pvmm_env_ul("PVMM_BENCH_WARMUP_S", 2, 0, 3600);
-	warm.series_ms = 0;
-	if (warm.seconds && pvmm_phase_run(&warm, &res))
+	warmup = pvmm_env_ul("PVMM_BENCH_WARMUP_S", 2, 0, 3600);
+	if (warmup && pvmm_phase_warmup(&cfg, warmup))
 		printf("PVMM-BENCH-ERROR the warm-up storm failed\n");
-	free(res.hist);
-	res.hist = NULL;
 	for (i = 0; i < 4; i++) {
 		if (!in_list(modes, all[i]))
 			continue;

@@ -94,6 +94,7 @@ TEST_F_TIMEOUT(latency, async_flat_sync_grows, 900)
 	const struct pvmm_phase_res *off, *sync, *async;
 	unsigned int i;
 
+	ASSERT_EQ(0, pvmm_phase_warmup(&cfg, 2));
 	for (i = 0; i < NMODES; i++) {
 		struct pvmm_phase_res *r = self->res[i];
 

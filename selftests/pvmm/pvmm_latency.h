@@ -491,6 +491,38 @@ out:
 	return ret;
 }
 
+static inline int pvmm_no_probe(void *arg, unsigned int seconds,
+				struct pvmm_phase_res *r)
+{
+	(void)arg;
+	(void)r;
+	pvmm_sleep_ms(seconds * 1000UL);
+	return 0;
+}
+
+/*
+ * An unmeasured storm in async mode: the first phase after boot otherwise
+ * runs on cold caches and makes whichever mode comes first look worse.
+ */
+static inline int pvmm_phase_warmup(const struct pvmm_phase_cfg *p,
+				    unsigned int seconds)
+{
+	struct pvmm_phase_res *r = calloc(1, sizeof(*r));
+	struct pvmm_phase_cfg warm = *p;
+	int ret;
+
+	if (!r)
+		return -ENOMEM;
+	warm.mode = "async";
+	warm.probe = pvmm_no_probe;
+	warm.seconds = seconds;
+	warm.series_ms = 0;
+	ret = pvmm_phase_run(&warm, r);
+	free(r->hist);
+	free(r);
+	return ret;
+}
+
 /* "name=value ..." of a phase, for TAP diagnostics and the bench parser. */
 static inline void pvmm_phase_print(const char *prefix, const char *mode,
 				    const char *probe,
