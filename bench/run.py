@@ -220,6 +220,8 @@ def meta(args, build):
         except OSError:
             return ""
     model = ""
+    qemu = (out("qemu-system-x86_64", "--version").splitlines() or [""])[0]
+    kver = build / "pvmm-kernel-version"
     with open("/proc/cpuinfo") as f:
         for line in f:
             if line.startswith("model name"):
@@ -229,10 +231,8 @@ def meta(args, build):
         "commit": out("git", "rev-parse", "HEAD"),
         "dirty": bool(out("git", "status", "--porcelain", "--untracked-files=no")),
         "command": args.command, "preset": args.preset,
-        "kernel": (build / "pvmm-kernel-version").read_text().strip()
-        if (build / "pvmm-kernel-version").exists() else "",
-        "qemu": out("qemu-system-x86_64", "--version").splitlines()[0]
-        if out("qemu-system-x86_64", "--version") else "",
+        "kernel": kver.read_text().strip() if kver.exists() else "",
+        "qemu": qemu,
         "accel": "kvm" if os.environ.get("KVM") == "1" else "tcg",
         "host_cpu_model": model, "host_cpus": os.cpu_count(),
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(
