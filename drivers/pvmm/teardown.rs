@@ -963,7 +963,10 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             self.io().flush();
             let mut inner = self.inner.lock();
             let waited_ms = u32::try_from((Ktime::ktime_get() - start).to_ms()).unwrap_or(u32::MAX);
-            if inner.outstanding == 0 || inner.broken || waited_ms >= timeout_ms {
+            if (inner.outstanding == 0 && self.host_settled(&inner))
+                || inner.broken
+                || waited_ms >= timeout_ms
+            {
                 break;
             }
             // Polls as well as waits, so a lost interrupt cannot stall the drain.
@@ -977,6 +980,9 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                 break;
             }
         }
+        // What the host posted before it went idle belongs to this instance, not to
+        // the next one, which would take it for bogus.
+        self.process_completions();
         self.deadline.cancel_sync();
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
@@ -998,6 +1004,18 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             self.stats().pgds_released.fetch_add(forced, Relaxed);
             pr_warn!("released {forced} page directories the host never acknowledged\n");
         }
+    }
+
+    /// Whether the host has taken every submission and gone idle, so that every
+    /// completion it will post (CREATEs included) is in the ring already. A host that
+    /// never goes idle keeps the drain waiting until its deadline.
+    fn host_settled(&self, inner: &Inner) -> bool {
+        let shm = &self.io().shm;
+        let taken = inner
+            .sq
+            .space(shm)
+            .map_or(true, |free| free == self.layout.sq_entries);
+        taken && wire::host_needs_wakeup(shm)
     }
 
     /// Waits at the cap before a new address space is created. Fails with `EINTR` when
