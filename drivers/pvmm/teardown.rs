@@ -869,9 +869,8 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     /// The engine lock is held for at most [`CQ_PASS`] entries at a time, so a host
     /// that keeps the ring full cannot keep the hooks out, and for at most
     /// `cq_entries` entries per call in all: whatever a hostile host adds beyond that
-    /// waits for the next interrupt, which it asks for by re-arming. Returns whether a
-    /// valid completion was consumed.
-    pub(crate) fn process_completions(&self) -> bool {
+    /// waits for the next interrupt, which it asks for by re-arming.
+    pub(crate) fn process_completions(&self) {
         let shm = &self.io().shm;
         let mut budget = self.layout.cq_entries;
         let mut valid = false;
@@ -924,7 +923,6 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         if valid {
             self.progress.notify_all();
         }
-        valid
     }
 
     /// Interrupt entry point. Returns whether a valid completion arrived since the
