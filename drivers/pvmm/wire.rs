@@ -11,8 +11,8 @@
 //!
 //! ```text
 //! 0x000  Header     host writes before the guest attaches, then read-only
-//! 0x040  GuestCtl   guest writes: sq_tail, cq_head, guest_flags
-//! 0x080  HostCtl    host writes: sq_head, cq_tail, host_flags, host_errors
+//! 0x040  GuestCtl   guest writes: sq_tail, cq_head, flags, features, epoch, reset
+//! 0x080  HostCtl    host writes: sq_head, cq_tail, flags, errors, reset_ack
 //! 0x100  SQ         sq_entries * 32 bytes, guest writes
 //! cq_off CQ         cq_entries * 16 bytes, host writes
 //! ```
@@ -31,6 +31,20 @@
 //!
 //! Nothing read from the peer is trusted: indices, opcodes, ids and counts are all
 //! validated here before use.
+//!
+//! # Reset
+//!
+//! With [`FEATURE_RESET`], the guest can ask the host to forget every object it holds
+//! for this guest: it stores a new value into `guest_ctl::RESET` with a store-release
+//! and rings. At the start of its next round, and between requests, the host reads
+//! `RESET` with a load-acquire; when it differs from the last value it acknowledged,
+//! the host drops every object and every completion it holds back, discards the
+//! unconsumed submissions (its `sq_head` becomes the guest's `sq_tail`), and then
+//! stores the value into `host_ctl::RESET_ACK` with a store-release and interrupts.
+//! Once the guest reads its value back with a load-acquire, the host holds nothing
+//! of the guest's any more: every parked page directory may be released, and the
+//! guest skips the completions posted before the acknowledgement. A guest uses this
+//! when it detaches and to recover a ring whose indices went wrong.
 
 use core::fmt;
 
@@ -45,8 +59,10 @@ pub const CACHELINE: usize = 64;
 pub const FEATURE_NEED_WAKEUP: u32 = 1 << 0;
 /// Guest honours [`GUEST_NEED_IRQ`]: the host interrupts only when it is set.
 pub const FEATURE_IRQ_SUPPRESS: u32 = 1 << 1;
+/// Host honours the reset handshake (`guest_ctl::RESET`, `host_ctl::RESET_ACK`).
+pub const FEATURE_RESET: u32 = 1 << 2;
 /// All features this version defines.
-pub const FEATURES_ALL: u32 = FEATURE_NEED_WAKEUP | FEATURE_IRQ_SUPPRESS;
+pub const FEATURES_ALL: u32 = FEATURE_NEED_WAKEUP | FEATURE_IRQ_SUPPRESS | FEATURE_RESET;
 
 /// Byte offsets of the header fields.
 pub mod header {
@@ -82,6 +98,10 @@ pub mod guest_ctl {
     pub const FLAGS: usize = BASE + 0x08;
     /// Feature bits the guest accepted (a subset of the host's).
     pub const FEATURES: usize = BASE + 0x0c;
+    /// Driver instance counter; the top byte of every tag (see [`super::tag`]).
+    pub const EPOCH: usize = BASE + 0x10;
+    /// Reset requests: a new value asks the host to forget everything.
+    pub const RESET: usize = BASE + 0x14;
 }
 
 /// Byte offsets of the host-written control line.
@@ -96,6 +116,8 @@ pub mod host_ctl {
     pub const FLAGS: usize = BASE + 0x08;
     /// Number of malformed guest inputs the host rejected (informational).
     pub const ERRORS: usize = BASE + 0x0c;
+    /// The last `guest_ctl::RESET` value the host carried out.
+    pub const RESET_ACK: usize = BASE + 0x10;
 }
 
 /// Guest flag: the guest is attached and consuming completions.
@@ -335,6 +357,8 @@ pub enum Status {
     Exists = 2,
     /// The host could not allocate its object.
     NoMemory = 3,
+    /// DESTROY whose tag is not the one the space was created with; nothing done.
+    StaleTag = 4,
 }
 
 impl Status {
@@ -345,9 +369,35 @@ impl Status {
             1 => Some(Status::UnknownSpace),
             2 => Some(Status::Exists),
             3 => Some(Status::NoMemory),
+            4 => Some(Status::StaleTag),
             _ => None,
         }
     }
+}
+
+/// Bits of a tag below the epoch: the sequence number of the request's space.
+pub const TAG_SEQ_BITS: u32 = 24;
+
+/// The tag of the `seq`th space (modulo 2^24) of driver instance `epoch` (modulo 2^8).
+///
+/// A driver instance that could not reset the host leaves completions behind; the
+/// epoch in the top byte tells the next instance's records from them even when a page
+/// frame number and a sequence number repeat. The host compares tags only for equality.
+pub fn tag(epoch: u32, seq: u32) -> u32 {
+    epoch << TAG_SEQ_BITS | seq & ((1 << TAG_SEQ_BITS) - 1)
+}
+
+/// The driver instance epoch a tag carries.
+pub fn tag_epoch(tag: u32) -> u32 {
+    tag >> TAG_SEQ_BITS
+}
+
+/// Guest side: the epoch of a new driver instance, one past the last instance's, and
+/// records it.
+pub fn guest_next_epoch(shm: &impl SharedMemory) -> u32 {
+    let epoch = shm.read_u32(guest_ctl::EPOCH).wrapping_add(1) & 0xff;
+    shm.write_u32(guest_ctl::EPOCH, epoch);
+    epoch
 }
 
 /// One submission, guest to host.
@@ -594,6 +644,14 @@ impl CqConsumer {
         shm.store_release_u32(guest_ctl::CQ_HEAD, self.head);
     }
 
+    /// After a reset: drops every completion the host published, unread, and
+    /// releases the slots. The host's index is taken as it is, since the reset
+    /// exists to recover from one that went wrong.
+    pub fn skip_all(&mut self, shm: &impl SharedMemory) {
+        self.head = shm.load_acquire_u32(host_ctl::CQ_TAIL);
+        self.release(shm);
+    }
+
     /// Asks for (or waives) an interrupt on the next completion. When arming,
     /// returns whether completions arrived meanwhile, so the caller polls again
     /// instead of sleeping.
@@ -781,4 +839,33 @@ pub fn guest_attach(shm: &impl SharedMemory, offered: u32) -> u32 {
 /// Guest side: announces that nobody consumes completions any more.
 pub fn guest_detach(shm: &impl SharedMemory) {
     shm.store_release_u32(guest_ctl::FLAGS, 0);
+}
+
+/// Guest side: asks the host to forget everything (see the module docs on reset).
+/// Returns the request's value, which [`guest_reset_done`] waits for; the caller then
+/// rings the doorbell.
+pub fn guest_request_reset(shm: &impl SharedMemory) -> u32 {
+    let seq = shm.read_u32(guest_ctl::RESET).wrapping_add(1);
+    shm.store_release_u32(guest_ctl::RESET, seq);
+    seq
+}
+
+/// Guest side: whether the host carried out reset request `seq`.
+pub fn guest_reset_done(shm: &impl SharedMemory, seq: u32) -> bool {
+    shm.load_acquire_u32(host_ctl::RESET_ACK) == seq
+}
+
+/// Host side: the reset request the guest published, if it differs from `acked`,
+/// the last one carried out.
+pub fn host_reset_requested(shm: &impl SharedMemory, acked: u32) -> Option<u32> {
+    let seq = shm.load_acquire_u32(guest_ctl::RESET);
+    (seq != acked).then_some(seq)
+}
+
+/// Host side: completes reset request `seq` once the host holds nothing of the guest's.
+/// `sq` is moved past every unconsumed submission; the caller interrupts the guest.
+pub fn host_ack_reset(shm: &impl SharedMemory, sq: &mut SqConsumer, seq: u32) {
+    sq.head = shm.load_acquire_u32(guest_ctl::SQ_TAIL);
+    sq.release(shm);
+    shm.store_release_u32(host_ctl::RESET_ACK, seq);
 }

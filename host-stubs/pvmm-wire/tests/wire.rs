@@ -367,10 +367,11 @@ fn op_and_status_codes() {
         Status::UnknownSpace,
         Status::Exists,
         Status::NoMemory,
+        Status::StaleTag,
     ] {
         assert_eq!(Status::from_raw(s as u16), Some(s));
     }
-    assert_eq!(Status::from_raw(4), None);
+    assert_eq!(Status::from_raw(5), None);
     assert_eq!(Status::from_raw(u16::MAX), None);
 }
 
@@ -432,7 +433,7 @@ fn completion_bad_entries() {
         ([MAX_SPACE + 1, ok[1]], BadEntry::Space(MAX_SPACE + 1)),
         (op_status(0, 0), BadEntry::Opcode(0)),
         (op_status(7, 0), BadEntry::Opcode(7)),
-        (op_status(1, 4), BadEntry::Status(4)),
+        (op_status(1, 5), BadEntry::Status(5)),
         (op_status(2, 0xffff), BadEntry::Status(0xffff)),
     ];
     for (w, want) in cases {
@@ -966,4 +967,55 @@ proptest! {
         m.write_u32(host_ctl::CQ_TAIL, tail);
         let _ = cq_holds(&m, &l, Op::Destroy, 1, 0);
     }
+}
+
+#[test]
+fn tags_carry_the_epoch() {
+    assert_eq!(tag(3, 1), 0x0300_0001);
+    assert_eq!(tag_epoch(tag(3, 1)), 3);
+    // The sequence number wraps inside its 24 bits and never touches the epoch.
+    assert_eq!(tag(3, 1 << TAG_SEQ_BITS), tag(3, 0));
+    assert_eq!(tag_epoch(tag(0xff, u32::MAX)), 0xff);
+}
+
+#[test]
+fn epochs_count_up_per_instance() {
+    let (shm, _) = ring(8, 8);
+    assert_eq!(guest_next_epoch(&shm), 1);
+    assert_eq!(guest_next_epoch(&shm), 2);
+    shm.write_u32(guest_ctl::EPOCH, 0xff);
+    assert_eq!(guest_next_epoch(&shm), 0);
+}
+
+#[test]
+fn reset_handshake() {
+    let (shm, layout) = ring(8, 8);
+    let mut sq = SqProducer::new(layout);
+    let mut cq = CqConsumer::new(layout);
+    let mut host_sq = SqConsumer::new(layout);
+    let mut host_cq = CqProducer::new(layout);
+    for space in 1..=3 {
+        sq.push(&shm, &req(Op::Create, space as u32, space, 0)).unwrap();
+    }
+    sq.publish(&shm);
+    // The host takes one request and completes it; two stay unconsumed.
+    assert_eq!(host_sq.pending(&shm), Ok(3));
+    let r = host_sq.pop(&shm).unwrap();
+    host_sq.release(&shm);
+    host_cq.push(&shm, &done(&r, Status::Ok)).unwrap();
+    host_cq.publish(&shm);
+
+    assert_eq!(host_reset_requested(&shm, 0), None);
+    let seq = guest_request_reset(&shm);
+    assert!(!guest_reset_done(&shm, seq));
+    assert_eq!(host_reset_requested(&shm, 0), Some(seq));
+    host_ack_reset(&shm, &mut host_sq, seq);
+    assert_eq!(host_reset_requested(&shm, seq), None);
+    assert!(guest_reset_done(&shm, seq));
+    // Unconsumed submissions are gone and the guest skips the old completion.
+    assert_eq!(host_sq.pending(&shm), Ok(0));
+    assert_eq!(sq.space(&shm), Ok(8));
+    cq.skip_all(&shm);
+    assert_eq!(cq.pop(&shm), Ok(None));
+    assert_eq!(host_cq.space(&shm), Ok(8));
 }
