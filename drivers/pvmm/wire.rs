@@ -15,6 +15,7 @@
 //! 0x080  HostCtl    host writes: sq_head, cq_tail, flags, errors, reset_ack
 //! 0x100  SQ         sq_entries * 32 bytes, guest writes
 //! cq_off CQ         cq_entries * 16 bytes, host writes
+//! log_off LOG       log_entries * 16 bytes, guest writes (only with FEATURE_RELEASE_LOG)
 //! ```
 //!
 //! Every cache line has exactly one writer. All fields are little-endian.
@@ -61,8 +62,12 @@ pub const FEATURE_NEED_WAKEUP: u32 = 1 << 0;
 pub const FEATURE_IRQ_SUPPRESS: u32 = 1 << 1;
 /// Host honours the reset handshake (`guest_ctl::RESET`, `host_ctl::RESET_ACK`).
 pub const FEATURE_RESET: u32 = 1 << 2;
+/// Host audits releases: the guest reports every page directory it releases in the
+/// release log, so that the host can count releases it never acknowledged. A test aid.
+pub const FEATURE_RELEASE_LOG: u32 = 1 << 3;
 /// All features this version defines.
-pub const FEATURES_ALL: u32 = FEATURE_NEED_WAKEUP | FEATURE_IRQ_SUPPRESS | FEATURE_RESET;
+pub const FEATURES_ALL: u32 =
+    FEATURE_NEED_WAKEUP | FEATURE_IRQ_SUPPRESS | FEATURE_RESET | FEATURE_RELEASE_LOG;
 
 /// Byte offsets of the header fields.
 pub mod header {
@@ -84,6 +89,10 @@ pub mod header {
     pub const SIZE: usize = 0x1c;
     /// ivshmem peer id the guest rings for the host.
     pub const HOST_PEER: usize = 0x20;
+    /// Byte offset of the release log (zero without one).
+    pub const LOG_OFF: usize = 0x24;
+    /// Release log entries (power of two, zero without a log).
+    pub const LOG_ENTRIES: usize = 0x28;
 }
 
 /// Byte offsets of the guest-written control line.
@@ -102,6 +111,8 @@ pub mod guest_ctl {
     pub const EPOCH: usize = BASE + 0x10;
     /// Reset requests: a new value asks the host to forget everything.
     pub const RESET: usize = BASE + 0x14;
+    /// Release log producer index.
+    pub const LOG_TAIL: usize = BASE + 0x18;
 }
 
 /// Byte offsets of the host-written control line.
@@ -118,6 +129,8 @@ pub mod host_ctl {
     pub const ERRORS: usize = BASE + 0x0c;
     /// The last `guest_ctl::RESET` value the host carried out.
     pub const RESET_ACK: usize = BASE + 0x10;
+    /// Release log consumer index.
+    pub const LOG_HEAD: usize = BASE + 0x14;
 }
 
 /// Guest flag: the guest is attached and consuming completions.
@@ -133,6 +146,8 @@ pub const SQ_OFF: usize = 0x100;
 pub const SQE_SIZE: usize = 32;
 /// Size of one completion entry.
 pub const CQE_SIZE: usize = 16;
+/// Size of one release log entry.
+pub const LOG_ENTRY_SIZE: usize = 16;
 /// Largest ring the protocol allows.
 pub const MAX_ENTRIES: u32 = 1 << 15;
 /// Largest space id: a page frame number below 2^52.
@@ -210,6 +225,10 @@ pub struct Layout {
     pub sq_off: u32,
     /// Byte offset of the completion ring.
     pub cq_off: u32,
+    /// Release log entries; zero without a log.
+    pub log_entries: u32,
+    /// Byte offset of the release log.
+    pub log_off: u32,
     /// Bytes used.
     pub size: u32,
 }
@@ -231,19 +250,47 @@ impl Layout {
             cq_entries,
             sq_off: SQ_OFF as u32,
             cq_off: cq_off as u32,
+            log_entries: 0,
+            log_off: 0,
             size: size as u32,
+        })
+    }
+
+    /// This layout with a release log of `entries` after the rings.
+    pub fn with_release_log(self, entries: u32) -> Result<Layout, Error> {
+        if !valid_entries(entries) {
+            return Err(Error::BadLayout);
+        }
+        let log_off = align_up(self.size as usize, CACHELINE);
+        let size = log_off + entries as usize * LOG_ENTRY_SIZE;
+        Ok(Layout {
+            log_entries: entries,
+            log_off: log_off as u32,
+            size: u32::try_from(size).map_err(|_| Error::BadLayout)?,
+            ..self
         })
     }
 
     /// Checks a layout read from the peer against a window of `window` bytes.
     pub fn validate(&self, window: usize) -> Result<(), Error> {
-        let sq_end = (self.sq_entries as usize)
-            .checked_mul(SQE_SIZE)
-            .and_then(|n| n.checked_add(self.sq_off as usize));
-        let cq_end = (self.cq_entries as usize)
-            .checked_mul(CQE_SIZE)
-            .and_then(|n| n.checked_add(self.cq_off as usize));
-        let ok = valid_entries(self.sq_entries)
+        let end = |off: u32, entries: u32, size: usize| {
+            (entries as usize)
+                .checked_mul(size)
+                .and_then(|n| n.checked_add(off as usize))
+        };
+        let sq_end = end(self.sq_off, self.sq_entries, SQE_SIZE);
+        let cq_end = end(self.cq_off, self.cq_entries, CQE_SIZE);
+        let log_ok = self.log_entries == 0
+            || matches!((end(self.log_off, self.log_entries, LOG_ENTRY_SIZE), sq_end, cq_end),
+                (Some(l), Some(s), Some(c))
+                if valid_entries(self.log_entries)
+                    && self.log_off as usize % CACHELINE == 0
+                    && (l <= self.sq_off as usize || s <= self.log_off as usize)
+                    && (l <= self.cq_off as usize || c <= self.log_off as usize)
+                    && self.log_off as usize >= host_ctl::BASE + CACHELINE
+                    && l <= self.size as usize);
+        let ok = log_ok
+            && valid_entries(self.sq_entries)
             && valid_entries(self.cq_entries)
             && self.cq_entries >= self.sq_entries
             && self.sq_off as usize >= host_ctl::BASE + CACHELINE
@@ -274,6 +321,8 @@ impl Layout {
         shm.write_u32(header::CQ_OFF, self.cq_off);
         shm.write_u32(header::SIZE, self.size);
         shm.write_u32(header::HOST_PEER, host_peer);
+        shm.write_u32(header::LOG_OFF, self.log_off);
+        shm.write_u32(header::LOG_ENTRIES, self.log_entries);
         for off in (guest_ctl::BASE..host_ctl::BASE + CACHELINE).step_by(4) {
             shm.write_u32(off, 0);
         }
@@ -313,12 +362,18 @@ impl Header {
             cq_entries: shm.read_u32(header::CQ_ENTRIES),
             sq_off: shm.read_u32(header::SQ_OFF),
             cq_off: shm.read_u32(header::CQ_OFF),
+            log_entries: shm.read_u32(header::LOG_ENTRIES),
+            log_off: shm.read_u32(header::LOG_OFF),
             size: shm.read_u32(header::SIZE),
         };
         layout.validate(shm.size())?;
+        let mut features = shm.read_u32(header::FEATURES) & FEATURES_ALL;
+        if layout.log_entries == 0 {
+            features &= !FEATURE_RELEASE_LOG;
+        }
         Ok(Header {
             layout,
-            features: shm.read_u32(header::FEATURES) & FEATURES_ALL,
+            features,
             host_peer: shm.read_u32(header::HOST_PEER) & 0xffff,
         })
     }
@@ -797,6 +852,138 @@ impl CqProducer {
         shm.store_release_u32(host_ctl::CQ_TAIL, self.tail);
         shm.fence();
         shm.read_u32(guest_ctl::FLAGS) & GUEST_NEED_IRQ != 0
+    }
+}
+
+/// Why the guest released a page directory, as reported in the release log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Why {
+    /// After the host's DESTROY completion.
+    Acked = 0,
+    /// After the host acknowledged a reset, which forgets every object.
+    Reset = 1,
+    /// Without an acknowledgement (the host was declared dead or detach timed out);
+    /// the guest counts and logs these.
+    Forced = 2,
+}
+
+/// One release log entry, guest to host.
+///
+/// Wire form (16 bytes): `space: u64, tag: u32, why: u32`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Release {
+    /// The space whose page directory was released.
+    pub space: u64,
+    /// Tag of the space's requests.
+    pub tag: u32,
+    /// On what grounds.
+    pub why: Why,
+}
+
+impl Release {
+    /// Encodes into the two wire words.
+    pub fn encode(&self) -> [u64; 2] {
+        [self.space, self.tag as u64 | (self.why as u64) << 32]
+    }
+
+    /// Decodes and validates two wire words.
+    pub fn decode(w: [u64; 2]) -> Result<Release, BadEntry> {
+        let space = check_space(w[0])?;
+        let why = match (w[1] >> 32) as u32 {
+            0 => Why::Acked,
+            1 => Why::Reset,
+            2 => Why::Forced,
+            _ => return Err(BadEntry::Reserved),
+        };
+        Ok(Release {
+            space,
+            tag: w[1] as u32,
+            why,
+        })
+    }
+}
+
+/// Guest side of the release log. Lossy by design: when the host does not keep up,
+/// entries are dropped and the guest counts them.
+#[derive(Debug)]
+pub struct LogProducer {
+    layout: Layout,
+    tail: u32,
+}
+
+impl LogProducer {
+    /// Continues at the index the guest last published.
+    pub fn resume(layout: Layout, shm: &impl SharedMemory) -> LogProducer {
+        LogProducer {
+            layout,
+            tail: shm.read_u32(guest_ctl::LOG_TAIL),
+        }
+    }
+
+    /// Writes and publishes one entry.
+    pub fn push(&mut self, shm: &impl SharedMemory, r: &Release) -> Result<(), Error> {
+        let head = shm.load_acquire_u32(host_ctl::LOG_HEAD);
+        match distance(head, self.tail, self.layout.log_entries) {
+            None => {
+                return Err(Error::BadIndex {
+                    ours: self.tail,
+                    theirs: head,
+                })
+            }
+            Some(used) if used == self.layout.log_entries => return Err(Error::Full),
+            Some(_) => {}
+        }
+        let slot = (self.tail & self.layout.log_entries.wrapping_sub(1)) as usize;
+        let base = self.layout.log_off as usize + slot * LOG_ENTRY_SIZE;
+        let w = r.encode();
+        shm.write_u64(base, w[0]);
+        shm.write_u64(base + 8, w[1]);
+        self.tail = self.tail.wrapping_add(1);
+        shm.store_release_u32(guest_ctl::LOG_TAIL, self.tail);
+        Ok(())
+    }
+}
+
+/// Host side of the release log.
+#[derive(Debug)]
+pub struct LogConsumer {
+    layout: Layout,
+    head: u32,
+}
+
+impl LogConsumer {
+    /// Starts consuming at index 0.
+    pub fn new(layout: Layout) -> LogConsumer {
+        LogConsumer { layout, head: 0 }
+    }
+
+    /// Takes the next entry. `Ok(None)` means the log is empty.
+    #[allow(clippy::type_complexity)]
+    pub fn pop(
+        &mut self,
+        shm: &impl SharedMemory,
+    ) -> Result<Option<Result<Release, BadEntry>>, Error> {
+        let tail = shm.load_acquire_u32(guest_ctl::LOG_TAIL);
+        match distance(self.head, tail, self.layout.log_entries) {
+            None => Err(Error::BadIndex {
+                ours: self.head,
+                theirs: tail,
+            }),
+            Some(0) => Ok(None),
+            Some(_) => {
+                let slot = (self.head & self.layout.log_entries.wrapping_sub(1)) as usize;
+                let base = self.layout.log_off as usize + slot * LOG_ENTRY_SIZE;
+                let w = [shm.read_u64(base), shm.read_u64(base + 8)];
+                self.head = self.head.wrapping_add(1);
+                Ok(Some(Release::decode(w)))
+            }
+        }
+    }
+
+    /// Hands consumed slots back to the guest.
+    pub fn release(&self, shm: &impl SharedMemory) {
+        shm.store_release_u32(host_ctl::LOG_HEAD, self.head);
     }
 }
 

@@ -167,9 +167,68 @@ fn layout_validate_rejects_inconsistent() {
         cq_entries: 32,
         cq_off: 0x100,
         sq_off: 0x100 + 32 * CQE_SIZE as u32,
+        log_entries: 0,
+        log_off: 0,
         size: 0x100 + 32 * CQE_SIZE as u32 + 16 * SQE_SIZE as u32,
     };
     assert_eq!(swapped.validate(big), Ok(()));
+    // A release log must not overlap either ring.
+    let logged = good.with_release_log(8).unwrap();
+    assert_eq!(logged.validate(big), Ok(()));
+    for l in [
+        Layout {
+            log_off: good.cq_off,
+            ..logged
+        },
+        Layout {
+            log_off: good.sq_off + 64,
+            ..logged
+        },
+        Layout {
+            log_entries: 3,
+            ..logged
+        },
+        Layout {
+            log_off: logged.log_off + 8,
+            ..logged
+        },
+        Layout {
+            size: logged.size - 1,
+            ..logged
+        },
+    ] {
+        assert_eq!(l.validate(big), Err(Error::BadLayout), "{l:?}");
+    }
+}
+
+#[test]
+fn release_log_round_trip() {
+    let layout = Layout::new(8, 8).unwrap().with_release_log(4).unwrap();
+    let shm = shm(layout.size as usize);
+    layout.init_header(&shm, FEATURES_ALL, 0);
+    assert_eq!(Header::read(&shm).unwrap().features, FEATURES_ALL);
+    let mut log = LogProducer::resume(layout, &shm);
+    let mut host = LogConsumer::new(layout);
+    let recs = [Why::Acked, Why::Reset, Why::Forced, Why::Acked].map(|why| Release {
+        space: 7,
+        tag: tag(1, 2),
+        why,
+    });
+    for r in &recs {
+        log.push(&shm, r).unwrap();
+    }
+    assert_eq!(log.push(&shm, &recs[0]), Err(Error::Full));
+    for r in &recs {
+        assert_eq!(host.pop(&shm), Ok(Some(Ok(*r))));
+    }
+    assert_eq!(host.pop(&shm), Ok(None));
+    host.release(&shm);
+    log.push(&shm, &recs[0]).unwrap();
+    // A tail beyond the log is refused.
+    shm.write_u32(guest_ctl::LOG_TAIL, 100);
+    assert!(matches!(host.pop(&shm), Err(Error::BadIndex { .. })));
+    assert_eq!(Release::decode([7, 3 << 32]), Err(BadEntry::Reserved));
+    assert_eq!(Release::decode([0, 0]), Err(BadEntry::Space(0)));
 }
 
 proptest! {
@@ -177,7 +236,7 @@ proptest! {
     fn layout_validate_never_panics(
         sq_entries: u32, cq_entries: u32, sq_off: u32, cq_off: u32, size: u32, window: usize,
     ) {
-        let l = Layout { sq_entries, cq_entries, sq_off, cq_off, size };
+        let l = Layout { sq_entries, cq_entries, sq_off, cq_off, log_entries: 0, log_off: 0, size };
         if l.validate(window).is_ok() {
             // A valid layout keeps both rings inside the window and apart.
             let sq_end = sq_off as usize + sq_entries as usize * SQE_SIZE;
@@ -213,7 +272,8 @@ fn header_round_trip() {
         h,
         Header {
             layout: l,
-            features: FEATURES_ALL,
+            // No release log in this layout, so its feature is not offered.
+            features: FEATURES_ALL & !FEATURE_RELEASE_LOG,
             host_peer: 7
         }
     );
@@ -230,7 +290,7 @@ fn header_masks_unknown_bits() {
     m.write_u32(header::FEATURES, 0xffff_ffff);
     m.write_u32(header::HOST_PEER, 0x1234_5678);
     let h = Header::read(&m).unwrap();
-    assert_eq!(h.features, FEATURES_ALL);
+    assert_eq!(h.features, FEATURES_ALL & !FEATURE_RELEASE_LOG);
     assert_eq!(h.host_peer, 0x5678);
     assert_eq!(h.layout, l);
 }
@@ -995,7 +1055,8 @@ fn reset_handshake() {
     let mut host_sq = SqConsumer::new(layout);
     let mut host_cq = CqProducer::new(layout);
     for space in 1..=3 {
-        sq.push(&shm, &req(Op::Create, space as u32, space, 0)).unwrap();
+        sq.push(&shm, &req(Op::Create, space as u32, space, 0))
+            .unwrap();
     }
     sq.publish(&shm);
     // The host takes one request and completes it; two stay unconsumed.
