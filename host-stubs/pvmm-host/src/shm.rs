@@ -8,7 +8,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 use pvmm_wire::SharedMemory;
-use rustix::fs::{fstat, ftruncate, memfd_create, MemfdFlags};
+use rustix::fs::{fcntl_add_seals, fstat, ftruncate, memfd_create, MemfdFlags, SealFlags};
 use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
 
 /// A shared mapping of a memory file, accessed only through atomics.
@@ -30,10 +30,16 @@ unsafe impl Send for MappedShm {}
 unsafe impl Sync for MappedShm {}
 
 impl MappedShm {
-    /// Creates a zeroed memfd of `len` bytes and maps it.
+    /// Creates a zeroed memfd of `len` bytes, seals its size and maps it.
+    ///
+    /// The fd goes to QEMU, and from there anyone holding it could shrink the
+    /// file under our mapping (SIGBUS on the next access) or grow it; the seals
+    /// forbid both, and F_SEAL_SEAL keeps them from being lifted, as vhost-user
+    /// backends do with the memory they share.
     pub fn create(name: &str, len: usize) -> io::Result<MappedShm> {
-        let fd = memfd_create(name, MemfdFlags::CLOEXEC)?;
+        let fd = memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
         ftruncate(&fd, len as u64)?;
+        fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
         MappedShm::map(fd)
     }
 
@@ -171,6 +177,28 @@ mod tests {
         for off in (0..4096).step_by(8) {
             assert_eq!(a.read_u64(off), 0, "{off}");
         }
+    }
+
+    #[test]
+    fn size_is_sealed() {
+        let a = MappedShm::create("pvmm-test", 8192).unwrap();
+        // What a peer gets: its own fd for the same file.
+        let peer = a.fd().try_clone_to_owned().unwrap();
+        for len in [0, 4096, 16384] {
+            assert_eq!(ftruncate(&peer, len), Err(rustix::io::Errno::PERM), "{len}");
+        }
+        let seals = rustix::fs::fcntl_get_seals(&peer).unwrap();
+        assert!(seals.contains(SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL));
+        assert_eq!(
+            fcntl_add_seals(&peer, SealFlags::WRITE),
+            Err(rustix::io::Errno::PERM),
+            "the seals are sealed"
+        );
+        // The mapping is intact and still shared.
+        let b = MappedShm::map(peer).unwrap();
+        assert_eq!(b.size(), 8192);
+        a.write_u64(8184, 42);
+        assert_eq!(b.read_u64(8184), 42);
     }
 
     #[test]
