@@ -152,6 +152,17 @@ macro_rules! warn_limited {
     };
 }
 
+macro_rules! info_limited {
+    ($self:ident, $($arg:tt)+) => {
+        if let Some(dropped) = $self.info_limit.allow() {
+            if dropped > 0 {
+                log::info!("{}: {} similar messages suppressed", $self.name, dropped);
+            }
+            log::info!("{}: {}", $self.name, format_args!($($arg)+));
+        }
+    };
+}
+
 /// Host side of one guest's rings and its address-space objects.
 ///
 /// Everything read from shared memory is treated as hostile: the ring ends
@@ -179,6 +190,9 @@ pub struct RingHost {
     spaces: HashMap<u64, Space>,
     scratch: Vec<u64>,
     limit: RateLimit,
+    /// Separate from `limit`: re-announcing `GUEST_READY` is cheap for a guest,
+    /// and must neither flood the log nor crowd out the warnings.
+    info_limit: RateLimit,
     /// `--fault` state; inert with [`Fault::None`].
     inject: Injector,
 }
@@ -204,6 +218,7 @@ impl RingHost {
             spaces: HashMap::new(),
             scratch: vec![0x9e37_79b9_7f4a_7c15; 512],
             limit: RateLimit::new(),
+            info_limit: RateLimit::new(),
             inject,
         }
     }
@@ -447,9 +462,9 @@ impl RingHost {
             self.sq_stalled = false;
             self.cq_stalled = false;
             self.count(|c| &c.resumes, 1);
-            log::info!(
-                "{}: guest re-announced GUEST_READY; resuming at sq_head={} cq_tail={}",
-                self.name,
+            info_limited!(
+                self,
+                "guest re-announced GUEST_READY; resuming at sq_head={} cq_tail={}",
                 self.sq.index(),
                 self.cq.index()
             );

@@ -7,7 +7,7 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use pvmm_wire::Layout;
@@ -65,18 +65,23 @@ pub fn serve(mut server: Server, cfg: SlotConfig, stop: &AtomicBool) -> Result<(
         )
     })?;
     log::info!("{name}: serving thread runs with {}", cfg.priority);
-    let stats = cfg
-        .stats_file
-        .as_deref()
-        .map(|p| StatsFile::new(p, cfg.index));
-    let write_stats = || {
-        if let Some(f) = &stats {
-            if let Err(e) = f.write(&Snapshot::total(cfg.all_counters.iter())) {
+    let mut stats = cfg.stats_file.as_deref().map(StatsFile::new);
+    // `now`: the first and the last write; otherwise at most every
+    // StatsFile::MIN_INTERVAL, however busy the guest keeps the slot.
+    let write_stats = |stats: &mut Option<StatsFile>, now: bool| {
+        if let Some(f) = stats {
+            let total = || Snapshot::total(cfg.all_counters.iter());
+            let r = if now {
+                f.write(&total())
+            } else {
+                f.write_due(total)
+            };
+            if let Err(e) = r {
                 log::warn!("{name}: cannot write stats file: {e}");
             }
         }
     };
-    write_stats();
+    write_stats(&mut stats, true);
     let stop_fn = || stop.load(Ordering::Relaxed);
     let mut conn: Option<Conn> = None;
     let mut next = Next::WaitDoorbell;
@@ -105,6 +110,10 @@ pub fn serve(mut server: Server, cfg: SlotConfig, stop: &AtomicBool) -> Result<(
         };
         // A timed fault needs its round even while the guest is silent.
         if let Some(due) = conn.as_ref().and_then(|c| c.ring.fault_due_in()) {
+            timeout = timeout.min(due);
+        }
+        // And a changed stats file its deferred write.
+        if let Some(due) = stats.as_ref().and_then(|f| f.due_in(Instant::now())) {
             timeout = timeout.min(due);
         }
         let (listen_ev, client_ev, bells) = wait(&server, conn.as_ref().map(|c| c.id), timeout)?;
@@ -148,8 +157,11 @@ pub fn serve(mut server: Server, cfg: SlotConfig, stop: &AtomicBool) -> Result<(
             .cpu_us
             .store(thread_cpu_us(), Ordering::Relaxed);
         if changed {
-            write_stats();
+            if let Some(f) = &mut stats {
+                f.mark();
+            }
         }
+        write_stats(&mut stats, false);
     }
 
     if let Some(c) = conn.take() {
@@ -158,7 +170,7 @@ pub fn serve(mut server: Server, cfg: SlotConfig, stop: &AtomicBool) -> Result<(
     cfg.counters
         .cpu_us
         .store(thread_cpu_us(), Ordering::Relaxed);
-    write_stats();
+    write_stats(&mut stats, true);
     Ok(())
 }
 

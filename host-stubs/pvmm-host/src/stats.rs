@@ -7,6 +7,7 @@ use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident,)*) => {
@@ -127,31 +128,71 @@ impl Snapshot {
     }
 }
 
-/// Where the live stats go: the sum over all slots, rewritten atomically.
-#[derive(Clone, Debug)]
+/// Where the live stats go: the sum over all slots, rewritten atomically and
+/// at most every [`StatsFile::MIN_INTERVAL`], so a guest that keeps the slot
+/// busy cannot turn it into a stream of file system operations.
+#[derive(Debug)]
 pub struct StatsFile {
     path: PathBuf,
-    tmp: PathBuf,
+    dir: PathBuf,
+    last: Option<Instant>,
+    dirty: bool,
 }
 
 impl StatsFile {
-    /// `slot` keeps concurrent writers off each other's temporary file.
-    pub fn new(path: &Path, slot: usize) -> StatsFile {
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(format!(".tmp.{}.{slot}", std::process::id()));
+    /// Shortest time between two rewrites of a changed file.
+    pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+    /// A writer for `path`; nothing is written yet.
+    pub fn new(path: &Path) -> StatsFile {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+            _ => PathBuf::from("."),
+        };
         StatsFile {
             path: path.to_owned(),
-            tmp: tmp.into(),
+            dir,
+            last: None,
+            dirty: false,
         }
     }
 
-    /// Writes `snap` to a temporary file and renames it over the stats file, so
-    /// a reader always sees a complete file.
-    pub fn write(&self, snap: &Snapshot) -> io::Result<()> {
-        let mut f = std::fs::File::create(&self.tmp)?;
+    /// Notes that the counters changed; [`Self::write_due`] writes them later.
+    pub fn mark(&mut self) {
+        self.dirty = true;
+    }
+
+    /// How long until a changed file is due (zero: now); `None` if unchanged.
+    pub fn due_in(&self, now: Instant) -> Option<Duration> {
+        if !self.dirty {
+            return None;
+        }
+        Some(self.last.map_or(Duration::ZERO, |t| {
+            (t + Self::MIN_INTERVAL).saturating_duration_since(now)
+        }))
+    }
+
+    /// Writes `snap()` if the counters changed and the interval has passed.
+    pub fn write_due(&mut self, snap: impl FnOnce() -> Snapshot) -> io::Result<()> {
+        match self.due_in(Instant::now()) {
+            Some(d) if d.is_zero() => self.write(&snap()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes `snap` now: to a temporary file with an unpredictable name,
+    /// created exclusively in the same directory, then renamed over the stats
+    /// file, so a reader always sees a complete file and a link planted in the
+    /// directory is never followed.
+    pub fn write(&mut self, snap: &Snapshot) -> io::Result<()> {
+        self.last = Some(Instant::now());
+        self.dirty = false;
+        let mut f = tempfile::Builder::new()
+            .prefix(".pvmm-stats.")
+            .tempfile_in(&self.dir)?;
         f.write_all(snap.file_text().as_bytes())?;
-        drop(f);
-        std::fs::rename(&self.tmp, &self.path)
+        f.persist(&self.path).map_err(|e| e.error)?;
+        Ok(())
     }
 }
 
@@ -195,13 +236,60 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("pvmm-stats-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("stats");
-        let f = StatsFile::new(&path, 0);
+        // A link at the old, predictable temporary name must stay untouched.
+        let bait = dir.join("bait");
+        std::fs::write(&bait, "keep\n").unwrap();
+        let old_tmp = dir.join(format!("stats.tmp.{}.0", std::process::id()));
+        std::os::unix::fs::symlink(&bait, &old_tmp).unwrap();
+        let mut f = StatsFile::new(&path);
         let mut s = Snapshot::default();
         f.write(&s).unwrap();
         s.doorbells = 5;
         f.write(&s).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("doorbells 5\n"));
+        assert_eq!(std::fs::read_to_string(&bait).unwrap(), "keep\n");
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        let tmp = old_tmp.file_name().unwrap().to_str().unwrap();
+        assert_eq!(names, ["bait", "stats", tmp], "no temporary files left");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rewrites_are_rate_limited() {
+        let dir = std::env::temp_dir().join(format!("pvmm-stats-rl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("stats");
+        let mut f = StatsFile::new(&path);
+        let now = Instant::now();
+        assert_eq!(f.due_in(now), None, "nothing changed");
+        f.mark();
+        assert_eq!(
+            f.due_in(now),
+            Some(Duration::ZERO),
+            "the first write is due at once"
+        );
+        let mut s = Snapshot::default();
+        f.write_due(|| s).unwrap();
+        assert!(path.exists());
+        assert_eq!(f.due_in(Instant::now()), None);
+        s.creates = 1;
+        f.mark();
+        let wait = f.due_in(Instant::now()).unwrap();
+        assert!(!wait.is_zero() && wait <= StatsFile::MIN_INTERVAL);
+        f.write_due(|| s).unwrap();
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("creates 0\n"));
+        std::thread::sleep(wait);
+        f.write_due(|| s).unwrap();
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("creates 1\n"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
