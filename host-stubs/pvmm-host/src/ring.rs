@@ -518,9 +518,19 @@ impl RingHost {
     }
 
     fn destroy(&mut self, req: &Request, stop: &dyn Fn() -> bool) -> Status {
-        if !self.spaces.contains_key(&req.space) {
-            self.count(|c| &c.unknown_space, 1);
-            return Status::UnknownSpace;
+        match self.spaces.get(&req.space) {
+            None => {
+                self.count(|c| &c.unknown_space, 1);
+                return Status::UnknownSpace;
+            }
+            // Not the request that created this object: a late DESTROY of an
+            // earlier user of the id (or an earlier driver instance, whose
+            // epoch is in the tag). Destroying would free the live one.
+            Some(s) if s.tag != req.tag => {
+                self.count(|c| &c.stale_tags, 1);
+                return Status::StaleTag;
+            }
+            Some(_) => {}
         }
         let (us, capped) = self.cfg.destroy_cost_us(req.pages);
         if capped {
@@ -653,11 +663,13 @@ impl RingHost {
         }
     }
 
-    /// The guest went away: its objects are freed with this value; held-back
-    /// completions (`late-ack`'s included) are counted as dropped.
+    /// The guest went away: its objects are freed with this value and counted
+    /// in `objects_dropped`; held-back completions (`late-ack`'s included) are
+    /// counted as dropped.
     pub fn disconnect(self) {
         let held = self.overflow.len() + self.inject.held();
         self.count(|c| &c.dropped_completions, held as u64);
+        self.count(|c| &c.objects_dropped, self.spaces.len() as u64);
         self.counters.live_objects.store(0, Ordering::Relaxed);
         self.counters.sq_pending.store(0, Ordering::Relaxed);
     }

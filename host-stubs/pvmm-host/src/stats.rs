@@ -99,6 +99,11 @@ counters! {
     faults_bogus,
     /// `--fault irq-storm`: interrupts sent without new completions.
     faults_irqs,
+    /// DESTROY requests whose tag was not the one the space was created with
+    /// (answered StaleTag, object kept).
+    stale_tags,
+    /// Host objects dropped without a DESTROY: the guest disconnected or reset.
+    objects_dropped,
 }
 
 impl Snapshot {
