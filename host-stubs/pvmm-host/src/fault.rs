@@ -165,6 +165,11 @@ impl Injector {
         }
     }
 
+    /// Drops every delayed completion (the guest reset); returns how many.
+    pub fn clear(&mut self) -> usize {
+        std::mem::take(&mut self.delayed).len()
+    }
+
     /// Delayed completions held now.
     pub fn held(&self) -> usize {
         self.delayed.len()

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pvmm_wire::{
-    guest_ctl, host_ctl, BadEntry, Completion, CqProducer, Error, Layout, Op, Request,
-    SharedMemory, SqConsumer, Status, FEATURES_ALL, FEATURE_IRQ_SUPPRESS, GUEST_READY,
+    guest_ctl, host_ack_reset, host_ctl, host_reset_requested, BadEntry, Completion, CqProducer,
+    Error, Layout, Op, Request, SharedMemory, SqConsumer, Status, FEATURES_ALL,
+    FEATURE_IRQ_SUPPRESS, GUEST_READY,
 };
 
 use crate::fault::{Fault, Injector, Intercept};
@@ -88,12 +89,14 @@ pub struct Batch {
     pub published: u32,
     /// Malformed entries or impossible indices met.
     pub errors: u32,
+    /// Reset requests carried out.
+    pub resets: u32,
 }
 
 impl Batch {
     /// Whether anything visible happened.
     pub fn did_work(&self) -> bool {
-        self.requests + self.published + self.errors != 0
+        self.requests + self.published + self.errors + self.resets != 0
     }
 }
 
@@ -181,6 +184,12 @@ pub struct RingHost {
     overflow: VecDeque<Completion>,
     /// Pushed but not yet published completions.
     unpublished: u32,
+    /// The CQ tail last stored into shared memory: where a reset resumes,
+    /// since the guest takes the published tail as its new head.
+    cq_published: u32,
+    /// The last `guest_ctl::RESET` value carried out; 0 on a fresh window,
+    /// whose control lines `init_header` zeroed.
+    reset_acked: u32,
     sq_stalled: bool,
     cq_stalled: bool,
     /// `GUEST_READY` as last seen, to catch a re-announcement.
@@ -211,6 +220,8 @@ impl RingHost {
             cq: CqProducer::new(layout),
             overflow: VecDeque::new(),
             unpublished: 0,
+            cq_published: 0,
+            reset_acked: 0,
             sq_stalled: false,
             cq_stalled: false,
             guest_ready: false,
@@ -300,6 +311,7 @@ impl RingHost {
     ) -> Batch {
         let mut b = Batch::default();
         self.check_ready(shm);
+        self.check_reset(shm, irq, &mut b);
         self.flush_overflow(shm, &mut b);
         self.post_due(shm, &mut b);
         if !self.sq_stalled {
@@ -307,7 +319,9 @@ impl RingHost {
                 Err(e) => self.bad_index(shm, "submission", e, &mut b),
                 Ok(n) => {
                     for _ in 0..n {
-                        if self.intake_blocked() || stop() {
+                        // A reset must not wait behind a backlog of costly
+                        // DESTROYs: it discards them anyway.
+                        if self.check_reset(shm, irq, &mut b) || self.intake_blocked() || stop() {
                             break;
                         }
                         self.take_one(shm, irq, stop, &mut b);
@@ -428,10 +442,66 @@ impl RingHost {
         if n == 0 {
             return;
         }
-        self.cq.publish(shm);
+        self.publish_cq(shm);
         irq();
         self.count(|c| &c.irqs_sent, 1);
         self.count(|c| &c.faults_bogus, n);
+    }
+
+    /// Publishes the pushed completions; returns whether the guest wants an
+    /// interrupt.
+    fn publish_cq(&mut self, shm: &impl SharedMemory) -> bool {
+        let wants = self.cq.publish(shm);
+        self.cq_published = self.cq.index();
+        wants
+    }
+
+    /// Whether the guest asked for a reset not carried out yet.
+    fn reset_pending(&self, shm: &impl SharedMemory) -> bool {
+        host_reset_requested(shm, self.reset_acked).is_some()
+    }
+
+    /// The reset handshake: if the guest published a new `guest_ctl::RESET`,
+    /// forgets every object and every completion of this guest, unstalls both
+    /// rings, moves the SQ head past every unconsumed submission, acknowledges
+    /// and interrupts. Returns whether it did.
+    fn check_reset(
+        &mut self,
+        shm: &impl SharedMemory,
+        irq: &mut dyn FnMut(),
+        b: &mut Batch,
+    ) -> bool {
+        let Some(seq) = host_reset_requested(shm, self.reset_acked) else {
+            return false;
+        };
+        let objects = self.spaces.len();
+        self.spaces.clear();
+        let held = self.overflow.len() + self.inject.clear() + self.unpublished as usize;
+        self.overflow.clear();
+        self.unpublished = 0;
+        // Entries pushed after the last publish are forgotten: the guest's
+        // new head is the tail it can see. Restore that tail first, in case
+        // the guest wrote over our line.
+        shm.store_release_u32(host_ctl::CQ_TAIL, self.cq_published);
+        self.cq = CqProducer::resume(self.layout, shm);
+        self.sq_stalled = false;
+        self.cq_stalled = false;
+        host_ack_reset(shm, &mut self.sq, seq);
+        self.reset_acked = seq;
+        self.count(|c| &c.resets, 1);
+        self.count(|c| &c.objects_dropped, objects as u64);
+        self.count(|c| &c.dropped_completions, held as u64);
+        self.counters.live_objects.store(0, Ordering::Relaxed);
+        irq();
+        self.count(|c| &c.irqs_sent, 1);
+        b.resets += 1;
+        info_limited!(
+            self,
+            "guest reset {seq}: dropped {objects} objects and {held} completions; sq_head={} cq_tail={}",
+            self.sq.index(),
+            self.cq.index()
+        );
+        true
     }
 
     fn bad_entry(&mut self, bad: BadEntry, b: &mut Batch) {
@@ -617,7 +687,7 @@ impl RingHost {
         if self.unpublished == 0 {
             return;
         }
-        let wants = self.cq.publish(shm);
+        let wants = self.publish_cq(shm);
         let n = std::mem::take(&mut self.unpublished);
         b.published += n;
         self.count(|c| &c.completions, u64::from(n));
@@ -639,13 +709,18 @@ impl RingHost {
             if self.stalled() {
                 let _ = self.sq.set_need_wakeup(shm, true);
             }
+            if self.reset_pending(shm) {
+                return Next::Run;
+            }
             return if cq_waiting {
                 Next::PollSoon
             } else {
                 Next::WaitDoorbell
             };
         }
-        if self.sq.set_need_wakeup(shm, true) {
+        // A reset request is re-checked after the flag's fence too, in case
+        // the guest stored it without ringing while we were busy.
+        if self.sq.set_need_wakeup(shm, true) || self.reset_pending(shm) {
             self.sq.set_need_wakeup(shm, false);
             return Next::Run;
         }

@@ -104,6 +104,8 @@ counters! {
     stale_tags,
     /// Host objects dropped without a DESTROY: the guest disconnected or reset.
     objects_dropped,
+    /// Reset requests carried out (guest_ctl::RESET acknowledged).
+    resets,
 }
 
 impl Snapshot {
