@@ -26,7 +26,7 @@ mod teardown;
 #[allow(dead_code, unreachable_pub)]
 mod wire;
 
-use teardown::{Doorbell, Knob, Mode, Teardown};
+use teardown::{Deadline, Doorbell, Knob, Mode, Teardown};
 
 kernel::module_pci_driver! {
     type: PvmmDriver,
@@ -63,7 +63,7 @@ mod regs {
 }
 
 /// debugfs names of the settings, in [`Knob::ALL`] order.
-const KNOB_FILES: [&CStr; 8] = [
+const KNOB_FILES: [&CStr; Knob::ALL.len()] = [
     c_str!("mode"),
     c_str!("batch"),
     c_str!("flush_us"),
@@ -72,12 +72,16 @@ const KNOB_FILES: [&CStr; 8] = [
     c_str!("chunk_us"),
     c_str!("sync_timeout_ms"),
     c_str!("throttle_timeout_ms"),
+    c_str!("host_timeout_ms"),
 ];
 
 const BAR_REGS: u32 = 0;
 const BAR_SHM: u32 = 2;
 /// How long detaching waits for the host before releasing parked pgds anyway.
 const DRAIN_TIMEOUT_MS: u32 = 10_000;
+/// The least time the reset at detach gets, even after a drain that timed out: a host
+/// that is merely slow answers it at its next round.
+const RESET_MIN_MS: u32 = 500;
 
 /// Rings the host stub's peer through the ivshmem doorbell register.
 struct IvshmemBell {
@@ -173,7 +177,9 @@ impl debugfs::Show for StatsFile {
         writeln!(w, "throttled {}", g.throttled)?;
         writeln!(w, "pgds_pending {}", g.pgds_pending)?;
         writeln!(w, "backlog {}", g.backlog)?;
-        writeln!(w, "ring_broken {}", u8::from(g.broken))
+        writeln!(w, "ring_broken {}", u8::from(g.broken))?;
+        writeln!(w, "resetting {}", u8::from(g.resetting))?;
+        writeln!(w, "host_dead {}", u8::from(g.host_dead))
     }
 
     /// `reset_peaks` restarts the peak gauges and the maxima.
@@ -233,9 +239,11 @@ impl debugfs::Show for DeviceFile {
 
 /// A bound device.
 ///
-/// Fields drop in order: debugfs, hooks, then (after the drain in `Drop`) the
-/// interrupt and the mappings held by the engine. Probe fills it in step by step,
-/// so a failure at any step detaches from the host through the same `Drop`.
+/// Detaching goes in phases (see `Drop`), so that no page directory is released
+/// before the host is done with it: the hooks stay registered while the host drains
+/// and resets, and only what it never acknowledged is released without it. Probe
+/// fills the device in step by step, so a failure at any step detaches through the
+/// same `Drop`.
 struct PvmmDevice {
     debugfs: Option<DebugFiles>,
     hooks: Option<Pin<KBox<mm_hooks::Registration<Engine>>>>,
@@ -246,10 +254,19 @@ struct PvmmDevice {
 impl Drop for PvmmDevice {
     fn drop(&mut self) {
         drop(self.debugfs.take());
-        // Throttled creators stop waiting; unregistering waits for running hooks.
+        let deadline = Deadline::after_ms(DRAIN_TIMEOUT_MS);
+        // 1. No new address spaces; throttled creators stop waiting.
         self.engine.close();
+        if self.hooks.is_some() {
+            // 2. With pgd_free still hooked, so that pgds freed meanwhile are parked.
+            self.engine.drain(deadline);
+            // 3. The host forgets every object of ours, which acknowledges them all.
+            self.engine.reset_host(deadline.at_least_ms(RESET_MIN_MS));
+        }
+        // 4. Waits for running hooks.
         drop(self.hooks.take());
-        self.engine.drain(DRAIN_TIMEOUT_MS);
+        // 5. Only what the host never acknowledged is released without it.
+        self.engine.finish();
         drop(self.irq.take());
     }
 }

@@ -9,7 +9,7 @@
 
 use core::sync::atomic::{
     AtomicBool, AtomicU32, AtomicU64,
-    Ordering::{Acquire, Relaxed, Release},
+    Ordering::{AcqRel, Acquire, Relaxed, Release as Publish},
 };
 use kernel::{
     c_str,
@@ -17,7 +17,7 @@ use kernel::{
     mm_hooks::{AddressSpace, MmHooks, PageDirectory, SpaceId},
     new_condvar, new_spinlock,
     prelude::*,
-    rbtree::{RBTree, RBTreeNode},
+    rbtree::{RBTree, RBTreeNode, RBTreeNodeReservation},
     static_lock_class,
     sync::{
         lock::{spinlock::SpinLockBackend, Guard},
@@ -28,7 +28,8 @@ use kernel::{
 };
 
 use crate::wire::{
-    self, BadEntry, Completion, CqConsumer, Layout, Op, Request, SharedMemory, SqProducer, Status,
+    self, BadEntry, Completion, CqConsumer, Layout, LogProducer, Op, Release, Request,
+    SharedMemory, SqProducer, Status, Why,
 };
 
 /// Notifies the host that submissions are waiting.
@@ -109,7 +110,7 @@ pub(crate) struct Tunable {
 }
 
 /// The settings, indexed by [`Knob`].
-pub(crate) const TUNABLES: [Tunable; 8] = [
+pub(crate) const TUNABLES: [Tunable; 9] = [
     Tunable {
         name: "mode",
         min: 0,
@@ -160,6 +161,14 @@ pub(crate) const TUNABLES: [Tunable; 8] = [
         max: 3_600_000,
         default: 30_000,
     },
+    // Long enough for the slowest host the benchmarks model (a starved worker at
+    // 100 ms of CPU per teardown), short against a throttle timeout.
+    Tunable {
+        name: "host_timeout_ms",
+        min: 100,
+        max: 3_600_000,
+        default: 10_000,
+    },
 ];
 
 /// Index of a setting in [`TUNABLES`].
@@ -181,11 +190,14 @@ pub(crate) enum Knob {
     SyncTimeoutMs = 6,
     /// Longest throttled wait of `pgd_alloc` before failing it, milliseconds.
     ThrottleTimeoutMs = 7,
+    /// Time without an acknowledgement, with teardowns in flight, after which the host
+    /// is taken for dead and creation is no longer throttled, milliseconds.
+    HostTimeoutMs = 8,
 }
 
 impl Knob {
     /// Every setting, in [`TUNABLES`] order.
-    pub(crate) const ALL: [Knob; 8] = [
+    pub(crate) const ALL: [Knob; 9] = [
         Knob::Mode,
         Knob::Batch,
         Knob::FlushUs,
@@ -194,6 +206,7 @@ impl Knob {
         Knob::ChunkUs,
         Knob::SyncTimeoutMs,
         Knob::ThrottleTimeoutMs,
+        Knob::HostTimeoutMs,
     ];
 
     /// Name, limits and default.
@@ -204,7 +217,7 @@ impl Knob {
 
 /// Current settings; each is read once per decision, so a change applies to what starts
 /// after it.
-pub(crate) struct Settings([AtomicU64; 8]);
+pub(crate) struct Settings([AtomicU64; TUNABLES.len()]);
 
 impl Settings {
     fn new() -> Self {
@@ -263,10 +276,12 @@ counters! {
     spaces_acked,
     /// CREATE completions accepted.
     creates_acked,
-    /// Page directories taken over at `pgd_free`.
+    /// Page directories kept at `pgd_free` until the host acknowledges.
     pgds_parked,
-    /// Parked page directories released.
+    /// Parked page directories released (acknowledged, reset, or forced at detach).
     pgds_released,
+    /// Page directories released within `pgd_free`: the host was done already.
+    pgds_returned,
     /// Exits of address spaces created before the driver attached.
     untracked_exits,
     /// Entries written to the submission ring.
@@ -285,13 +300,23 @@ counters! {
     completions,
     /// Malformed, unknown or unexpected completions (ignored).
     bad_completions,
-    /// Impossible ring indices from the host; the ring is abandoned.
+    /// Impossible ring indices from the host; each stops the ring until a reset.
     protocol_errors,
+    /// Completions tagged by an earlier driver instance (ignored).
+    stale_completions,
+    /// Resets the host carried out (at detach, or after a protocol error).
+    resets,
+    /// Page directories released because the host acknowledged a reset.
+    reset_releases,
+    /// Release log entries dropped because the host did not keep up.
+    release_log_dropped,
+    /// Times the host was declared dead (no acknowledgement for `host_timeout_ms`).
+    host_declared_dead,
     /// Completions with a non-Ok status.
     host_errors,
-    /// Page directories released without an acknowledgement at detach.
+    /// Page directories released without any acknowledgement (logged).
     forced_releases,
-    /// Exits handled without the host because the ring was abandoned.
+    /// Exits handled without the host because the ring was stopped.
     fallback_exits,
     /// `pgd_alloc` calls that waited because outstanding work was at a cap.
     throttle_events,
@@ -335,6 +360,10 @@ enum State {
     Acked,
 }
 
+/// A backlog entry's node: reserved when the space is created, so that queueing a
+/// request never allocates under the engine lock.
+type BacklogSlot = RBTreeNodeReservation<u64, SpaceId>;
+
 /// What the engine knows about one address space.
 struct Space {
     tag: u32,
@@ -342,12 +371,16 @@ struct Space {
     pages: u64,
     /// The page directory once `pgd_free` handed it over.
     pgd: Option<PageDirectory>,
-    /// A request that did not fit in the ring yet.
-    queued: Option<Op>,
+    /// A request that did not fit in the ring yet, and its key in `Inner::backlog`.
+    /// Exactly one of `queued` and `slot` is set.
+    queued: Option<(Op, u64)>,
+    slot: Option<BacklogSlot>,
     /// Set when the host acknowledges the DESTROY; a synchronous teardown polls it.
     waiter: Option<Arc<AtomicBool>>,
     /// The DESTROY is in the host's hands and holds credits.
     in_flight: bool,
+    /// The host never heard of this space (its CREATE was still queued when it died).
+    unsent: bool,
 }
 
 /// DESTROYs handed to the host and not yet acknowledged: what the caps bound.
@@ -381,39 +414,82 @@ impl Credits {
     }
 }
 
+/// Ring and tracking state, behind [`Teardown::inner`].
 struct Inner {
     sq: SqProducer,
     cq: CqConsumer,
+    /// Every tracked address space.
     spaces: RBTree<SpaceId, Space>,
+    /// Requests waiting for the ring or for credits, oldest first.
+    backlog: RBTree<u64, SpaceId>,
+    /// Key of the next backlog entry.
+    backlog_next: u64,
+    /// Entries in `backlog`.
+    backlog_len: u64,
+    /// Entries in `spaces`.
+    spaces_live: u64,
     outstanding: u64,
     outstanding_pages: u64,
     peak_outstanding: u64,
     peak_outstanding_pages: u64,
     pending_pgds: u64,
-    backlog: u64,
     /// `pgd_alloc` calls waiting at a cap.
     throttled: u64,
     credits: Credits,
-    /// The host broke the protocol; the ring is no longer used.
+    /// The ring is not usable: the host broke the protocol, or a reset is under way.
     broken: bool,
+    /// A reset request the host has not carried out yet.
+    reset: Option<u32>,
     /// Detaching: no new address spaces are tracked.
     closing: bool,
+    /// The release log, when the host audits releases.
+    log: Option<LogProducer>,
+    /// When the host last acknowledged something, or work went to an idle host.
+    last_progress: Ktime,
+    /// No acknowledgement for `host_timeout_ms` with DESTROYs in flight.
+    host_dead: bool,
 }
 
 impl Inner {
+    /// Queues the request `op` of `id` behind the others.
+    fn enqueue(&mut self, id: SpaceId, op: Op) {
+        let Some(space) = self.spaces.get_mut(&id) else {
+            return;
+        };
+        // By the invariant on `Space::slot` this only fails if already queued.
+        let Some(slot) = space.slot.take() else {
+            return;
+        };
+        let key = self.backlog_next;
+        self.backlog_next += 1;
+        space.queued = Some((op, key));
+        self.backlog.insert(slot.into_node(key, id));
+        self.backlog_len += 1;
+    }
+
+    /// Takes the request of `id` out of the backlog, if one is queued.
+    fn dequeue(&mut self, id: SpaceId) -> Option<Op> {
+        let space = self.spaces.get_mut(&id)?;
+        let (op, key) = space.queued.take()?;
+        if let Some(node) = self.backlog.remove_node(&key) {
+            space.slot = Some(node.into_reservation());
+        }
+        self.backlog_len -= 1;
+        Some(op)
+    }
+
     /// Stops tracking `id`, keeping the gauges consistent. Dropping the returned
     /// record releases its parked page directory, if any.
     fn untrack(&mut self, id: SpaceId) -> Option<Space> {
+        self.dequeue(id);
         let space = self.spaces.remove(&id)?;
+        self.spaces_live -= 1;
         if space.state == State::Destroying {
             self.outstanding -= 1;
             self.outstanding_pages -= space.pages;
         }
         if space.pgd.is_some() {
             self.pending_pgds -= 1;
-        }
-        if space.queued.is_some() {
-            self.backlog -= 1;
         }
         if space.in_flight {
             self.credits.give(space.pages);
@@ -452,6 +528,8 @@ pub(crate) struct Gauges {
     pub(crate) backlog: u64,
     pub(crate) throttled: u64,
     pub(crate) broken: bool,
+    pub(crate) resetting: bool,
+    pub(crate) host_dead: bool,
     pub(crate) closing: bool,
 }
 
@@ -466,7 +544,9 @@ pub(crate) struct Gauges {
 pub(crate) struct Notifier<M: SharedMemory, B: Doorbell> {
     shm: M,
     bell: B,
-    /// Submissions published since the last notification decision.
+    /// Submissions published since the last notification decision. A CPU adds its
+    /// count with release ordering after publishing the ring tail; the CPU that takes
+    /// the count (acquire) and rings therefore rings for entries the host can see.
     unnotified: AtomicU32,
     /// The host did not offer `HOST_NEED_WAKEUP`: ring for every batch.
     always_ring: bool,
@@ -478,7 +558,7 @@ impl<M: SharedMemory + Send + Sync, B: Doorbell> Notifier<M, B> {
     /// Hands the unnotified submissions to the host as one batch: rings unless the host
     /// says it is working anyway.
     fn flush(&self) -> bool {
-        if self.unnotified.swap(0, Relaxed) == 0 {
+        if self.unnotified.swap(0, AcqRel) == 0 {
             return false;
         }
         self.stats.batches.fetch_add(1, Relaxed);
@@ -491,9 +571,10 @@ impl<M: SharedMemory + Send + Sync, B: Doorbell> Notifier<M, B> {
         true
     }
 
-    /// Rings now, as a hypercall would.
+    /// Rings now, as a hypercall would. The doorbell also covers every submission
+    /// whose count it takes, so other CPUs' pending batches are handed over too.
     fn ring_now(&self) {
-        self.unnotified.store(0, Relaxed);
+        self.unnotified.swap(0, AcqRel);
         self.stats.batches.fetch_add(1, Relaxed);
         self.stats.doorbells.fetch_add(1, Relaxed);
         self.bell.ring();
@@ -534,7 +615,12 @@ pub(crate) struct Teardown<M: SharedMemory + Send + Sync + 'static, B: Doorbell 
     inner: SpinLock<Inner>,
     #[pin]
     progress: CondVar,
-    next_tag: AtomicU32,
+    /// This driver instance's epoch, the top byte of its tags.
+    epoch: u32,
+    /// Sequence number of the next tag.
+    next_seq: AtomicU32,
+    /// Features the guest accepted.
+    features: u32,
     /// Acknowledgements counted when the last interrupt was handled; one consumed by a
     /// synchronous waiter before the interrupt thread ran still answers that interrupt.
     irq_acks: AtomicU64,
@@ -549,6 +635,37 @@ fn should_log(count: u64) -> bool {
     count < 8 || count.is_power_of_two()
 }
 
+/// A point in wall time, `ms` after `start` (6.12's `Ktime` has no addition).
+#[derive(Clone, Copy)]
+pub(crate) struct Deadline {
+    start: Ktime,
+    ms: i64,
+}
+
+impl Deadline {
+    /// `ms` milliseconds from now.
+    pub(crate) fn after_ms(ms: u32) -> Self {
+        Deadline {
+            start: Ktime::ktime_get(),
+            ms: i64::from(ms),
+        }
+    }
+
+    /// Milliseconds left, negative once passed.
+    fn left_ms(&self) -> i64 {
+        self.ms - (Ktime::ktime_get() - self.start).to_ms()
+    }
+
+    /// This deadline, or `ms` from now if that is later.
+    pub(crate) fn at_least_ms(self, ms: u32) -> Self {
+        if self.left_ms() >= i64::from(ms) {
+            self
+        } else {
+            Deadline::after_ms(ms)
+        }
+    }
+}
+
 fn elapsed_us(since: Ktime) -> u64 {
     u64::try_from((Ktime::ktime_get() - since).to_ns() / 1000).unwrap_or(0)
 }
@@ -558,6 +675,9 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     pub(crate) fn new(shm: M, bell: B, layout: Layout, features: u32) -> impl PinInit<Self, Error> {
         let sq = SqProducer::resume(layout, &shm);
         let cq = CqConsumer::resume(layout, &shm);
+        let epoch = wire::guest_next_epoch(&shm);
+        let log = (features & wire::FEATURE_RELEASE_LOG != 0)
+            .then(|| wire::LogProducer::resume(layout, &shm));
         let notifier = Notifier {
             shm,
             bell,
@@ -573,19 +693,28 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                 sq,
                 cq,
                 spaces: RBTree::new(),
+                backlog: RBTree::new(),
+                backlog_next: 0,
+                backlog_len: 0,
+                spaces_live: 0,
                 outstanding: 0,
                 outstanding_pages: 0,
                 peak_outstanding: 0,
                 peak_outstanding_pages: 0,
                 pending_pgds: 0,
-                backlog: 0,
                 throttled: 0,
                 credits: Credits::default(),
                 broken: false,
+                reset: None,
                 closing: false,
+                log,
+                last_progress: Ktime::ktime_get(),
+                host_dead: false,
             }, "pvmm_teardown"),
             progress <- new_condvar!("pvmm_progress"),
-            next_tag: AtomicU32::new(1),
+            epoch,
+            next_seq: AtomicU32::new(1),
+            features,
             irq_acks: AtomicU64::new(0),
             settings: Settings::new(),
         }? Error)
@@ -609,7 +738,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     pub(crate) fn gauges(&self) -> Gauges {
         let inner = self.inner.lock();
         Gauges {
-            spaces_live: inner.spaces.iter().count() as u64,
+            spaces_live: inner.spaces_live,
             outstanding: inner.outstanding,
             outstanding_pages: inner.outstanding_pages,
             peak_outstanding: inner.peak_outstanding,
@@ -619,9 +748,11 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             peak_in_flight: inner.credits.peak_spaces,
             peak_in_flight_pages: inner.credits.peak_pages,
             pgds_pending: inner.pending_pgds,
-            backlog: inner.backlog,
+            backlog: inner.backlog_len,
             throttled: inner.throttled,
             broken: inner.broken,
+            resetting: inner.reset.is_some(),
+            host_dead: inner.host_dead,
             closing: inner.closing,
         }
     }
@@ -640,14 +771,94 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
 
     fn protocol_error(&self, inner: &mut Inner, err: wire::Error) {
         let n = self.stats().protocol_errors.fetch_add(1, Relaxed);
-        if !inner.broken {
-            pr_err!("host broke the ring protocol ({err}); ring abandoned\n");
-        } else if should_log(n) {
-            pr_err!("host protocol error ({err})\n");
+        if should_log(n) {
+            pr_err!("host broke the ring protocol ({err}); ring stopped\n");
         }
-        inner.broken = true;
-        // Throttled creators must not wait for a host that is no longer used.
+        if !inner.broken {
+            self.request_reset(inner);
+        }
+        // Throttled creators must not wait for a ring that is not used.
         self.progress.notify_all();
+    }
+
+    /// Asks the host to forget everything of this guest, if it can, and stops using
+    /// the ring until it has. The interrupt thread and the detach path poll for the
+    /// answer.
+    fn request_reset(&self, inner: &mut Inner) {
+        inner.broken = true;
+        if self.features & wire::FEATURE_RESET != 0 && inner.reset.is_none() {
+            inner.reset = Some(wire::guest_request_reset(&self.io().shm));
+            // Rare enough to ring under the lock; the host may be idle.
+            self.io().ring_now();
+        }
+    }
+
+    /// Finishes a reset once the host acknowledged it: the host holds nothing of ours,
+    /// so every parked page directory is released and every record dropped. Returns
+    /// whether the reset is done (or none was pending).
+    fn poll_reset(&self, inner: &mut Inner) -> bool {
+        let shm = &self.io().shm;
+        let Some(seq) = inner.reset else {
+            return true;
+        };
+        if !wire::guest_reset_done(shm, seq) {
+            return false;
+        }
+        inner.reset = None;
+        self.stats().resets.fetch_add(1, Relaxed);
+        let mut released = 0u64;
+        loop {
+            // Not `while let`: its temporary would borrow the tree for the whole body.
+            let Some(id) = inner.spaces.keys().next().copied() else {
+                break;
+            };
+            if let Some(mut space) = inner.untrack(id) {
+                if let Some(w) = space.waiter.take() {
+                    w.store(true, Publish);
+                }
+                if let Some(pgd) = space.pgd.take() {
+                    self.release(inner, id, space.tag, pgd, Why::Reset);
+                    released += 1;
+                }
+            }
+        }
+        self.stats().reset_releases.fetch_add(released, Relaxed);
+        self.stats().pgds_released.fetch_add(released, Relaxed);
+        inner.cq.skip_all(shm);
+        inner.sq = SqProducer::resume(self.layout, shm);
+        inner.broken = !matches!(inner.sq.space(shm), Ok(n) if n == self.layout.sq_entries);
+        inner.host_dead = false;
+        inner.last_progress = Ktime::ktime_get();
+        if inner.broken {
+            pr_err!("host acknowledged a reset but left the ring unusable\n");
+        } else {
+            pr_info!("host reset; released {released} page directories it had forgotten\n");
+        }
+        self.progress.notify_all();
+        true
+    }
+
+    /// Releases a page directory, and reports it to an auditing host. The caller
+    /// counts it.
+    fn release(&self, inner: &mut Inner, id: SpaceId, tag: u32, pgd: PageDirectory, why: Why) {
+        if let Some(log) = inner.log.as_mut() {
+            let r = Release {
+                space: id,
+                tag,
+                why,
+            };
+            if log.push(&self.io().shm, &r).is_err() {
+                self.stats().release_log_dropped.fetch_add(1, Relaxed);
+            }
+        }
+        drop(pgd);
+    }
+
+    /// Releases the page directory of `id` without an acknowledgement: counted, and
+    /// logged at a limited rate by the caller.
+    fn release_forced(&self, inner: &mut Inner, id: SpaceId, tag: u32, pgd: PageDirectory) {
+        self.stats().forced_releases.fetch_add(1, Relaxed);
+        self.release(inner, id, tag, pgd, Why::Forced);
     }
 
     fn request(space: &Space, id: SpaceId, op: Op) -> Request {
@@ -659,40 +870,44 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         }
     }
 
-    /// Writes one request into the ring, or queues it when the ring is full.
-    /// Returns whether anything was written.
+    /// Accounts for a request that went into the ring.
+    fn submitted(&self, inner: &mut Inner, id: SpaceId, op: Op) {
+        self.stats().submissions.fetch_add(1, Relaxed);
+        if op != Op::Destroy {
+            return;
+        }
+        if let Some(space) = inner.spaces.get_mut(&id) {
+            if inner.credits.spaces == 0 {
+                // The watchdog measures from when the host was given work.
+                inner.last_progress = Ktime::ktime_get();
+            }
+            space.in_flight = true;
+            inner.credits.take(space.pages);
+        }
+    }
+
+    /// Writes the request `op` of `id` into the ring unless it must wait: behind
+    /// queued requests, for credits, or for a free slot. Returns whether it was written.
     fn submit(&self, inner: &mut Inner, id: SpaceId, op: Op) -> bool {
         if inner.broken {
             return false;
         }
-        let Some(pages) = inner.spaces.get(&id).map(|s| s.pages) else {
+        let Some(space) = inner.spaces.get(&id) else {
             return false;
         };
         // Beyond the credits a DESTROY waits in the backlog; teardown itself goes on.
-        let fits = op == Op::Create || inner.credits.fits(pages, &self.settings);
-        let Some(space) = inner.spaces.get_mut(&id) else {
-            return false;
-        };
-        if space.queued.is_some() || inner.backlog != 0 || !fits {
-            // Keep order behind earlier queued requests.
-            if space.queued.is_none() {
-                space.queued = Some(op);
-                inner.backlog += 1;
-            }
+        let fits = op == Op::Create || inner.credits.fits(space.pages, &self.settings);
+        if space.queued.is_some() || inner.backlog_len != 0 || !fits {
+            inner.enqueue(id, op);
             return false;
         }
         match inner.sq.push(&self.io().shm, &Self::request(space, id, op)) {
             Ok(()) => {
-                self.stats().submissions.fetch_add(1, Relaxed);
-                if op == Op::Destroy {
-                    space.in_flight = true;
-                    inner.credits.take(pages);
-                }
+                self.submitted(inner, id, op);
                 true
             }
             Err(wire::Error::Full) => {
-                space.queued = Some(op);
-                inner.backlog += 1;
+                inner.enqueue(id, op);
                 false
             }
             Err(e) => {
@@ -719,7 +934,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             return;
         }
         let io = self.io();
-        let pending = io.unnotified.fetch_add(n, Relaxed).saturating_add(n);
+        let pending = io.unnotified.fetch_add(n, Publish).saturating_add(n);
         if u64::from(pending) >= self.settings.get(Knob::Batch) {
             io.flush();
         } else {
@@ -729,41 +944,40 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         }
     }
 
-    /// Moves queued requests into the ring while it has room. Returns how many.
+    /// Moves queued requests into the ring, oldest first, while it has room and the
+    /// oldest fits the credits. Returns how many. Bounded by the ring size.
     fn flush_backlog(&self, inner: &mut Inner) -> u32 {
-        if inner.backlog == 0 || inner.broken {
-            return 0;
-        }
-        let Inner {
-            sq,
-            spaces,
-            backlog,
-            credits,
-            ..
-        } = inner;
         let mut wrote = 0;
-        let mut result = Ok(());
-        for (id, space) in spaces.iter_mut() {
-            let Some(op) = space.queued else { continue };
-            if op == Op::Destroy && !credits.fits(space.pages, &self.settings) {
+        while !inner.broken {
+            let Some(id) = inner.backlog.cursor_front().map(|c| *c.current().1) else {
+                break;
+            };
+            let Some((space, (op, _))) = inner
+                .spaces
+                .get(&id)
+                .and_then(|s| s.queued.map(|q| (s, q)))
+            else {
+                // A node without its record would be a driver bug; drop it.
+                let _ = inner.backlog.cursor_front().map(|c| c.remove_current());
+                inner.backlog_len -= 1;
                 continue;
-            }
-            if let Err(e) = sq.push(&self.io().shm, &Self::request(space, *id, op)) {
-                result = Err(e);
+            };
+            // FIFO: a DESTROY beyond the credits holds up those behind it, so that
+            // none is overtaken for ever.
+            if op == Op::Destroy && !inner.credits.fits(space.pages, &self.settings) {
                 break;
             }
-            space.queued = None;
-            *backlog -= 1;
-            wrote += 1;
-            self.stats().submissions.fetch_add(1, Relaxed);
-            if op == Op::Destroy {
-                space.in_flight = true;
-                credits.take(space.pages);
+            match inner.sq.push(&self.io().shm, &Self::request(space, id, op)) {
+                Ok(()) => {}
+                Err(wire::Error::Full) => break,
+                Err(e) => {
+                    self.protocol_error(inner, e);
+                    break;
+                }
             }
-        }
-        match result {
-            Ok(()) | Err(wire::Error::Full) => {}
-            Err(e) => self.protocol_error(inner, e),
+            inner.dequeue(id);
+            self.submitted(inner, id, op);
+            wrote += 1;
         }
         wrote
     }
@@ -774,15 +988,21 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             return;
         };
         if let Some(w) = space.waiter.take() {
-            w.store(true, Release);
+            w.store(true, Publish);
         }
         if core::mem::take(&mut space.in_flight) {
             inner.credits.give(space.pages);
         }
         if space.pgd.is_some() {
-            // Dropping the record releases the parked page directory.
-            drop(inner.untrack(id));
-            self.stats().pgds_released.fetch_add(1, Relaxed);
+            if let Some(Space {
+                tag,
+                pgd: Some(pgd),
+                ..
+            }) = inner.untrack(id)
+            {
+                self.release(inner, id, tag, pgd, Why::Acked);
+                self.stats().pgds_released.fetch_add(1, Relaxed);
+            }
         } else {
             space.state = State::Acked;
             let pages = space.pages;
@@ -799,10 +1019,10 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         };
         space.pages = pages;
         space.state = State::Destroying;
-        let cancel = space.queued == Some(Op::Create);
+        let cancel = matches!(space.queued, Some((Op::Create, _)));
         if cancel {
-            space.queued = None;
-            inner.backlog -= 1;
+            space.unsent = true;
+            inner.dequeue(id);
         }
         inner.outstanding += 1;
         inner.outstanding_pages += pages;
@@ -832,6 +1052,17 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             Ok(c) => c,
             Err(e) => return bogus(&e),
         };
+        if wire::tag_epoch(c.tag) != self.epoch {
+            // Posted for an earlier driver instance that could not reset the host.
+            let n = self.stats().stale_completions.fetch_add(1, Relaxed);
+            if should_log(n) {
+                pr_info!(
+                    "ignoring completion of an earlier instance (tag {:#x})\n",
+                    c.tag
+                );
+            }
+            return false;
+        }
         let expected = match inner.spaces.get(&c.space) {
             Some(s) if s.tag == c.tag => match c.op {
                 Op::Create => s.state != State::Acked,
@@ -844,6 +1075,10 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                 "{:?} of space {:#x} tag {}",
                 c.op, c.space, c.tag
             ));
+        }
+        inner.last_progress = Ktime::ktime_get();
+        if core::mem::take(&mut inner.host_dead) {
+            pr_info!("host acknowledges again; throttling resumes\n");
         }
         if c.status != Status::Ok {
             let n = self.stats().host_errors.fetch_add(1, Relaxed);
@@ -877,6 +1112,9 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         loop {
             let mut guard = self.inner.lock();
             let inner = &mut *guard;
+            if !self.poll_reset(inner) || inner.broken {
+                break;
+            }
             // No interrupts while we are consuming anyway; re-armed when empty.
             let _ = inner.cq.set_need_irq(shm, false);
             let mut more = false;
@@ -935,71 +1173,98 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         self.irq_acks.swap(acks, Relaxed) != acks
     }
 
-    /// Stops tracking new address spaces and wakes throttled creators. Call before the
-    /// hooks are unregistered, which waits for them.
+    /// Detach phase 1: stops tracking new address spaces and wakes throttled creators.
     pub(crate) fn close(&self) {
         self.inner.lock().closing = true;
         self.progress.notify_all();
     }
 
-    /// Waits up to `timeout_ms` for the host to acknowledge everything outstanding.
-    /// Page directories still parked afterwards are released anyway: the hooks are
-    /// gone and the driver is leaving, so keeping them would leak them.
+    /// Polls completions and waits, until `done` holds, `deadline` passes, or a fatal
+    /// signal arrives. Returns whether `done` held.
     ///
-    /// Must be called after the hooks are unregistered.
-    ///
-    /// The deadline is wall time, however often completions wake the wait. A fatal
-    /// signal ends the wait early: the pgds are then released as on a timeout, counted
-    /// and logged.
-    pub(crate) fn drain(&self, timeout_ms: u32) {
-        const STEP_MS: u32 = 20;
-        self.close();
-        self.io().flush();
-        let start = Ktime::ktime_get();
+    /// The deadline is wall time, however often completions wake the wait. It polls as
+    /// well as waits, so a lost interrupt cannot stall it.
+    fn wait_for(&self, deadline: Deadline, done: impl Fn(&Self, &Inner) -> bool) -> bool {
+        const STEP_MS: i64 = 20;
         loop {
             self.process_completions();
             self.io().flush();
             let mut inner = self.inner.lock();
-            let waited_ms = u32::try_from((Ktime::ktime_get() - start).to_ms()).unwrap_or(u32::MAX);
-            if (inner.outstanding == 0 && self.host_settled(&inner))
-                || inner.broken
-                || waited_ms >= timeout_ms
-            {
-                break;
+            if done(self, &inner) {
+                return true;
             }
-            // Polls as well as waits, so a lost interrupt cannot stall the drain.
-            let step = msecs_to_jiffies(STEP_MS.min(timeout_ms - waited_ms));
+            let left_ms = deadline.left_ms();
+            if left_ms <= 0 {
+                return false;
+            }
+            let step = msecs_to_jiffies(u32::try_from(left_ms.min(STEP_MS)).unwrap_or(1));
             if let CondVarTimeoutResult::Signal { .. } =
                 self.progress.wait_killable_timeout(&mut inner, step)
             {
                 drop(inner);
                 self.stats().drain_interrupted.fetch_add(1, Relaxed);
-                pr_warn!("detach interrupted by a fatal signal after {waited_ms} ms\n");
-                break;
+                pr_warn!("detach interrupted by a fatal signal\n");
+                return false;
             }
         }
-        // What the host posted before it went idle belongs to this instance, not to
-        // the next one, which would take it for bogus.
+    }
+
+    /// Detach phase 2, with the hooks still registered: waits until `deadline` for the
+    /// host to acknowledge every outstanding teardown and to take every submission.
+    /// Page directories freed meanwhile are parked as usual. Returns whether the host
+    /// settled.
+    pub(crate) fn drain(&self, deadline: Deadline) -> bool {
+        self.close();
+        self.wait_for(deadline, |this, inner| {
+            // A stopped ring waits for its reset in phase 3 instead.
+            inner.broken || (inner.outstanding == 0 && this.host_settled(inner))
+        })
+    }
+
+    /// Detach phase 3: asks the host to forget every object of this guest, and waits
+    /// until `deadline` for it to do so. The host's acknowledgement releases every
+    /// parked page directory. Returns whether the host acknowledged.
+    pub(crate) fn reset_host(&self, deadline: Deadline) -> bool {
+        if self.features & wire::FEATURE_RESET == 0 {
+            return false;
+        }
+        {
+            let mut inner = self.inner.lock();
+            // A reset already under way (after a protocol error) serves as well.
+            if inner.reset.is_none() {
+                self.request_reset(&mut inner);
+            }
+        }
+        self.wait_for(deadline, |_, inner| inner.reset.is_none())
+    }
+
+    /// Detach phase 5, after the hooks are unregistered: releases what the host never
+    /// acknowledged, counted and logged, and leaves the ring.
+    pub(crate) fn finish(&self) {
         self.process_completions();
         self.deadline.cancel_sync();
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
         let mut forced = 0u64;
         loop {
+            // Not `while let`: its temporary would borrow the tree for the whole body.
             let Some(id) = inner.spaces.keys().next().copied() else {
                 break;
             };
-            if let Some(space) = inner.untrack(id) {
-                if space.pgd.is_some() {
-                    forced += 1;
-                }
+            if let Some(Space {
+                tag,
+                pgd: Some(pgd),
+                ..
+            }) = inner.untrack(id)
+            {
+                self.release_forced(inner, id, tag, pgd);
+                forced += 1;
             }
         }
         drop(guard);
+        self.stats().pgds_released.fetch_add(forced, Relaxed);
         wire::guest_detach(&self.io().shm);
         if forced != 0 {
-            self.stats().forced_releases.fetch_add(forced, Relaxed);
-            self.stats().pgds_released.fetch_add(forced, Relaxed);
             pr_warn!("released {forced} page directories the host never acknowledged\n");
         }
     }
@@ -1016,10 +1281,45 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         taken && wire::host_needs_wakeup(shm)
     }
 
+    /// Whether the host has acknowledged nothing for `host_timeout_ms` while it holds
+    /// DESTROYs. Such a host is reported once and no longer throttles creation: its
+    /// parked page directories stay parked (one page per exited process) until it
+    /// answers or the driver detaches, because a host that is only slow may still
+    /// read them.
+    fn host_is_dead(&self, inner: &mut Inner) -> bool {
+        if inner.host_dead {
+            return true;
+        }
+        let limit_ms = i64::try_from(self.settings.get(Knob::HostTimeoutMs)).unwrap_or(i64::MAX);
+        if inner.credits.spaces == 0
+            || (Ktime::ktime_get() - inner.last_progress).to_ms() < limit_ms
+        {
+            return false;
+        }
+        inner.host_dead = true;
+        let n = self.stats().host_declared_dead.fetch_add(1, Relaxed);
+        if should_log(n) {
+            pr_err!(
+                "host acknowledged nothing for {limit_ms} ms with {} teardowns in flight; \
+                 no longer throttling\n",
+                inner.credits.spaces
+            );
+        }
+        self.progress.notify_all();
+        true
+    }
+
     /// Waits at the cap before a new address space is created. Fails with `EINTR` when
     /// killed and `ENOMEM` when the host makes no room within `throttle_timeout_ms`.
+    /// A host taken for dead ([`Self::host_is_dead`]) throttles nothing.
     fn throttle(&self, guard: &mut Guard<'_, Inner, SpinLockBackend>) -> Result {
-        if !guard.over_cap(&self.settings) || guard.closing || guard.broken {
+        let pass = |this: &Self, inner: &mut Inner| {
+            !inner.over_cap(&this.settings)
+                || inner.closing
+                || inner.broken
+                || this.host_is_dead(inner)
+        };
+        if pass(self, guard) {
             return Ok(());
         }
         self.stats().throttle_events.fetch_add(1, Relaxed);
@@ -1030,7 +1330,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             .saturating_mul(1000);
         guard.throttled += 1;
         let result = loop {
-            if !guard.over_cap(&self.settings) || guard.closing || guard.broken {
+            if pass(self, guard) {
                 break Ok(());
             }
             let waited = elapsed_us(start);
@@ -1069,6 +1369,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         .unwrap_or(i64::MAX);
         let shm = &self.io().shm;
         let mut first = true;
+        let mut watch = wire::CqWatch::new(Op::Destroy, id, tag);
         loop {
             let (done, off_ns, end) = with_local_irqs_disabled(|| {
                 let t0 = Ktime::ktime_get();
@@ -1076,8 +1377,9 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                     self.io().ring_now();
                 }
                 loop {
-                    let acked = waiter.load(Acquire)
-                        || wire::cq_holds(shm, &self.layout, Op::Destroy, id, tag);
+                    // A bounded read per poll: a host that floods the ring must
+                    // not stretch the time between clock reads.
+                    let acked = waiter.load(Acquire) || watch.poll(shm, &self.layout, CQ_PASS);
                     let now = Ktime::ktime_get();
                     // Measured before interrupts are on again: afterwards the
                     // interrupt threads may run first.
@@ -1170,13 +1472,15 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
         }
         let id = space.id();
         let record = Space {
-            tag: self.next_tag.fetch_add(1, Relaxed),
+            tag: wire::tag(self.epoch, self.next_seq.fetch_add(1, Relaxed)),
             state: State::Live,
             pages: 0,
             pgd: None,
             queued: None,
+            slot: Some(BacklogSlot::new(GFP_KERNEL)?),
             waiter: None,
             in_flight: false,
+            unsent: false,
         };
         let node = RBTreeNode::new(id, record, GFP_KERNEL)?;
         let mut guard = self.inner.lock();
@@ -1194,6 +1498,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
             drop(inner.untrack(id));
         }
         inner.spaces.insert(node);
+        inner.spaces_live += 1;
         self.stats().spaces_created.fetch_add(1, Relaxed);
         let wrote = self.submit(inner, id, Op::Create);
         let n = self.publish(inner, u32::from(wrote));
@@ -1223,7 +1528,14 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
             }
         }
         if inner.broken {
-            drop(inner.untrack(id));
+            // The host is being reset, which forgets this space too; its page
+            // directory waits for that like any other.
+            if let Some(s) = inner.spaces.get_mut(&id) {
+                s.state = State::Destroying;
+                s.pages = pages;
+            }
+            inner.outstanding += 1;
+            inner.outstanding_pages += pages;
             drop(guard);
             self.stats().fallback_exits.fetch_add(1, Relaxed);
             return;
@@ -1247,42 +1559,58 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
         }
     }
 
-    fn pgd_free(&self, pgd: PageDirectory) -> Option<PageDirectory> {
+    fn pgd_free(&self, pgd: PageDirectory) {
         let id = pgd.id();
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
         let Some(mut state) = inner.spaces.get(&id).map(|s| s.state) else {
-            return Some(pgd);
+            // Not tracked: nothing on the host refers to it.
+            return drop(pgd);
         };
         let mut n = 0;
-        if inner.broken {
-            drop(inner.untrack(id));
-            drop(guard);
-            return Some(pgd);
-        }
         if state == State::Live {
-            // Freed without exit_mmap (fork or exec failed after pgd_alloc): the
-            // host still has its object, so destroy it now.
-            let wrote = self.start_destroy(inner, id, 0);
-            n = self.publish(inner, u32::from(wrote));
+            if inner.broken {
+                // Freed without exit_mmap while the ring is stopped: wait for the
+                // reset, which forgets the host's object.
+                inner.outstanding += 1;
+                if let Some(s) = inner.spaces.get_mut(&id) {
+                    s.state = State::Destroying;
+                }
+            } else {
+                // Freed without exit_mmap (fork or exec failed after pgd_alloc): the
+                // host still has its object, so destroy it now.
+                let wrote = self.start_destroy(inner, id, 0);
+                n = self.publish(inner, u32::from(wrote));
+            }
             state = inner.spaces.get(&id).map_or(State::Acked, |s| s.state);
         }
-        let kept = match (state, inner.spaces.get_mut(&id)) {
-            (State::Destroying, Some(s)) => {
+        match (state, inner.spaces.get_mut(&id)) {
+            (State::Destroying, Some(s)) if inner.reset.is_some() || !inner.broken => {
                 s.pgd = Some(pgd);
                 inner.pending_pgds += 1;
-                None
+                self.stats().pgds_parked.fetch_add(1, Relaxed);
+            }
+            (State::Destroying, Some(_)) => {
+                // A stopped ring that no reset can restart: nothing will ever
+                // acknowledge this space.
+                let tag = inner.untrack(id).map_or(0, |s| s.tag);
+                self.release_forced(inner, id, tag, pgd);
+                self.stats().pgds_returned.fetch_add(1, Relaxed);
+                let c = self.stats().forced_releases.load(Relaxed);
+                if should_log(c - 1) {
+                    pr_warn!("released a page directory the host never acknowledged\n");
+                }
             }
             _ => {
-                // The host is already done: release right away.
-                drop(inner.untrack(id));
-                self.stats().pgds_released.fetch_add(1, Relaxed);
-                Some(pgd)
+                // The host is already done (or never heard of it): release now.
+                match inner.untrack(id) {
+                    Some(Space { unsent: true, .. }) | None => drop(pgd),
+                    Some(Space { tag, .. }) => self.release(inner, id, tag, pgd, Why::Acked),
+                }
+                self.stats().pgds_returned.fetch_add(1, Relaxed);
             }
-        };
+        }
         drop(guard);
-        self.stats().pgds_parked.fetch_add(1, Relaxed);
         self.notify(n);
-        kept
     }
 }

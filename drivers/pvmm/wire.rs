@@ -987,24 +987,61 @@ impl LogConsumer {
     }
 }
 
-/// Guest side: whether the completion ring holds a completion of `op` for `space` with
-/// `tag` after the guest's published consumer index.
+/// Guest side: watches the completion ring for one completion without consuming it.
 ///
 /// Only reads, and needs no consumer state: a guest that waits with interrupts off (and
-/// so must not take the consumer's lock) polls this. At most `cq_entries` entries are read,
-/// whatever the host published.
+/// so must not take the consumer's lock) polls this. Each poll reads only entries it has
+/// not read before, at most a given number, whatever the host published.
+#[derive(Debug)]
+pub struct CqWatch {
+    op: Op,
+    space: u64,
+    tag: u32,
+    /// The next index to read, once it lies between the consumer and producer indices.
+    next: Option<u32>,
+}
+
+impl CqWatch {
+    /// Watches for a completion of `op` for `space` with `tag`.
+    pub fn new(op: Op, space: u64, tag: u32) -> CqWatch {
+        CqWatch {
+            op,
+            space,
+            tag,
+            next: None,
+        }
+    }
+
+    /// Whether one of the next (at most `max`) unread entries after the guest's
+    /// published consumer index is the completion watched for.
+    pub fn poll(&mut self, shm: &impl SharedMemory, layout: &Layout, max: u32) -> bool {
+        let head = shm.read_u32(guest_ctl::CQ_HEAD);
+        let tail = shm.load_acquire_u32(host_ctl::CQ_TAIL);
+        let Some(n) = distance(head, tail, layout.cq_entries) else {
+            return false;
+        };
+        // Entries before `next` were read already, unless the consumer passed it.
+        let start = match self.next {
+            Some(i) if distance(head, i, layout.cq_entries).is_some_and(|d| d <= n) => i,
+            _ => head,
+        };
+        let count = tail.wrapping_sub(start).min(max);
+        self.next = Some(start.wrapping_add(count));
+        (0..count).any(|i| {
+            let slot = (start.wrapping_add(i) & layout.cq_entries.wrapping_sub(1)) as usize;
+            let base = layout.cq_off as usize + slot * CQE_SIZE;
+            let w = [shm.read_u64(base), shm.read_u64(base + 8)];
+            matches!(Completion::decode(w),
+                Ok(c) if c.op == self.op && c.space == self.space && c.tag == self.tag)
+        })
+    }
+}
+
+/// Guest side: whether the completion ring holds a completion of `op` for `space` with
+/// `tag` after the guest's published consumer index. Reads at most `cq_entries`
+/// entries; see [`CqWatch`] for repeated polls.
 pub fn cq_holds(shm: &impl SharedMemory, layout: &Layout, op: Op, space: u64, tag: u32) -> bool {
-    let head = shm.read_u32(guest_ctl::CQ_HEAD);
-    let tail = shm.load_acquire_u32(host_ctl::CQ_TAIL);
-    let Some(n) = distance(head, tail, layout.cq_entries) else {
-        return false;
-    };
-    (0..n).any(|i| {
-        let slot = (head.wrapping_add(i) & layout.cq_entries.wrapping_sub(1)) as usize;
-        let base = layout.cq_off as usize + slot * CQE_SIZE;
-        let w = [shm.read_u64(base), shm.read_u64(base + 8)];
-        matches!(Completion::decode(w), Ok(c) if c.op == op && c.space == space && c.tag == tag)
-    })
+    CqWatch::new(op, space, tag).poll(shm, layout, layout.cq_entries)
 }
 
 /// Guest side: whether the host is idle and needs a doorbell for published submissions.

@@ -16,7 +16,7 @@ use crate::{
     sync::Arc,
     types::Opaque,
 };
-use core::{marker::PhantomData, mem::ManuallyDrop, ptr::NonNull};
+use core::{marker::PhantomData, ptr::NonNull};
 
 /// Identifies an address space: the page frame number of its page directory.
 ///
@@ -117,10 +117,12 @@ pub trait MmHooks: Send + Sync {
 
     /// The page directory of a dead address space is about to be freed.
     ///
-    /// Atomic context, or an RCU callback on `PREEMPT_RT`: must not sleep or
-    /// allocate. Return `None` after keeping `pgd` (dropping it later frees it), or
-    /// `Some(pgd)` for the kernel to free it now.
-    fn pgd_free(&self, pgd: PageDirectory) -> Option<PageDirectory>;
+    /// Any context but hard interrupt and NMI (atomic in `finish_task_switch()`,
+    /// an RCU or SRCU callback): must not sleep or allocate. The driver owns `pgd`
+    /// from here on: dropping it, now or later, frees it. Ownership is the only
+    /// way back, so no driver can free a page directory twice or free another one
+    /// in its place.
+    fn pgd_free(&self, pgd: PageDirectory);
 }
 
 /// A registration of [`MmHooks`].
@@ -231,15 +233,10 @@ impl<T: MmHooks> Registration<T> {
         let Some(ptr) = NonNull::new(pgd) else {
             return false;
         };
-        // INVARIANT: The kernel hands `pgd` over to us for this call.
-        match hooks.pgd_free(PageDirectory { ptr }) {
-            None => true,
-            Some(back) => {
-                // The kernel frees it when we return false.
-                let _ = ManuallyDrop::new(back);
-                false
-            }
-        }
+        // INVARIANT: Returning true below hands `pgd` over to us; the
+        // `PageDirectory` releases it exactly once, when it is dropped.
+        hooks.pgd_free(PageDirectory { ptr });
+        true
     }
 }
 
