@@ -50,9 +50,20 @@ struct Args {
     /// Longest stretch of DESTROY work between preemption points, CPU microseconds.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
     chunk_us: u64,
-    /// Cap on one DESTROY's work, CPU microseconds (0: no cap).
-    #[arg(long, default_value_t = 10_000_000)]
+    /// Cap on one DESTROY's work, CPU microseconds (at least 1).
+    #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     max_destroy_us: u64,
+    /// Memory of the largest guest served, MiB: a DESTROY claiming more
+    /// pages than that is costed as this much (1 to 4194304).
+    #[arg(long, default_value_t = 4096, value_name = "MIB",
+          value_parser = clap::value_parser!(u64).range(1..=1 << 22))]
+    guest_mem_mib: u64,
+    /// Percent of one CPU each slot's DESTROY work may use on average (1 to
+    /// 100; 100: no limit); an over-budget slot waits before its next chunk
+    /// of DESTROY work, so one guest cannot starve the others.
+    #[arg(long, default_value_t = 100, value_name = "PERCENT",
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    slot_cpu_share: u32,
     /// Most live host objects per guest; further CREATEs complete NoMemory.
     #[arg(long, default_value_t = 65_536)]
     max_objects: usize,
@@ -160,6 +171,8 @@ fn run(args: Args) -> Result<()> {
         cost_us_per_mib: args.cost_us_per_mib,
         chunk_us: args.chunk_us,
         max_destroy_us: args.max_destroy_us,
+        guest_pages: args.guest_mem_mib * 256,
+        cpu_share: args.slot_cpu_share,
         max_objects: args.max_objects,
         host_peer: 0,
         fault: args.fault,
@@ -324,6 +337,26 @@ mod tests {
         );
         for bad in ["late-ack:0", "late-ack:x", "bogus"] {
             assert!(parse(&["--fault", bad]).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn cost_and_budget_options() {
+        let base = ["pvmm-host", "--socket", "/tmp/s"];
+        let parse = |more: &[&str]| Args::try_parse_from(base.iter().chain(more));
+        let a = parse(&[]).unwrap();
+        assert_eq!((a.max_destroy_us, a.guest_mem_mib), (10_000_000, 4096));
+        assert_eq!(a.slot_cpu_share, 100);
+        let a = parse(&["--guest-mem-mib", "1024", "--slot-cpu-share", "25"]).unwrap();
+        assert_eq!((a.guest_mem_mib, a.slot_cpu_share), (1024, 25));
+        for bad in [
+            &["--max-destroy-us", "0"][..],
+            &["--guest-mem-mib", "0"],
+            &["--guest-mem-mib", "4194305"],
+            &["--slot-cpu-share", "0"],
+            &["--slot-cpu-share", "101"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
         }
     }
 

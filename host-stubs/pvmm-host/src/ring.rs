@@ -15,6 +15,7 @@ use pvmm_wire::{
     FEATURE_IRQ_SUPPRESS, GUEST_READY,
 };
 
+use crate::budget::CpuBudget;
 use crate::fault::{Fault, Injector, Intercept};
 use crate::stats::{thread_cpu_us, Counters};
 
@@ -28,9 +29,15 @@ pub struct Config {
     pub cost_us_per_mib: u64,
     /// Longest stretch of work without a preemption point, CPU microseconds.
     pub chunk_us: u64,
-    /// Cap on one DESTROY's work in CPU microseconds (0: none): the size is
-    /// the guest's claim.
+    /// Cap on one DESTROY's work in CPU microseconds: the size is the
+    /// guest's claim.
     pub max_destroy_us: u64,
+    /// Most pages a guest can have (`--guest-mem-mib` * 256): a larger
+    /// DESTROY `pages` claim is clamped to this before it is costed.
+    pub guest_pages: u64,
+    /// Percent of one CPU a slot's DESTROY work may use (`--slot-cpu-share`;
+    /// 100: no limit).
+    pub cpu_share: u32,
     /// Most host objects one guest may hold; CREATE beyond gets `NoMemory`.
     pub max_objects: usize,
     /// ivshmem peer id of the host, written into the header.
@@ -46,6 +53,8 @@ impl Default for Config {
             cost_us_per_mib: 20,
             chunk_us: 500,
             max_destroy_us: 10_000_000,
+            guest_pages: 4096 * 256,
+            cpu_share: 100,
             max_objects: 65_536,
             host_peer: 0,
             fault: Fault::None,
@@ -54,14 +63,15 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Modelled cost of destroying `pages` 4 KiB pages, CPU microseconds, and
-    /// whether `max_destroy_us` capped it.
+    /// Modelled cost of destroying `pages` 4 KiB pages (clamped to
+    /// `guest_pages`), CPU microseconds, and whether `max_destroy_us` capped it.
     pub fn destroy_cost_us(&self, pages: u64) -> (u64, bool) {
+        let pages = pages.min(self.guest_pages);
         // pages * 4 KiB / 1 MiB = pages / 256, in u128 so nothing overflows.
         let us = u128::from(self.cost_base_us)
             + u128::from(self.cost_us_per_mib) * u128::from(pages) / 256;
         let us = u64::try_from(us).unwrap_or(u64::MAX);
-        if self.max_destroy_us != 0 && us > self.max_destroy_us {
+        if us > self.max_destroy_us {
             (self.max_destroy_us, true)
         } else {
             (us, false)
@@ -204,6 +214,8 @@ pub struct RingHost {
     info_limit: RateLimit,
     /// `--fault` state; inert with [`Fault::None`].
     inject: Injector,
+    /// `--slot-cpu-share`: what DESTROY work may spend.
+    budget: CpuBudget,
 }
 
 impl RingHost {
@@ -211,6 +223,7 @@ impl RingHost {
     /// [`Self::init_shm`] on the window before the guest sees it.
     pub fn new(name: &str, layout: Layout, cfg: Config, counters: Arc<Counters>) -> RingHost {
         let inject = Injector::new(cfg.fault);
+        let budget = CpuBudget::new(cfg.cpu_share);
         RingHost {
             name: name.to_owned(),
             layout,
@@ -231,6 +244,7 @@ impl RingHost {
             limit: RateLimit::new(),
             info_limit: RateLimit::new(),
             inject,
+            budget,
         }
     }
 
@@ -602,6 +616,10 @@ impl RingHost {
             }
             Some(_) => {}
         }
+        if req.pages > self.cfg.guest_pages {
+            // More than the guest has: only a broken or hostile guest says so.
+            self.count(|c| &c.pages_clamped, 1);
+        }
         let (us, capped) = self.cfg.destroy_cost_us(req.pages);
         if capped {
             self.count(|c| &c.work_capped, 1);
@@ -616,6 +634,7 @@ impl RingHost {
     /// Burns `us` microseconds of the calling thread's own CPU time
     /// (`CLOCK_THREAD_CPUTIME_ID`) on real memory work, in chunks of at most
     /// `chunk_us` CPU microseconds, yielding and checking `stop` between chunks.
+    /// Before each chunk it waits while the slot's CPU budget is overdrawn.
     ///
     /// Time the thread spends preempted or waiting for a CPU does not count, so
     /// a low-priority thread on a busy host takes longer in wall-clock time:
@@ -631,6 +650,10 @@ impl RingHost {
         let mut x = self.scratch[0] | 1;
         let mut used = 0;
         while used < us {
+            if self.throttle(stop) {
+                break;
+            }
+            let before = used;
             let end = us.min(used.saturating_add(chunk));
             while used < end {
                 for w in self.scratch.iter_mut() {
@@ -643,6 +666,7 @@ impl RingHost {
                 used = thread_cpu_us().saturating_sub(start);
             }
             std::hint::black_box(&self.scratch);
+            self.budget.charge(Instant::now(), used - before);
             if stop() {
                 break;
             }
@@ -650,6 +674,29 @@ impl RingHost {
         }
         self.scratch[0] = x;
         used
+    }
+
+    /// Sleeps while the CPU budget is overdrawn, in steps short enough to
+    /// notice `stop`; counts the wait in `throttled_us`. Returns whether
+    /// `stop` ended the wait.
+    fn throttle(&mut self, stop: &dyn Fn() -> bool) -> bool {
+        let Some(mut wait) = self.budget.wait(Instant::now()) else {
+            return false;
+        };
+        let t0 = Instant::now();
+        let stopped = loop {
+            if stop() {
+                break true;
+            }
+            std::thread::sleep(wait.min(Duration::from_millis(10)));
+            match self.budget.wait(Instant::now()) {
+                Some(w) => wait = w,
+                None => break false,
+            }
+        };
+        let waited = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.count(|c| &c.throttled_us, waited);
+        stopped
     }
 
     fn complete(&mut self, shm: &impl SharedMemory, c: Completion, b: &mut Batch) {

@@ -106,6 +106,10 @@ counters! {
     objects_dropped,
     /// Reset requests carried out (guest_ctl::RESET acknowledged).
     resets,
+    /// DESTROY requests whose page count exceeded `--guest-mem-mib` (clamped).
+    pages_clamped,
+    /// Wall-clock microseconds DESTROY work waited for `--slot-cpu-share`.
+    throttled_us,
 }
 
 impl Snapshot {

@@ -167,3 +167,34 @@ fn reset_wakes_an_idle_host() {
     guest_request_reset(&r.shm);
     assert_eq!(r.host.next(&r.shm), Next::Run);
 }
+
+#[test]
+fn destroy_pages_beyond_guest_memory_are_clamped() {
+    let cfg = Config {
+        cost_us_per_mib: 20,
+        guest_pages: 256,
+        ..Config::default()
+    };
+    assert_eq!(cfg.destroy_cost_us(MAX_PAGES), (20, false));
+    assert_eq!(
+        Config::default().destroy_cost_us(MAX_PAGES),
+        (4096 * 20, false)
+    );
+    let mut r = Rig::with(Layout::new(4, 8).unwrap(), cfg);
+    r.submit(&[
+        req(Op::Create, 1, 7, 0),
+        req(Op::Destroy, 1, 7, MAX_PAGES),
+        req(Op::Create, 2, 8, 0),
+        req(Op::Destroy, 2, 8, 256),
+    ]);
+    let t = std::time::Instant::now();
+    r.process();
+    assert!(
+        t.elapsed().as_secs() < 1,
+        "2^40 pages cost {:?}",
+        t.elapsed()
+    );
+    assert_eq!(r.ok_completions().len(), 4);
+    let s = r.counters.snapshot();
+    assert_eq!((s.destroys, s.pages_clamped, s.work_capped), (2, 1, 0));
+}
