@@ -4,7 +4,6 @@
 //! host's ring processing. `tests/ring.rs` runs it on random input; a
 //! cargo-fuzz target can call it as is.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use pvmm_wire::mem::MemShm;
@@ -45,7 +44,7 @@ impl Input<'_> {
 pub fn run(data: &[u8]) {
     let layout = Layout::new(4, 8).expect("static layout");
     let words = (layout.size as usize).div_ceil(8);
-    let shm = MemShm::new((0..words).map(|_| AtomicU64::new(0)).collect::<Vec<_>>());
+    let shm = MemShm::zeroed(layout.size as usize);
     let counters = Arc::new(Counters::default());
     let cfg = Config {
         cost_base_us: 0,

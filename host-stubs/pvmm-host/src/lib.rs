@@ -6,6 +6,7 @@
 //! and the fuzzer ([`fuzz::run`]) drive it over an in-memory window;
 //! [`serve`] wires it to a socket, a memfd and eventfds.
 
+pub mod audit;
 pub mod budget;
 pub mod fault;
 pub mod fuzz;

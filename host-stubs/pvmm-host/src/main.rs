@@ -99,6 +99,14 @@ struct Args {
     /// every 1 ms).
     #[arg(long, default_value_t = Fault::None, value_name = "SPEC")]
     fault: Fault,
+    /// Offer the release log and check every page directory the guest
+    /// reports released against the DESTROY completions posted (a test aid;
+    /// see premature_releases in the counters).
+    #[arg(long)]
+    audit_releases: bool,
+    /// Release log entries with --audit-releases (power of two, at most 32768).
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    release_log_entries: u32,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -141,13 +149,25 @@ fn run(args: Args) -> Result<()> {
             pvmm_wire::MAX_ENTRIES
         )
     })?;
+    let layout = if args.audit_releases {
+        layout
+            .with_release_log(args.release_log_entries)
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "bad --release-log-entries: a power of two up to {}",
+                    pvmm_wire::MAX_ENTRIES
+                )
+            })?
+    } else {
+        layout
+    };
     let shm_size = args.shm_size;
     if !shm_size.is_power_of_two() || !(4096..=1 << 40).contains(&shm_size) {
         bail!("--shm-size must be a power of two between 4 KiB and 1 TiB");
     }
     if u64::from(layout.size) > shm_size {
         bail!(
-            "rings need {} bytes but --shm-size is {shm_size}",
+            "rings and release log need {} bytes but --shm-size is {shm_size}",
             layout.size
         );
     }
@@ -358,6 +378,16 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn audit_options() {
+        let base = ["pvmm-host", "--socket", "/tmp/s"];
+        let parse = |more: &[&str]| Args::try_parse_from(base.iter().chain(more));
+        let a = parse(&[]).unwrap();
+        assert_eq!((a.audit_releases, a.release_log_entries), (false, 4096));
+        let a = parse(&["--audit-releases", "--release-log-entries", "64"]).unwrap();
+        assert_eq!((a.audit_releases, a.release_log_entries), (true, 64));
     }
 
     #[test]

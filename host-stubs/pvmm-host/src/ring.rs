@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use pvmm_wire::{
     guest_ctl, host_ack_reset, host_ctl, host_reset_requested, BadEntry, Completion, CqProducer,
-    Error, Layout, Op, Request, SharedMemory, SqConsumer, Status, FEATURES_ALL,
-    FEATURE_IRQ_SUPPRESS, GUEST_READY,
+    Error, Layout, LogConsumer, Op, Request, SharedMemory, SqConsumer, Status, Why, FEATURES_ALL,
+    FEATURE_IRQ_SUPPRESS, FEATURE_RELEASE_LOG, GUEST_READY,
 };
 
+use crate::audit::AckedSet;
 use crate::budget::CpuBudget;
 use crate::fault::{Fault, Injector, Intercept};
 use crate::stats::{thread_cpu_us, Counters};
@@ -216,6 +217,11 @@ pub struct RingHost {
     inject: Injector,
     /// `--slot-cpu-share`: what DESTROY work may spend.
     budget: CpuBudget,
+    /// Resets carried out for this guest, for the release audit.
+    resets_done: u64,
+    /// `--audit-releases`: the release log and the DESTROYs acknowledged;
+    /// `None` without a log, or once its index went wrong.
+    audit: Option<(LogConsumer, AckedSet)>,
 }
 
 impl RingHost {
@@ -224,6 +230,12 @@ impl RingHost {
     pub fn new(name: &str, layout: Layout, cfg: Config, counters: Arc<Counters>) -> RingHost {
         let inject = Injector::new(cfg.fault);
         let budget = CpuBudget::new(cfg.cpu_share);
+        let audit = (layout.log_entries != 0).then(|| {
+            (
+                LogConsumer::new(layout),
+                AckedSet::new(cfg.max_objects.saturating_mul(2)),
+            )
+        });
         RingHost {
             name: name.to_owned(),
             layout,
@@ -245,13 +257,19 @@ impl RingHost {
             info_limit: RateLimit::new(),
             inject,
             budget,
+            resets_done: 0,
+            audit,
         }
     }
 
-    /// Writes the header and zeroed control lines.
+    /// Writes the header and zeroed control lines. The release log is
+    /// offered only if the layout has one (`--audit-releases`).
     pub fn init_shm(&self, shm: &impl SharedMemory) {
-        self.layout
-            .init_header(shm, FEATURES_ALL, self.cfg.host_peer);
+        let mut features = FEATURES_ALL;
+        if self.layout.log_entries == 0 {
+            features &= !FEATURE_RELEASE_LOG;
+        }
+        self.layout.init_header(shm, features, self.cfg.host_peer);
     }
 
     /// The layout this host serves (its own copy; the header in shared memory
@@ -346,6 +364,7 @@ impl RingHost {
         }
         self.publish(shm, irq, &mut b);
         self.periodic_fault(shm, irq, &mut b);
+        self.audit_releases(shm, &mut b);
         shm.write_u32(host_ctl::ERRORS, self.errors);
         self.counters
             .live_objects
@@ -467,7 +486,92 @@ impl RingHost {
     fn publish_cq(&mut self, shm: &impl SharedMemory) -> bool {
         let wants = self.cq.publish(shm);
         self.cq_published = self.cq.index();
+        if let Some((_, acked)) = &mut self.audit {
+            let evicted = acked.published();
+            self.count(|c| &c.audit_evicted, evicted);
+        }
         wants
+    }
+
+    /// Pushes a real completion into the CQ, noting a DESTROY for the audit.
+    fn push_cq(&mut self, shm: &impl SharedMemory, c: &Completion) -> Result<(), Error> {
+        self.cq.push(shm, c)?;
+        self.unpublished += 1;
+        if let (Some((_, acked)), Op::Destroy) = (&mut self.audit, c.op) {
+            acked.pushed((c.space, c.tag));
+        }
+        Ok(())
+    }
+
+    /// `--audit-releases`: reads every release the guest logged since the
+    /// last round and counts those the host never acknowledged. A bad entry
+    /// is counted and skipped; an impossible index ends the audit for this
+    /// guest (the host cannot tell which entries are real).
+    fn audit_releases(&mut self, shm: &impl SharedMemory, b: &mut Batch) {
+        let Some((log, _)) = &mut self.audit else {
+            return;
+        };
+        let mut n = self.layout.log_entries;
+        let mut taken = Vec::new();
+        let mut broken = None;
+        while n > 0 {
+            match log.pop(shm) {
+                Ok(Some(r)) => taken.push(r),
+                Ok(None) => break,
+                Err(e) => {
+                    broken = Some(e);
+                    break;
+                }
+            }
+            n -= 1;
+        }
+        log.release(shm);
+        for r in taken {
+            match r {
+                Ok(r) => self.audit_one(r.space, r.tag, r.why),
+                Err(bad) => {
+                    self.count(|c| &c.bad_entries, 1);
+                    self.note_error(b);
+                    warn_limited!(self, "bad release log entry: {bad}");
+                }
+            }
+        }
+        if let Some(e) = broken {
+            self.audit = None;
+            self.count(|c| &c.bad_indices, 1);
+            self.note_error(b);
+            warn_limited!(
+                self,
+                "release log index impossible: {e}; audit stopped for this guest"
+            );
+        }
+    }
+
+    fn audit_one(&mut self, space: u64, tag: u32, why: Why) {
+        let Some((_, acked)) = &mut self.audit else {
+            return;
+        };
+        let was_acked = acked.take((space, tag));
+        self.count(|c| &c.releases_audited, 1);
+        let premature = match why {
+            Why::Acked => !was_acked,
+            Why::Reset => {
+                self.count(|c| &c.released_after_reset, 1);
+                self.resets_done == 0
+            }
+            Why::Forced => {
+                self.count(|c| &c.released_forced, 1);
+                false
+            }
+        };
+        if premature {
+            self.count(|c| &c.premature_releases, 1);
+            warn_limited!(
+                self,
+                "guest released the pgd of space {space:#x} (tag {tag:#x}, {why:?}) \
+                 without an acknowledgement from this host"
+            );
+        }
     }
 
     /// Whether the guest asked for a reset not carried out yet.
@@ -493,6 +597,10 @@ impl RingHost {
         let held = self.overflow.len() + self.inject.clear() + self.unpublished as usize;
         self.overflow.clear();
         self.unpublished = 0;
+        if let Some((_, acked)) = &mut self.audit {
+            acked.drop_unpublished();
+        }
+        self.resets_done += 1;
         // Entries pushed after the last publish are forgotten: the guest's
         // new head is the tail it can see. Restore that tail first, in case
         // the guest wrote over our line.
@@ -701,11 +809,8 @@ impl RingHost {
 
     fn complete(&mut self, shm: &impl SharedMemory, c: Completion, b: &mut Batch) {
         if self.overflow.is_empty() && !self.cq_stalled {
-            match self.cq.push(shm, &c) {
-                Ok(()) => {
-                    self.unpublished += 1;
-                    return;
-                }
+            match self.push_cq(shm, &c) {
+                Ok(()) => return,
                 Err(Error::Full) => {}
                 Err(e) => self.bad_index(shm, "completion", e, b),
             }
@@ -716,13 +821,12 @@ impl RingHost {
 
     fn flush_overflow(&mut self, shm: &impl SharedMemory, b: &mut Batch) {
         while !self.cq_stalled {
-            let Some(c) = self.overflow.front() else {
+            let Some(&c) = self.overflow.front() else {
                 break;
             };
-            match self.cq.push(shm, c) {
+            match self.push_cq(shm, &c) {
                 Ok(()) => {
                     self.overflow.pop_front();
-                    self.unpublished += 1;
                 }
                 Err(Error::Full) => break,
                 Err(e) => self.bad_index(shm, "completion", e, b),

@@ -110,6 +110,18 @@ counters! {
     pages_clamped,
     /// Wall-clock microseconds DESTROY work waited for `--slot-cpu-share`.
     throttled_us,
+    /// `--audit-releases`: well-formed release log entries read.
+    releases_audited,
+    /// `--audit-releases`: pgds released without a DESTROY completion the host
+    /// published (Acked), or after a reset the host never acknowledged (Reset).
+    premature_releases,
+    /// `--audit-releases`: pgds released after a reset.
+    released_after_reset,
+    /// `--audit-releases`: pgds the guest released without any acknowledgement.
+    released_forced,
+    /// `--audit-releases`: acknowledged DESTROYs forgotten to stay within the
+    /// audit's memory bound (a later release of one counts as premature).
+    audit_evicted,
 }
 
 impl Snapshot {

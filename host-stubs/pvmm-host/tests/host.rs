@@ -198,3 +198,124 @@ fn destroy_pages_beyond_guest_memory_are_clamped() {
     let s = r.counters.snapshot();
     assert_eq!((s.destroys, s.pages_clamped, s.work_capped), (2, 1, 0));
 }
+
+fn audited(max_objects: usize) -> (Rig, LogProducer) {
+    let layout = Layout::new(4, 8).unwrap().with_release_log(16).unwrap();
+    let cfg = Config {
+        cost_us_per_mib: 0,
+        max_objects,
+        ..Config::default()
+    };
+    let r = Rig::with(layout, cfg);
+    let h = Header::read(&r.shm).unwrap();
+    assert_ne!(h.features & FEATURE_RELEASE_LOG, 0, "offered with a log");
+    let log = LogProducer::resume(layout, &r.shm);
+    (r, log)
+}
+
+fn release(log: &mut LogProducer, r: &Rig, space: u64, tag: u32, why: Why) {
+    log.push(&r.shm, &Release { space, tag, why }).unwrap();
+}
+
+#[test]
+fn release_log_is_offered_only_when_auditing() {
+    let r = Rig::new();
+    assert_eq!(r.layout.log_entries, 0);
+    let h = Header::read(&r.shm).unwrap();
+    assert_eq!(r.shm.read_u32(header::FEATURES) & FEATURE_RELEASE_LOG, 0);
+    assert_eq!(h.features & FEATURE_RESET, FEATURE_RESET);
+}
+
+#[test]
+fn audit_counts_releases_the_host_never_acknowledged() {
+    let (mut r, mut log) = audited(64);
+    r.submit(&[req(Op::Create, 1, 7, 0), req(Op::Destroy, 1, 7, 0)]);
+    r.process();
+    assert_eq!(r.completions().len(), 2);
+    // Acknowledged: fine. Never acknowledged: premature.
+    release(&mut log, &r, 7, 1, Why::Acked);
+    release(&mut log, &r, 8, 2, Why::Acked);
+    // Forced releases are admitted, not premature.
+    release(&mut log, &r, 9, 3, Why::Forced);
+    // After a reset that never happened: premature.
+    release(&mut log, &r, 10, 4, Why::Reset);
+    r.process();
+    let s = r.counters.snapshot();
+    assert_eq!(s.releases_audited, 4);
+    assert_eq!(
+        (
+            s.premature_releases,
+            s.released_forced,
+            s.released_after_reset
+        ),
+        (2, 1, 1)
+    );
+    assert_eq!(r.shm.read_u32(host_ctl::LOG_HEAD), 4, "slots handed back");
+
+    // After a real reset, Reset releases are legitimate; a second release
+    // of an acknowledged space is not.
+    reset(&mut r);
+    release(&mut log, &r, 11, 5, Why::Reset);
+    release(&mut log, &r, 7, 1, Why::Acked);
+    r.process();
+    let s = r.counters.snapshot();
+    assert_eq!((s.premature_releases, s.released_after_reset), (3, 2));
+
+    // Hostile log input: a bad entry is counted and skipped...
+    let slot = r.layout.log_off as usize + 6 * LOG_ENTRY_SIZE;
+    r.shm.write_u64(slot, 7);
+    r.shm.write_u64(slot + 8, 9 << 32);
+    r.shm.store_release_u32(guest_ctl::LOG_TAIL, 7);
+    r.process();
+    assert_eq!(r.counters.snapshot().bad_entries, 1);
+    // ...an impossible index ends the audit, and service goes on.
+    r.shm.store_release_u32(guest_ctl::LOG_TAIL, 1000);
+    r.process();
+    r.process();
+    let s = r.counters.snapshot();
+    assert_eq!((s.bad_indices, s.releases_audited), (1, 6));
+    r.submit(&[req(Op::Create, 6, 12, 0)]);
+    r.process();
+    assert_eq!(r.ok_completions().len(), 1);
+}
+
+#[test]
+fn audit_memory_is_bounded() {
+    // max_objects 1: at most 2 acknowledgements remembered.
+    let (mut r, mut log) = audited(1);
+    for s in 1..=3 {
+        r.submit(&[req(Op::Create, 1, s, 0), req(Op::Destroy, 1, s, 0)]);
+        r.process();
+        r.completions();
+    }
+    assert_eq!(r.counters.snapshot().audit_evicted, 1);
+    for s in 1..=3 {
+        release(&mut log, &r, s, 1, Why::Acked);
+    }
+    r.process();
+    let s = r.counters.snapshot();
+    assert_eq!((s.releases_audited, s.premature_releases), (3, 1));
+}
+
+#[test]
+fn audit_ignores_acks_a_reset_discarded() {
+    let (mut r, mut log) = audited(64);
+    r.submit(&[req(Op::Create, 1, 7, 0)]);
+    r.process();
+    // The guest does not consume: the DESTROY ack waits for CQ space.
+    for k in 0..2 {
+        let fill: Vec<_> = (0..4)
+            .map(|i| req(Op::Create, 2, 20 + k * 4 + i, 0))
+            .collect();
+        r.submit(&fill);
+        r.process();
+    }
+    r.submit(&[req(Op::Destroy, 1, 7, 0)]);
+    r.process();
+    assert_eq!(r.host.overflow_len(), 2, "the DESTROY ack is held back");
+    reset(&mut r);
+    // The guest never saw that acknowledgement.
+    release(&mut log, &r, 7, 1, Why::Acked);
+    r.process();
+    assert_eq!(r.counters.snapshot().premature_releases, 1);
+}

@@ -4,7 +4,7 @@
 //! the normal path, hostile entries and indices, injected faults, and the fuzz
 //! body on random input.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use pvmm_host::stats::Counters;
 use pvmm_wire::mem::MemShm;
 use pvmm_wire::*;
 
-type Shm = MemShm<Vec<AtomicU64>>;
+type Shm = MemShm<Vec<AtomicU32>>;
 
 struct Rig {
     shm: Shm,
@@ -35,11 +35,7 @@ impl Rig {
 
     fn with_fault(fault: Fault) -> Rig {
         let layout = Layout::new(4, 8).unwrap();
-        let shm = MemShm::new(
-            (0..(layout.size as usize).div_ceil(8))
-                .map(|_| AtomicU64::new(0))
-                .collect(),
-        );
+        let shm = MemShm::zeroed(layout.size as usize);
         let counters = Arc::new(Counters::default());
         let cfg = Config {
             cost_us_per_mib: 0,
@@ -191,11 +187,7 @@ fn sq_pending_shows_what_the_host_left_in_the_ring() {
 #[test]
 fn object_limit_answers_no_memory() {
     let layout = Layout::new(4, 8).unwrap();
-    let shm: Shm = MemShm::new(
-        (0..(layout.size as usize).div_ceil(8))
-            .map(|_| AtomicU64::new(0))
-            .collect(),
-    );
+    let shm: Shm = MemShm::zeroed(layout.size as usize);
     let cfg = Config {
         max_objects: 1,
         ..Config::default()

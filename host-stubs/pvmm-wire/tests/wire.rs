@@ -2,18 +2,18 @@
 
 //! Tests of the wire format against a safe in-memory window.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::AtomicU32;
 
 use proptest::prelude::*;
 use pvmm_wire::mem::MemShm;
 use pvmm_wire::*;
 
-fn shm(bytes: usize) -> MemShm<Vec<AtomicU64>> {
-    MemShm::new((0..bytes.div_ceil(8)).map(|_| AtomicU64::new(0)).collect())
+fn shm(bytes: usize) -> MemShm<Vec<AtomicU32>> {
+    MemShm::zeroed(bytes)
 }
 
 /// A window with a fresh header for `sq`/`cq` entries.
-fn ring(sq: u32, cq: u32) -> (MemShm<Vec<AtomicU64>>, Layout) {
+fn ring(sq: u32, cq: u32) -> (MemShm<Vec<AtomicU32>>, Layout) {
     let layout = Layout::new(sq, cq).unwrap();
     let m = shm(layout.size as usize);
     layout.init_header(&m, FEATURES_ALL, 0);
@@ -522,7 +522,7 @@ fn display_strings() {
 
 /// Guest and host ends of both rings, starting at `sq`/`cq` free-running indices.
 struct Ends {
-    m: MemShm<Vec<AtomicU64>>,
+    m: MemShm<Vec<AtomicU32>>,
     gsq: SqProducer,
     gcq: CqConsumer,
     hsq: SqConsumer,
@@ -787,11 +787,11 @@ proptest! {
 
     #[test]
     fn hostile_window_never_panics(
-        bytes in proptest::collection::vec(any::<u64>(), 0..80),
+        words in proptest::collection::vec(any::<u32>(), 0..160),
     ) {
         // Everything in the window is garbage; the ends hold their own layout.
         let l = Layout::new(4, 8).unwrap();
-        let m = MemShm::new(bytes.into_iter().map(AtomicU64::new).collect::<Vec<_>>());
+        let m = MemShm::new(words.into_iter().map(AtomicU32::new).collect::<Vec<_>>());
         let mut hsq = SqConsumer::resume(l, &m);
         let mut hcq = CqProducer::resume(l, &m);
         let mut gsq = SqProducer::resume(l, &m);
