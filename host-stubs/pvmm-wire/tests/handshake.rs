@@ -26,7 +26,7 @@ use pvmm_wire::*;
 /// Most rounds per handshake.
 const ROUNDS: u32 = 100_000;
 /// Time limit per handshake, for slow or busy machines.
-const LIMIT: Duration = Duration::from_secs(2);
+const LIMIT: Duration = Duration::from_secs(1);
 
 /// A two-party spin barrier that starts both sides within nanoseconds of each
 /// other, which a sleeping barrier does not.
