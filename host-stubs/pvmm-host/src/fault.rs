@@ -39,6 +39,38 @@ pub enum Fault {
     CqFlood,
     /// Also interrupt the guest every [`PERIOD`] without completions.
     IrqStorm,
+    /// Post every completion twice.
+    DupAck,
+    /// For every CREATE, first post a DESTROY completion with its space and
+    /// tag, then the real CREATE completion.
+    ForgedAck,
+    /// After this many requests, publish an impossible CQ tail once.
+    BreakRing(u64),
+    /// After this many requests, publish an impossible SQ head, until the
+    /// guest resets or re-announces `GUEST_READY`.
+    BreakRingBack(u64),
+    /// After the first DESTROY, serve nothing for this long; once.
+    Stall(Duration),
+}
+
+/// Most requests before a `break-ring` or `break-ring-back`.
+const MAX_COUNT: u64 = 1 << 32;
+
+/// `PREFIX:N` with N in `range`, or `None` if `s` does not start with `PREFIX:`.
+fn numbered(
+    s: &str,
+    prefix: &str,
+    range: std::ops::RangeInclusive<u64>,
+) -> Option<Result<u64, String>> {
+    let n = s.strip_prefix(prefix)?.strip_prefix(':')?;
+    Some(match n.parse::<u64>() {
+        Ok(v) if range.contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{prefix}:N needs N from {} to {}, not {n:?}",
+            range.start(),
+            range.end()
+        )),
+    })
 }
 
 impl FromStr for Fault {
@@ -50,21 +82,23 @@ impl FromStr for Fault {
             "never-ack" => Fault::NeverAck,
             "cq-flood" => Fault::CqFlood,
             "irq-storm" => Fault::IrqStorm,
+            "dup-ack" => Fault::DupAck,
+            "forged-ack" => Fault::ForgedAck,
             _ => {
-                let Some(ms) = s.strip_prefix("late-ack:") else {
+                let ms = |v| Duration::from_millis(v);
+                if let Some(v) = numbered(s, "late-ack", 1..=MAX_LATE_MS) {
+                    Fault::LateAck(ms(v?))
+                } else if let Some(v) = numbered(s, "stall", 1..=MAX_LATE_MS) {
+                    Fault::Stall(ms(v?))
+                } else if let Some(v) = numbered(s, "break-ring", 1..=MAX_COUNT) {
+                    Fault::BreakRing(v?)
+                } else if let Some(v) = numbered(s, "break-ring-back", 1..=MAX_COUNT) {
+                    Fault::BreakRingBack(v?)
+                } else {
                     return Err(format!(
-                        "unknown fault {s:?}: expected none, never-ack, late-ack:MS, cq-flood or irq-storm"
+                        "unknown fault {s:?}: expected none, never-ack, late-ack:MS, cq-flood, \
+                         irq-storm, dup-ack, forged-ack, break-ring:N, break-ring-back:N or stall:MS"
                     ));
-                };
-                match ms.parse::<u64>() {
-                    Ok(ms) if (1..=MAX_LATE_MS).contains(&ms) => {
-                        Fault::LateAck(Duration::from_millis(ms))
-                    }
-                    _ => {
-                        return Err(format!(
-                            "late-ack:MS needs MS from 1 to {MAX_LATE_MS}, not {ms:?}"
-                        ))
-                    }
                 }
             }
         })
@@ -80,6 +114,11 @@ impl fmt::Display for Fault {
             Fault::LateAck(d) => write!(f, "late-ack:{}", d.as_millis()),
             Fault::CqFlood => f.write_str("cq-flood"),
             Fault::IrqStorm => f.write_str("irq-storm"),
+            Fault::DupAck => f.write_str("dup-ack"),
+            Fault::ForgedAck => f.write_str("forged-ack"),
+            Fault::BreakRing(n) => write!(f, "break-ring:{n}"),
+            Fault::BreakRingBack(n) => write!(f, "break-ring-back:{n}"),
+            Fault::Stall(d) => write!(f, "stall:{}", d.as_millis()),
         }
     }
 }
@@ -95,6 +134,17 @@ impl Fault {
                 "free completion slots are filled with completions that match nothing"
             }
             Fault::IrqStorm => "the guest is interrupted every millisecond without completions",
+            Fault::DupAck => "every completion is posted twice",
+            Fault::ForgedAck => {
+                "every CREATE is answered with a DESTROY completion first, then its own"
+            }
+            Fault::BreakRing(_) => {
+                "after the given number of requests an impossible CQ tail is published once"
+            }
+            Fault::BreakRingBack(_) => {
+                "after the given number of requests an impossible SQ head is published"
+            }
+            Fault::Stall(_) => "after the first DESTROY nothing is served for the given time",
         }
     }
 }
@@ -112,6 +162,12 @@ pub struct Injector {
     /// xorshift64 state for bogus tags and ids; seeded per connection so
     /// that runs do not repeat the same values.
     rng: u64,
+    /// Requests taken so far, for `break-ring` and `break-ring-back`.
+    requests: u64,
+    /// Whether the one-shot fault (`break-ring*`, `stall`) happened.
+    fired: bool,
+    /// `stall`: serve nothing until then.
+    stall_until: Option<Instant>,
 }
 
 /// What [`Injector::intercept`] did with a finished completion.
@@ -123,6 +179,19 @@ pub enum Intercept {
     Withheld,
     /// Queued until its time (`late-ack`).
     Delayed,
+    /// Post it twice (`dup-ack`).
+    Twice(Completion),
+    /// Post the forged DESTROY completion, then the real one (`forged-ack`).
+    Forged(Completion, Completion),
+}
+
+/// A ring index the guest must see as impossible, once `break-ring*` is due.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Break {
+    /// Publish CQ tail = guest's CQ head + cq_entries + 1.
+    CqTail,
+    /// Publish SQ head = guest's SQ tail - sq_entries - 1.
+    SqHead,
 }
 
 impl Injector {
@@ -134,6 +203,9 @@ impl Injector {
             tick: Instant::now() + PERIOD,
             // RandomState is seeded from the OS: a random seed without a crate.
             rng: RandomState::new().hash_one(0u64) | 1,
+            requests: 0,
+            fired: false,
+            stall_until: None,
         }
     }
 
@@ -150,8 +222,57 @@ impl Injector {
                 self.delayed.push_back((taken + d, c));
                 Intercept::Delayed
             }
+            Fault::DupAck => Intercept::Twice(c),
+            Fault::ForgedAck if c.op == Op::Create => {
+                let forged = Completion {
+                    op: Op::Destroy,
+                    status: Status::Ok,
+                    ..c
+                };
+                Intercept::Forged(forged, c)
+            }
             _ => Intercept::Post(c),
         }
+    }
+
+    /// Counts a request taken; after a DESTROY, `stall` starts (once).
+    /// Returns whether a stall started.
+    pub fn taken(&mut self, op: Option<Op>, now: Instant) -> bool {
+        self.requests += 1;
+        match self.fault {
+            Fault::Stall(d) if op == Some(Op::Destroy) && !self.fired => {
+                self.fired = true;
+                self.stall_until = Some(now + d);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `stall` holds all service at `now`.
+    pub fn stalled(&mut self, now: Instant) -> bool {
+        match self.stall_until {
+            Some(t) if now < t => true,
+            Some(_) => {
+                self.stall_until = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// The index to break, once the request count is reached (only once).
+    pub fn take_break(&mut self) -> Option<Break> {
+        let (n, what) = match self.fault {
+            Fault::BreakRing(n) => (n, Break::CqTail),
+            Fault::BreakRingBack(n) => (n, Break::SqHead),
+            _ => return None,
+        };
+        if self.fired || self.requests < n {
+            return None;
+        }
+        self.fired = true;
+        Some(what)
     }
 
     /// The oldest delayed completion if its time has come.
@@ -186,7 +307,13 @@ impl Injector {
         let at = match self.fault {
             Fault::LateAck(_) => self.delayed.front()?.0,
             Fault::CqFlood | Fault::IrqStorm => self.tick,
-            Fault::None | Fault::NeverAck => return None,
+            Fault::Stall(_) => self.stall_until?,
+            Fault::None
+            | Fault::NeverAck
+            | Fault::DupAck
+            | Fault::ForgedAck
+            | Fault::BreakRing(_)
+            | Fault::BreakRingBack(_) => return None,
         };
         Some(at.saturating_duration_since(now))
     }
@@ -264,7 +391,23 @@ mod tests {
         );
         assert_eq!(ok("cq-flood"), Fault::CqFlood);
         assert_eq!(ok("irq-storm"), Fault::IrqStorm);
-        for s in ["none", "never-ack", "late-ack:250", "cq-flood", "irq-storm"] {
+        assert_eq!(ok("dup-ack"), Fault::DupAck);
+        assert_eq!(ok("forged-ack"), Fault::ForgedAck);
+        assert_eq!(ok("break-ring:1"), Fault::BreakRing(1));
+        assert_eq!(ok("break-ring-back:20"), Fault::BreakRingBack(20));
+        assert_eq!(ok("stall:3000"), Fault::Stall(Duration::from_secs(3)));
+        for s in [
+            "none",
+            "never-ack",
+            "late-ack:250",
+            "cq-flood",
+            "irq-storm",
+            "dup-ack",
+            "forged-ack",
+            "break-ring:7",
+            "break-ring-back:4294967296",
+            "stall:600000",
+        ] {
             assert_eq!(ok(s).to_string(), s, "round trip");
         }
     }
@@ -278,6 +421,15 @@ mod tests {
             "late-ack",
             "late-ack:600001",
             "late-ack:-5",
+            "break-ring:0",
+            "break-ring",
+            "break-ring:",
+            "break-ring-back:0",
+            "break-ring-back:4294967297",
+            "stall:0",
+            "stall:600001",
+            "stall",
+            "dup-ack:1",
             "bogus",
             "",
             "None",
@@ -307,6 +459,63 @@ mod tests {
         assert_eq!(inj.pop_due(late), Some(c(1)));
         assert_eq!(inj.pop_due(late), Some(c(2)));
         assert_eq!((inj.pop_due(late), inj.due_in(late)), (None, None));
+    }
+
+    #[test]
+    fn one_shot_faults_fire_once() {
+        let t0 = Instant::now();
+        let mut inj = Injector::new(Fault::BreakRing(2));
+        assert!(!inj.taken(Some(Op::Create), t0));
+        assert_eq!(inj.take_break(), None);
+        inj.taken(None, t0);
+        assert_eq!(inj.take_break(), Some(Break::CqTail));
+        inj.taken(Some(Op::Create), t0);
+        assert_eq!(inj.take_break(), None, "once");
+        let mut inj = Injector::new(Fault::BreakRingBack(1));
+        inj.taken(Some(Op::Destroy), t0);
+        assert_eq!(inj.take_break(), Some(Break::SqHead));
+        assert!(!inj.stalled(t0));
+
+        let d = Duration::from_millis(30);
+        let mut inj = Injector::new(Fault::Stall(d));
+        assert!(!inj.taken(Some(Op::Create), t0), "a CREATE does not stall");
+        assert_eq!(inj.due_in(t0), None);
+        assert!(inj.taken(Some(Op::Destroy), t0));
+        assert!(inj.stalled(t0 + d / 2));
+        assert_eq!(inj.due_in(t0), Some(d));
+        assert!(!inj.stalled(t0 + d));
+        assert!(!inj.taken(Some(Op::Destroy), t0 + d), "once");
+        assert!(!inj.stalled(t0 + d));
+        assert_eq!(inj.take_break(), None);
+    }
+
+    #[test]
+    fn dup_and_forged_acks() {
+        let t0 = Instant::now();
+        let c = |op| Completion {
+            op,
+            status: Status::NoMemory,
+            tag: 9,
+            space: 5,
+        };
+        let mut inj = Injector::new(Fault::DupAck);
+        assert_eq!(
+            inj.intercept(c(Op::Create), t0),
+            Intercept::Twice(c(Op::Create))
+        );
+        let mut inj = Injector::new(Fault::ForgedAck);
+        let forged = Completion {
+            status: Status::Ok,
+            ..c(Op::Destroy)
+        };
+        assert_eq!(
+            inj.intercept(c(Op::Create), t0),
+            Intercept::Forged(forged, c(Op::Create))
+        );
+        assert_eq!(
+            inj.intercept(c(Op::Destroy), t0),
+            Intercept::Post(c(Op::Destroy))
+        );
     }
 
     #[test]

@@ -96,7 +96,12 @@ struct Args {
     /// (post each completion MS ms, 1 to 600000, after its request was
     /// taken); cq-flood (also fill free CQ slots with completions that match
     /// nothing, at least every 1 ms); irq-storm (also interrupt the guest
-    /// every 1 ms).
+    /// every 1 ms); dup-ack (post every completion twice); forged-ack (answer
+    /// every CREATE with a DESTROY completion for it first); break-ring:N
+    /// (after N requests, publish an impossible CQ tail once); break-ring-back:N
+    /// (after N requests, publish an impossible SQ head until the guest
+    /// resets); stall:MS (after the first DESTROY, serve nothing for MS ms,
+    /// 1 to 600000; once).
     #[arg(long, default_value_t = Fault::None, value_name = "SPEC")]
     fault: Fault,
     /// Offer the release log and check every page directory the guest
@@ -355,7 +360,21 @@ mod tests {
             parse(&["--fault", "cq-flood"]).unwrap().fault,
             Fault::CqFlood
         );
-        for bad in ["late-ack:0", "late-ack:x", "bogus"] {
+        assert_eq!(
+            parse(&["--fault", "break-ring:100"]).unwrap().fault,
+            Fault::BreakRing(100)
+        );
+        assert_eq!(
+            parse(&["--fault", "stall:2000"]).unwrap().fault,
+            Fault::Stall(Duration::from_secs(2))
+        );
+        for bad in [
+            "late-ack:0",
+            "late-ack:x",
+            "bogus",
+            "break-ring:0",
+            "stall:0",
+        ] {
             assert!(parse(&["--fault", bad]).is_err(), "{bad:?} accepted");
         }
     }

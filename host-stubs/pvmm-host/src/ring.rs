@@ -17,7 +17,7 @@ use pvmm_wire::{
 
 use crate::audit::AckedSet;
 use crate::budget::CpuBudget;
-use crate::fault::{Fault, Injector, Intercept};
+use crate::fault::{Break, Fault, Injector, Intercept};
 use crate::stats::{thread_cpu_us, Counters};
 
 /// Tunables of request processing. Costs are CPU time of the thread that
@@ -203,6 +203,9 @@ pub struct RingHost {
     reset_acked: u32,
     sq_stalled: bool,
     cq_stalled: bool,
+    /// `break-ring-back` published an impossible SQ head: keep it there
+    /// (publish no head) until the guest resets or re-announces.
+    sq_head_broken: bool,
     /// `GUEST_READY` as last seen, to catch a re-announcement.
     guest_ready: bool,
     /// Mirrored into `host_ctl::ERRORS`.
@@ -249,6 +252,7 @@ impl RingHost {
             reset_acked: 0,
             sq_stalled: false,
             cq_stalled: false,
+            sq_head_broken: false,
             guest_ready: false,
             errors: 0,
             spaces: HashMap::new(),
@@ -342,6 +346,9 @@ impl RingHost {
         stop: &dyn Fn() -> bool,
     ) -> Batch {
         let mut b = Batch::default();
+        if self.inject.stalled(Instant::now()) {
+            return b;
+        }
         self.check_ready(shm);
         self.check_reset(shm, irq, &mut b);
         self.flush_overflow(shm, &mut b);
@@ -353,17 +360,25 @@ impl RingHost {
                     for _ in 0..n {
                         // A reset must not wait behind a backlog of costly
                         // DESTROYs: it discards them anyway.
-                        if self.check_reset(shm, irq, &mut b) || self.intake_blocked() || stop() {
+                        if self.check_reset(shm, irq, &mut b)
+                            || self.intake_blocked()
+                            || stop()
+                            || self.inject.stalled(Instant::now())
+                        {
                             break;
                         }
                         self.take_one(shm, irq, stop, &mut b);
                     }
                 }
             }
-            self.sq.release(shm);
+            self.release_sq(shm);
         }
-        self.publish(shm, irq, &mut b);
-        self.periodic_fault(shm, irq, &mut b);
+        // A `stall` that began this round holds back its completions too.
+        if !self.inject.stalled(Instant::now()) {
+            self.publish(shm, irq, &mut b);
+            self.periodic_fault(shm, irq, &mut b);
+            self.break_ring(shm, irq);
+        }
         self.audit_releases(shm, &mut b);
         shm.write_u32(host_ctl::ERRORS, self.errors);
         self.counters
@@ -396,12 +411,15 @@ impl RingHost {
     ) {
         b.requests += 1;
         match self.sq.pop(shm) {
-            Err(bad) => self.bad_entry(bad, b),
+            Err(bad) => {
+                self.bad_entry(bad, b);
+                self.inject.taken(None, Instant::now());
+            }
             Ok(req) => {
                 if req.op == Op::Destroy && self.cfg.destroy_cost_us(req.pages).0 > 0 {
                     // Hand back slots and finished completions before a long
                     // stretch, and show the backlog it leaves waiting.
-                    self.sq.release(shm);
+                    self.release_sq(shm);
                     self.post_due(shm, b);
                     self.publish(shm, irq, b);
                     self.sample_sq_pending(shm);
@@ -412,9 +430,60 @@ impl RingHost {
                     Intercept::Post(c) => self.complete(shm, c, b),
                     Intercept::Withheld => self.count(|c| &c.faults_withheld, 1),
                     Intercept::Delayed => self.count(|c| &c.faults_delayed, 1),
+                    Intercept::Twice(c) => {
+                        self.complete(shm, c, b);
+                        self.complete(shm, c, b);
+                        self.count(|c| &c.faults_duplicated, 1);
+                    }
+                    Intercept::Forged(forged, c) => {
+                        self.complete(shm, forged, b);
+                        self.complete(shm, c, b);
+                        self.count(|c| &c.faults_forged, 1);
+                    }
+                }
+                if self.inject.taken(Some(req.op), Instant::now()) {
+                    self.count(|c| &c.faults_stalls, 1);
+                    log::info!(
+                        "{}: --fault {}: serving nothing now",
+                        self.name,
+                        self.fault()
+                    );
                 }
             }
         }
+    }
+
+    /// Hands consumed SQ slots back, unless `break-ring-back` keeps its
+    /// impossible head published.
+    fn release_sq(&self, shm: &impl SharedMemory) {
+        if !self.sq_head_broken {
+            self.sq.release(shm);
+        }
+    }
+
+    /// `break-ring`, `break-ring-back`: once the request count is reached,
+    /// publishes an index the guest must find impossible and interrupts.
+    /// Our own indices stay right, so service goes on; a reset resumes the
+    /// CQ at the tail published last, which is where the guest resumes.
+    fn break_ring(&mut self, shm: &impl SharedMemory, irq: &mut dyn FnMut()) {
+        match self.inject.take_break() {
+            Some(Break::CqTail) => {
+                let head = shm.load_acquire_u32(guest_ctl::CQ_HEAD);
+                let tail = head.wrapping_add(self.layout.cq_entries + 1);
+                shm.store_release_u32(host_ctl::CQ_TAIL, tail);
+                self.cq_published = tail;
+            }
+            Some(Break::SqHead) => {
+                let tail = shm.load_acquire_u32(guest_ctl::SQ_TAIL);
+                let head = tail.wrapping_sub(self.layout.sq_entries + 1);
+                shm.store_release_u32(host_ctl::SQ_HEAD, head);
+                self.sq_head_broken = true;
+            }
+            None => return,
+        }
+        irq();
+        self.count(|c| &c.irqs_sent, 1);
+        self.count(|c| &c.faults_broken, 1);
     }
 
     /// `late-ack`: queues the delayed completions whose time has come, in
@@ -608,6 +677,8 @@ impl RingHost {
         self.cq = CqProducer::resume(self.layout, shm);
         self.sq_stalled = false;
         self.cq_stalled = false;
+        // host_ack_reset publishes a real SQ head again.
+        self.sq_head_broken = false;
         host_ack_reset(shm, &mut self.sq, seq);
         self.reset_acked = seq;
         self.count(|c| &c.resets, 1);
@@ -650,6 +721,9 @@ impl RingHost {
 
     fn check_ready(&mut self, shm: &impl SharedMemory) {
         let ready = shm.load_acquire_u32(guest_ctl::FLAGS) & GUEST_READY != 0;
+        if ready && !self.guest_ready {
+            self.sq_head_broken = false;
+        }
         if ready && !self.guest_ready && self.stalled() {
             self.sq_stalled = false;
             self.cq_stalled = false;
@@ -855,6 +929,10 @@ impl RingHost {
     /// Decides how to wait after a batch. Going idle sets `HOST_NEED_WAKEUP`
     /// and re-checks the submission ring, so no doorbell is lost.
     pub fn next(&mut self, shm: &impl SharedMemory) -> Next {
+        // `stall`: no handshakes either; fault_due_in() wakes the loop.
+        if self.inject.stalled(Instant::now()) {
+            return Next::WaitDoorbell;
+        }
         let cq_waiting = !self.overflow.is_empty() && !self.cq_stalled;
         if self.sq_stalled || self.intake_blocked() {
             if self.stalled() {

@@ -122,6 +122,14 @@ counters! {
     /// `--audit-releases`: acknowledged DESTROYs forgotten to stay within the
     /// audit's memory bound (a later release of one counts as premature).
     audit_evicted,
+    /// `--fault dup-ack`: completions posted a second time.
+    faults_duplicated,
+    /// `--fault forged-ack`: DESTROY completions forged for CREATEs.
+    faults_forged,
+    /// `--fault break-ring`, `break-ring-back`: impossible indices published.
+    faults_broken,
+    /// `--fault stall`: stalls begun.
+    faults_stalls,
 }
 
 impl Snapshot {
