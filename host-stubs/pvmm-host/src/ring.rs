@@ -334,9 +334,11 @@ impl RingHost {
         b.errors += 1;
     }
 
-    /// One round: picks up a `GUEST_READY` re-announcement, moves held-back
-    /// completions into the CQ, consumes every submission pending at the
-    /// start, publishes completions and interrupts the guest if it asked.
+    /// One round: picks up a `GUEST_READY` re-announcement and a reset
+    /// request, moves held-back completions into the CQ, consumes every
+    /// submission pending at the start (checking for a reset before each),
+    /// publishes completions, interrupts the guest if it asked, and audits
+    /// the release log if there is one.
     ///
     /// `irq` raises the guest's interrupt; `stop` is polled between work chunks.
     pub fn process(
