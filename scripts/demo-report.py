@@ -45,7 +45,8 @@ def main():
         print(line)
     print("\n== guest counters: change over the storm ==")
     for k in ("spaces_created", "spaces_destroyed", "spaces_acked",
-              "pgds_parked", "pgds_released", "submissions", "doorbells",
+              "pgds_parked", "pgds_returned", "pgds_released", "submissions",
+              "doorbells",
               "doorbells_suppressed", "irqs", "completions",
               "bad_completions", "protocol_errors", "untracked_exits"):
         print(f"  {k:22} {delta(k)}")

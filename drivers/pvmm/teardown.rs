@@ -278,9 +278,9 @@ counters! {
     creates_acked,
     /// Page directories kept at `pgd_free` until the host acknowledges.
     pgds_parked,
-    /// Parked page directories released (acknowledged, reset, or forced at detach).
+    /// Page directories released, parked or not.
     pgds_released,
-    /// Page directories released within `pgd_free`: the host was done already.
+    /// Of those, the ones released within `pgd_free`: the host was done already.
     pgds_returned,
     /// Exits of address spaces created before the driver attached.
     untracked_exits,
@@ -379,8 +379,13 @@ struct Space {
     waiter: Option<Arc<AtomicBool>>,
     /// The DESTROY is in the host's hands and holds credits.
     in_flight: bool,
+    /// Submission ring index of the DESTROY once written; its completion is valid
+    /// only after the host consumed it.
+    sq_pos: u32,
     /// The host never heard of this space (its CREATE was still queued when it died).
     unsent: bool,
+    /// The CREATE completion arrived; a second one is bogus.
+    created: bool,
 }
 
 /// DESTROYs handed to the host and not yet acknowledged: what the caps bound.
@@ -882,6 +887,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                 inner.last_progress = Ktime::ktime_get();
             }
             space.in_flight = true;
+            space.sq_pos = inner.sq.index().wrapping_sub(1);
             inner.credits.take(space.pages);
         }
     }
@@ -1065,8 +1071,18 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         }
         let expected = match inner.spaces.get(&c.space) {
             Some(s) if s.tag == c.tag => match c.op {
-                Op::Create => s.state != State::Acked,
-                Op::Destroy => s.state == State::Destroying && s.queued.is_none(),
+                // Once, and only for a CREATE that left the backlog.
+                Op::Create => {
+                    !s.created
+                        && s.state != State::Acked
+                        && !s.unsent
+                        && !matches!(s.queued, Some((Op::Create, _)))
+                }
+                Op::Destroy => {
+                    s.state == State::Destroying
+                        && s.in_flight
+                        && inner.sq.consumed(&self.io().shm, s.sq_pos)
+                }
             },
             _ => false,
         };
@@ -1088,6 +1104,9 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         }
         match c.op {
             Op::Create => {
+                if let Some(s) = inner.spaces.get_mut(&c.space) {
+                    s.created = true;
+                }
                 self.stats().creates_acked.fetch_add(1, Relaxed);
             }
             Op::Destroy => {
@@ -1480,7 +1499,9 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
             slot: Some(BacklogSlot::new(GFP_KERNEL)?),
             waiter: None,
             in_flight: false,
+            sq_pos: 0,
             unsent: false,
+            created: false,
         };
         let node = RBTreeNode::new(id, record, GFP_KERNEL)?;
         let mut guard = self.inner.lock();
@@ -1596,6 +1617,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
                 let tag = inner.untrack(id).map_or(0, |s| s.tag);
                 self.release_forced(inner, id, tag, pgd);
                 self.stats().pgds_returned.fetch_add(1, Relaxed);
+                self.stats().pgds_released.fetch_add(1, Relaxed);
                 let c = self.stats().forced_releases.load(Relaxed);
                 if should_log(c - 1) {
                     pr_warn!("released a page directory the host never acknowledged\n");
@@ -1608,6 +1630,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
                     Some(Space { tag, .. }) => self.release(inner, id, tag, pgd, Why::Acked),
                 }
                 self.stats().pgds_returned.fetch_add(1, Relaxed);
+                self.stats().pgds_released.fetch_add(1, Relaxed);
             }
         }
         drop(guard);

@@ -642,6 +642,23 @@ impl SqProducer {
         shm.store_release_u32(guest_ctl::SQ_TAIL, self.tail);
         host_needs_wakeup(shm)
     }
+
+    /// Whether the host has consumed the entry pushed at index `pos`. A host releases
+    /// a request's slot before it publishes the completion, so a completion of a
+    /// request it has not consumed is forged.
+    pub fn consumed(&self, shm: &impl SharedMemory, pos: u32) -> bool {
+        let ahead = self.tail.wrapping_sub(pos);
+        if ahead == 0 || ahead > u32::MAX / 2 {
+            // Not pushed yet.
+            return false;
+        }
+        if ahead > self.layout.sq_entries {
+            // Older than the ring: its slot was reused, so it was consumed.
+            return true;
+        }
+        let past = shm.load_acquire_u32(host_ctl::SQ_HEAD).wrapping_sub(pos);
+        past >= 1 && past <= ahead
+    }
 }
 
 /// Guest side of the completion ring.

@@ -152,7 +152,8 @@ static void check_instance(struct __test_metadata *_metadata,
 	EXPECT_EQ(0ULL, pvmm_stat(_metadata, st, "pgds_pending"));
 	EXPECT_EQ(pvmm_stat(_metadata, st, "spaces_destroyed"),
 		  pvmm_stat(_metadata, st, "spaces_acked"));
-	EXPECT_EQ(pvmm_stat(_metadata, st, "pgds_parked"),
+	EXPECT_EQ(pvmm_stat(_metadata, st, "pgds_parked") +
+		  pvmm_stat(_metadata, st, "pgds_returned"),
 		  pvmm_stat(_metadata, st, "pgds_released"));
 	EXPECT_EQ(0ULL, pvmm_stat(_metadata, st, "bad_completions"));
 	EXPECT_EQ(0ULL, pvmm_stat(_metadata, st, "protocol_errors"));

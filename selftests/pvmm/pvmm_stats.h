@@ -48,7 +48,10 @@ static inline const char *const *pvmm_stat_names(void)
 		"pgds_pending", "spaces_live", "outstanding",
 		"outstanding_pages", "untracked_exits", "submissions",
 		"doorbells", "irqs", "completions", "bad_completions",
-		"protocol_errors", "backlog", "forced_releases", NULL,
+		"protocol_errors", "backlog", "forced_releases",
+		"pgds_returned", "stale_completions", "resets",
+		"reset_releases", "host_declared_dead", "ring_broken",
+		"resetting", "host_dead", NULL,
 	};
 
 	return names;
