@@ -206,6 +206,10 @@ pub struct RingHost {
     /// `break-ring-back` published an impossible SQ head: keep it there
     /// (publish no head) until the guest resets or re-announces.
     sq_head_broken: bool,
+    /// `break-ring` published an impossible CQ tail: keep it there (publish
+    /// no completion) until the guest resets or re-announces, so that the
+    /// guest sees it whenever it looks.
+    cq_tail_broken: bool,
     /// `GUEST_READY` as last seen, to catch a re-announcement.
     guest_ready: bool,
     /// Mirrored into `host_ctl::ERRORS`.
@@ -253,6 +257,7 @@ impl RingHost {
             sq_stalled: false,
             cq_stalled: false,
             sq_head_broken: false,
+            cq_tail_broken: false,
             guest_ready: false,
             errors: 0,
             spaces: HashMap::new(),
@@ -474,6 +479,7 @@ impl RingHost {
                 let tail = head.wrapping_add(self.layout.cq_entries + 1);
                 shm.store_release_u32(host_ctl::CQ_TAIL, tail);
                 self.cq_published = tail;
+                self.cq_tail_broken = true;
             }
             Some(Break::SqHead) => {
                 let tail = shm.load_acquire_u32(guest_ctl::SQ_TAIL);
@@ -681,6 +687,7 @@ impl RingHost {
         self.cq_stalled = false;
         // host_ack_reset publishes a real SQ head again.
         self.sq_head_broken = false;
+        self.cq_tail_broken = false;
         host_ack_reset(shm, &mut self.sq, seq);
         self.reset_acked = seq;
         self.count(|c| &c.resets, 1);
@@ -725,6 +732,7 @@ impl RingHost {
         let ready = shm.load_acquire_u32(guest_ctl::FLAGS) & GUEST_READY != 0;
         if ready && !self.guest_ready {
             self.sq_head_broken = false;
+            self.cq_tail_broken = false;
         }
         if ready && !self.guest_ready && self.stalled() {
             self.sq_stalled = false;
@@ -911,7 +919,7 @@ impl RingHost {
     }
 
     fn publish(&mut self, shm: &impl SharedMemory, irq: &mut dyn FnMut(), b: &mut Batch) {
-        if self.unpublished == 0 {
+        if self.unpublished == 0 || self.cq_tail_broken {
             return;
         }
         let wants = self.publish_cq(shm);

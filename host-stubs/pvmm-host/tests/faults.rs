@@ -90,17 +90,24 @@ fn break_ring_publishes_an_impossible_tail_once() {
 }
 
 #[test]
-fn break_ring_keeps_serving_after_the_broken_tail() {
+fn break_ring_keeps_the_broken_tail_until_reset() {
     let mut r = Rig::with_fault(Fault::BreakRing(1));
     r.submit(&[req(Op::Create, 1, 7, 0)]);
     r.process();
+    // The impossible tail stays, round after round, whenever the guest looks.
+    for tag in 2..4 {
+        assert!(r.cq.pop(&r.shm).is_err());
+        r.submit(&[req(Op::Create, tag, 6 + u64::from(tag), 0)]);
+        r.process();
+    }
     assert!(r.cq.pop(&r.shm).is_err());
-    // A guest that does not give up sees the real tail with the next publish.
-    r.cq = CqConsumer::resume(r.layout, &r.shm);
-    r.submit(&[req(Op::Create, 2, 8, 0)]);
+    assert_eq!(r.counters.snapshot().faults_broken, 1);
+    // The reset restarts the CQ where the guest skips to, and service goes on.
+    reset(&mut r);
+    r.submit(&[req(Op::Create, 4, 20, 0)]);
     r.process();
     let c = r.ok_completions();
-    assert_eq!(c.iter().map(|c| c.tag).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(c.iter().map(|c| c.tag).collect::<Vec<_>>(), [4]);
 }
 
 #[test]
