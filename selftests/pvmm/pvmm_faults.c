@@ -17,11 +17,30 @@
  *  irq-storm  interrupts every millisecond with nothing new.  The guest stays
  *             responsive and reports them as not handled, so the interrupt
  *             core can see the storm.
+ *  dup-ack    every completion twice; forged-ack: a DESTROY completion for
+ *             every CREATE, before the host even took the DESTROY.  Each
+ *             extra one is counted and rejected, and nothing is released
+ *             early (the host's release audit checks that too).
+ *  break-ring:N, break-ring-back:N
+ *             after N requests the host publishes an impossible index.  The
+ *             guest stops the ring, the reset handshake restarts it, pgds
+ *             parked meanwhile are released on the reset, and the next
+ *             storm and an unload work as before.
+ *  stall:MS   the host stops for MS ms after the first DESTROY.  With a
+ *             short host_timeout_ms the guest declares it dead, stops
+ *             throttling, and recovers when it answers again.
+ *  late-ack:MS
+ *             every completion arrives MS ms late, beyond the detach
+ *             deadline.  Unloading waits for the deadline, the reset then
+ *             releases what is parked, and the next instance sees no stale
+ *             completion.
  *
  * Without PVMM_FAULT the program skips: it needs a faulty host.
  */
 
 #include "pvmm_latency.h"
+
+#include <poll.h>
 
 static const char *fault(void)
 {
@@ -167,6 +186,440 @@ TEST_F_TIMEOUT(never_ack, unload_within_deadline, 120)
 	ASSERT_EQ(0, pvmm_module_load());
 }
 
+/*
+ * A forker throttled at the cap: SIGSTOP and SIGCONT do not end its wait,
+ * SIGKILL does, at once.
+ */
+TEST_F_TIMEOUT(never_ack, kill_throttled_forker, 120)
+{
+	unsigned long bound = pvmm_env_ul("PVMM_KILL_EXIT_MS", 200, 1, 60000);
+	char cap[32], tmo[32], htmo[32];
+	int pipefd[2], status;
+	uint64_t start, ms;
+	struct pollfd pfd;
+	pid_t pid;
+
+	ASSERT_EQ(0, pvmm_read_text(PVMM_DEBUGFS_DIR "/cap_spaces", cap,
+				    sizeof(cap)));
+	ASSERT_EQ(0, pvmm_read_text(PVMM_DEBUGFS_DIR "/throttle_timeout_ms",
+				    tmo, sizeof(tmo)));
+	ASSERT_EQ(0, pvmm_read_text(PVMM_DEBUGFS_DIR "/host_timeout_ms",
+				    htmo, sizeof(htmo)));
+	ASSERT_EQ(0, pvmm_knob_write("mode", "async\n"));
+	ASSERT_EQ(0, pvmm_knob_write_ul("throttle_timeout_ms", 60000));
+	ASSERT_EQ(0, pvmm_knob_write_ul("host_timeout_ms", 60000));
+	/* Two teardowns the host never answers, then a cap of one. */
+	pvmm_run_child(_metadata, NULL, NULL);
+	pvmm_run_child(_metadata, NULL, NULL);
+	ASSERT_EQ(0, pvmm_knob_write_ul("cap_spaces", 1));
+	ASSERT_EQ(0, pipe(pipefd));
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (!pid) {
+		/* Blocks in the throttle; reports if fork ever returns. */
+		pid_t c = fork();
+
+		if (!c)
+			_exit(0);
+		(void)!write(pipefd[1], "x", 1);
+		_exit(0);
+	}
+	close(pipefd[1]);
+	pfd = (struct pollfd){ .fd = pipefd[0], .events = POLLIN };
+	EXPECT_EQ(0, poll(&pfd, 1, 500)) {
+		TH_LOG("the fork at the cap returned");
+	}
+	ASSERT_EQ(0, kill(pid, SIGSTOP));
+	pvmm_sleep_ms(200);
+	ASSERT_EQ(0, kill(pid, SIGCONT));
+	EXPECT_EQ(0, poll(&pfd, 1, 500)) {
+		TH_LOG("SIGSTOP/SIGCONT ended the throttled wait");
+	}
+	start = pvmm_now_ms();
+	ASSERT_EQ(0, kill(pid, SIGKILL));
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	ms = pvmm_now_ms() - start;
+	close(pipefd[0]);
+	pvmm_knob_write("cap_spaces", cap);
+	pvmm_knob_write("throttle_timeout_ms", tmo);
+	pvmm_knob_write("host_timeout_ms", htmo);
+	ksft_print_msg("SIGKILL ended the throttled fork in %llu ms\n",
+		       (unsigned long long)ms);
+	EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	EXPECT_LE(ms, bound) {
+		TH_LOG("PVMM_KILL_EXIT_MS=%lu", bound);
+	}
+}
+
+/* A host that answers nothing for host_timeout_ms stops throttling creation. */
+TEST_F_TIMEOUT(never_ack, dead_host_stops_throttling, 120)
+{
+	unsigned long host_timeout = 1000, i;
+	char cap[32], tmo[32], htmo[32];
+	uint64_t start, ms;
+	int status;
+	pid_t pid;
+
+	ASSERT_EQ(0, pvmm_read_text(PVMM_DEBUGFS_DIR "/cap_spaces", cap,
+				    sizeof(cap)));
+	ASSERT_EQ(0, pvmm_read_text(PVMM_DEBUGFS_DIR "/throttle_timeout_ms",
+				    tmo, sizeof(tmo)));
+	ASSERT_EQ(0, pvmm_read_text(PVMM_DEBUGFS_DIR "/host_timeout_ms",
+				    htmo, sizeof(htmo)));
+	ASSERT_EQ(0, pvmm_knob_write("mode", "async\n"));
+	ASSERT_EQ(0, pvmm_knob_write_ul("cap_spaces", 2));
+	ASSERT_EQ(0, pvmm_knob_write_ul("throttle_timeout_ms", 60000));
+	ASSERT_EQ(0, pvmm_knob_write_ul("host_timeout_ms", host_timeout));
+	/* Past the cap: each fork waits until the host is taken for dead. */
+	start = pvmm_now_ms();
+	for (i = 0; i < 6; i++) {
+		pid = fork();
+		ASSERT_LE(0, pid) {
+			TH_LOG("fork %lu failed: %s", i, strerror(errno));
+		}
+		if (!pid)
+			_exit(0);
+		ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	}
+	ms = pvmm_now_ms() - start;
+	pvmm_snapshot(_metadata, &self->after);
+	pvmm_knob_write("cap_spaces", cap);
+	pvmm_knob_write("throttle_timeout_ms", tmo);
+	pvmm_knob_write("host_timeout_ms", htmo);
+	ksft_print_msg("6 forks past the cap took %llu ms (host_timeout_ms %lu)\n",
+		       (unsigned long long)ms, host_timeout);
+	EXPECT_LE(ms, host_timeout + slack_ms());
+	EXPECT_EQ(1ULL, pvmm_stat(_metadata, &self->after, "host_dead"));
+	EXPECT_GE(pvmm_delta(_metadata, &self->before, &self->after,
+			     "host_declared_dead"), 1ULL);
+	EXPECT_EQ(0ULL, pvmm_delta(_metadata, &self->before, &self->after,
+				   "throttle_timeouts"));
+	/* Nothing was released without an acknowledgement. */
+	EXPECT_EQ(0ULL, pvmm_delta(_metadata, &self->before, &self->after,
+				   "forced_releases"));
+	EXPECT_GT(pvmm_stat(_metadata, &self->after, "pgds_pending"), 0ULL);
+}
+
+/* ---- shared by the faults below ---- */
+
+/*
+ * A storm in async mode that must complete and drain; every pgd handed over is
+ * released, none without an acknowledgement (a reset counts as one).
+ */
+static void storm_drains(struct __test_metadata *_metadata,
+			 struct pvmm_storm_res *res, struct pvmm_stats *before,
+			 struct pvmm_stats *after)
+{
+	static const char *const logged[] = {
+		"spaces_created", "spaces_untracked", "spaces_destroyed",
+		"spaces_acked", "untracked_exits", "fallback_exits",
+		"pgds_parked", "pgds_returned", "pgds_released",
+		"bad_completions", "protocol_errors", "resets",
+		"reset_releases", "forced_releases", NULL,
+	};
+	struct pvmm_storm_cfg cfg = {
+		.procs = 32, .parallel = 4, .mib = 2,
+		.fork_every = 4, .exec_every = 4,
+	};
+
+	ASSERT_EQ(0, pvmm_knob_write("mode", "async\n"));
+	memset(res, 0, sizeof(*res));
+	pvmm_snapshot(_metadata, before);
+	pvmm_storm_fit(&cfg);
+	cfg.exec_path = pvmm_exec_path(&cfg.exec_arg);
+	pvmm_storm_run(&cfg, res);
+	EXPECT_EQ(cfg.procs, res->ok);
+	pvmm_wait_drained(_metadata, after, pvmm_drain_timeout_ms(), NULL, 0);
+	pvmm_log_deltas(_metadata, "storm", before, after, logged);
+	EXPECT_GT(pvmm_delta(_metadata, before, after, "spaces_destroyed"),
+		  0ULL);
+	/*
+	 * Totals of this driver instance, not deltas: work from before the
+	 * storm may complete during it (a stalled host, say).
+	 */
+	EXPECT_EQ(pvmm_stat(_metadata, after, "pgds_parked") +
+		  pvmm_stat(_metadata, after, "pgds_returned"),
+		  pvmm_stat(_metadata, after, "pgds_released"));
+	EXPECT_EQ(0ULL, pvmm_stat(_metadata, after, "forced_releases"));
+	EXPECT_EQ(0ULL, pvmm_stat(_metadata, after, "ring_broken"));
+	EXPECT_EQ(0ULL, pvmm_stat(_metadata, after, "resetting"));
+}
+
+/* Unloads and loads the module; returns how long the unload took, in ms. */
+static uint64_t reload_ms(struct __test_metadata *_metadata,
+			  unsigned long deadline)
+{
+	unsigned int tries;
+	uint64_t start, ms;
+
+	start = pvmm_now_ms();
+	EXPECT_EQ(0, pvmm_module_unload(deadline + slack_ms(), &tries));
+	ms = pvmm_now_ms() - start;
+	EXPECT_EQ(0, pvmm_module_load());
+	return ms;
+}
+
+/* ---- dup-ack, forged-ack ---- */
+
+FIXTURE(extra_acks) {
+	struct pvmm_stats before, after;
+	struct pvmm_storm_res *res;
+};
+
+FIXTURE_SETUP(extra_acks)
+{
+	PVMM_REQUIRE_STATS();
+	self->res = pvmm_storm_res_alloc();
+	ASSERT_NE(NULL, self->res);
+}
+
+FIXTURE_TEARDOWN(extra_acks)
+{
+	if (self->res)
+		munmap(self->res, sizeof(*self->res));
+}
+
+/* Every extra completion is rejected; the real ones still count once. */
+TEST_F_TIMEOUT(extra_acks, rejected_and_counted, 300)
+{
+	uint64_t destroyed, created, bad;
+
+	storm_drains(_metadata, self->res, &self->before, &self->after);
+	destroyed = pvmm_delta(_metadata, &self->before, &self->after,
+			       "spaces_destroyed");
+	created = pvmm_delta(_metadata, &self->before, &self->after,
+			     "spaces_created");
+	bad = pvmm_delta(_metadata, &self->before, &self->after,
+			 "bad_completions");
+	ksft_print_msg("%llu creates, %llu teardowns, %llu bogus completions\n",
+		       (unsigned long long)created,
+		       (unsigned long long)destroyed, (unsigned long long)bad);
+	EXPECT_EQ(pvmm_stat(_metadata, &self->after, "spaces_destroyed"),
+		  pvmm_stat(_metadata, &self->after, "spaces_acked"));
+	/* dup-ack doubles every completion; forged-ack adds one per CREATE. */
+	EXPECT_GE(bad, strcmp(fault(), "dup-ack") ? created : created + destroyed);
+}
+
+/* ---- break-ring:N, break-ring-back:N ---- */
+
+FIXTURE(break_ring) {
+	struct pvmm_stats before, after;
+	struct pvmm_storm_res *res;
+};
+
+FIXTURE_SETUP(break_ring)
+{
+	PVMM_REQUIRE_STATS();
+	self->res = pvmm_storm_res_alloc();
+	ASSERT_NE(NULL, self->res);
+}
+
+FIXTURE_TEARDOWN(break_ring)
+{
+	if (self->res)
+		munmap(self->res, sizeof(*self->res));
+}
+
+/* The ring stops at the impossible index and a reset restarts it. */
+TEST_F_TIMEOUT(break_ring, reset_recovers, 300)
+{
+	uint64_t resets;
+
+	storm_drains(_metadata, self->res, &self->before, &self->after);
+	resets = pvmm_delta(_metadata, &self->before, &self->after, "resets");
+	ksft_print_msg("%llu protocol errors, %llu resets, %llu pgds released on a reset\n",
+		       (unsigned long long)pvmm_delta(_metadata, &self->before,
+						      &self->after,
+						      "protocol_errors"),
+		       (unsigned long long)resets,
+		       (unsigned long long)pvmm_delta(_metadata, &self->before,
+						      &self->after,
+						      "reset_releases"));
+	EXPECT_GE(pvmm_delta(_metadata, &self->before, &self->after,
+			     "protocol_errors"), 1ULL);
+	EXPECT_GE(resets, 1ULL);
+	/* The host breaks the ring once: the next storm sees a sound one. */
+	storm_drains(_metadata, self->res, &self->before, &self->after);
+	EXPECT_EQ(0ULL, pvmm_delta(_metadata, &self->before, &self->after,
+				   "protocol_errors"));
+}
+
+/* After the recovery, unloading is as quick as ever. */
+TEST_F_TIMEOUT(break_ring, unload_after_recovery, 120)
+{
+	char why[256];
+	uint64_t ms;
+
+	if (pvmm_module_unavailable(why, sizeof(why)))
+		SKIP(return, "%s", why);
+	ms = reload_ms(_metadata, 1000);
+	ksft_print_msg("unload took %llu ms\n", (unsigned long long)ms);
+	EXPECT_LE(ms, 1000 + slack_ms());
+}
+
+/* ---- stall:MS ---- */
+
+FIXTURE(stall) {
+	struct pvmm_stats before, after;
+	struct pvmm_storm_res *res;
+};
+
+FIXTURE_SETUP(stall)
+{
+	PVMM_REQUIRE_STATS();
+	self->res = pvmm_storm_res_alloc();
+	ASSERT_NE(NULL, self->res);
+}
+
+FIXTURE_TEARDOWN(stall)
+{
+	if (self->res)
+		munmap(self->res, sizeof(*self->res));
+	pvmm_knob_write("cap_spaces", "256\n");
+	pvmm_knob_write("host_timeout_ms", "10000\n");
+}
+
+/* Declared dead during the stall, alive again after it; nothing is lost. */
+TEST_F_TIMEOUT(stall, dead_then_alive, 300)
+{
+	ASSERT_EQ(0, pvmm_knob_write_ul("cap_spaces", 2));
+	ASSERT_EQ(0, pvmm_knob_write_ul("host_timeout_ms", 500));
+	storm_drains(_metadata, self->res, &self->before, &self->after);
+	ksft_print_msg("storm of %llu ms; host declared dead %llu time(s), throttled %llu ms\n",
+		       (unsigned long long)self->res->ms,
+		       (unsigned long long)pvmm_delta(_metadata, &self->before,
+						      &self->after,
+						      "host_declared_dead"),
+		       (unsigned long long)pvmm_delta(_metadata, &self->before,
+						      &self->after,
+						      "throttle_wait_us") / 1000);
+	EXPECT_GE(pvmm_delta(_metadata, &self->before, &self->after,
+			     "host_declared_dead"), 1ULL);
+	EXPECT_EQ(0ULL, pvmm_stat(_metadata, &self->after, "host_dead"));
+	EXPECT_EQ(0ULL, pvmm_delta(_metadata, &self->before, &self->after,
+				   "throttle_timeouts"));
+	EXPECT_EQ(pvmm_stat(_metadata, &self->after, "spaces_destroyed"),
+		  pvmm_stat(_metadata, &self->after, "spaces_acked"));
+}
+
+/* ---- late-ack:MS ---- */
+
+FIXTURE(late_ack) {
+	struct pvmm_stats before, after;
+};
+
+FIXTURE_SETUP(late_ack)
+{
+	PVMM_REQUIRE_STATS();
+}
+
+FIXTURE_TEARDOWN(late_ack)
+{
+}
+
+/*
+ * Completions held past the detach deadline: the reset at detach drops them,
+ * so the next instance neither sees them nor releases anything early.
+ */
+TEST_F_TIMEOUT(late_ack, reload_sees_no_stale_completion, 300)
+{
+	unsigned long deadline = pvmm_env_ul("PVMM_DETACH_DEADLINE_MS", 10000,
+					     1, 600000);
+	char why[256];
+	uint64_t ms;
+
+	if (pvmm_module_unavailable(why, sizeof(why)))
+		SKIP(return, "%s", why);
+	ASSERT_EQ(0, pvmm_knob_write("mode", "async\n"));
+	pvmm_run_child(_metadata, NULL, NULL);
+	pvmm_run_child(_metadata, NULL, NULL);
+	ms = reload_ms(_metadata, deadline);
+	ksft_print_msg("unload took %llu ms (deadline %lu ms)\n",
+		       (unsigned long long)ms, deadline);
+	EXPECT_LE(ms, deadline + slack_ms());
+	/* A new instance: its counters start at zero. */
+	pvmm_snapshot(_metadata, &self->before);
+	pvmm_run_child(_metadata, NULL, NULL);
+	pvmm_wait_drained(_metadata, &self->after, pvmm_drain_timeout_ms(),
+			  NULL, 0);
+	EXPECT_EQ(0ULL, pvmm_stat(_metadata, &self->after, "stale_completions"));
+	EXPECT_EQ(0ULL, pvmm_stat(_metadata, &self->after, "bad_completions"));
+	EXPECT_EQ(0ULL, pvmm_stat(_metadata, &self->after, "forced_releases"));
+	EXPECT_EQ(pvmm_stat(_metadata, &self->after, "spaces_destroyed"),
+		  pvmm_stat(_metadata, &self->after, "spaces_acked"));
+}
+
+/* Writes a PCI address to the driver's bind or unbind file. */
+static int pci_driver_write(const char *file, const char *bdf)
+{
+	char path[PATH_MAX];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", PVMM_PCI_DRIVER_DIR, file);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = write(fd, bdf, strlen(bdf));
+	close(fd);
+	return n == (ssize_t)strlen(bdf) ? 0 : -errno;
+}
+
+/*
+ * Unbinding the device in the middle of a storm, with every acknowledgement
+ * late: the storm goes on throughout, the unbind keeps to its deadline, and
+ * the new instance after the bind starts clean.
+ */
+TEST_F_TIMEOUT(late_ack, unbind_bind_during_storm, 300)
+{
+	unsigned long deadline = pvmm_env_ul("PVMM_DETACH_DEADLINE_MS", 10000,
+					     1, 600000);
+	struct pvmm_storm_cfg cfg = {
+		.parallel = 4, .mib = 2, .fork_every = 4, .exec_every = 4,
+	};
+	struct pvmm_storm_res *res = pvmm_storm_res_alloc();
+	uint64_t start, ms;
+	char bdf[64];
+	int status;
+	pid_t runner;
+
+	ASSERT_NE(NULL, res);
+	ASSERT_TRUE(pvmm_pci_bound(bdf, sizeof(bdf)));
+	ASSERT_EQ(0, pvmm_knob_write("mode", "async\n"));
+	pvmm_storm_fit(&cfg);
+	cfg.procs = 0;	/* until told to stop */
+	cfg.exec_path = pvmm_exec_path(&cfg.exec_arg);
+	runner = fork();
+	ASSERT_LE(0, runner);
+	if (!runner) {
+		pvmm_storm_run(&cfg, res);
+		_exit(0);
+	}
+	pvmm_sleep_ms(1000);
+	start = pvmm_now_ms();
+	EXPECT_EQ(0, pci_driver_write("unbind", bdf));
+	ms = pvmm_now_ms() - start;
+	pvmm_sleep_ms(500);
+	EXPECT_EQ(0, pci_driver_write("bind", bdf));
+	pvmm_sleep_ms(1000);
+	__atomic_store_n(&res->stop, 1, __ATOMIC_RELEASE);
+	ASSERT_EQ(runner, waitpid(runner, &status, 0));
+	ksft_print_msg("unbind took %llu ms (deadline %lu ms) during a storm of %llu processes\n",
+		       (unsigned long long)ms, deadline,
+		       (unsigned long long)res->reaped);
+	EXPECT_LE(ms, deadline + slack_ms());
+	EXPECT_GT(res->ok, 0ULL);
+	EXPECT_EQ(res->reaped, res->ok);
+	EXPECT_EQ(0ULL, res->fork_failed);
+	/* The instance bound afterwards. */
+	pvmm_wait_drained(_metadata, &self->after, pvmm_drain_timeout_ms(),
+			  NULL, 0);
+	EXPECT_EQ(0ULL, pvmm_stat(_metadata, &self->after, "bad_completions"));
+	EXPECT_EQ(0ULL, pvmm_stat(_metadata, &self->after, "stale_completions"));
+	EXPECT_EQ(0ULL, pvmm_stat(_metadata, &self->after, "forced_releases"));
+	munmap(res, sizeof(*res));
+}
+
 /* ---- cq-flood ---- */
 
 FIXTURE(cq_flood) {
@@ -217,7 +670,9 @@ TEST_F_TIMEOUT(cq_flood, storm_completes, 300)
 	EXPECT_EQ(destroyed, pvmm_delta(_metadata, &self->before, &self->after,
 					"spaces_acked"));
 	EXPECT_EQ(pvmm_delta(_metadata, &self->before, &self->after,
-			     "pgds_parked"),
+			     "pgds_parked") +
+		  pvmm_delta(_metadata, &self->before, &self->after,
+			     "pgds_returned"),
 		  pvmm_delta(_metadata, &self->before, &self->after,
 			     "pgds_released"));
 	EXPECT_GT(pvmm_delta(_metadata, &self->before, &self->after,
@@ -330,10 +785,23 @@ PVMM_KERNEL_FIXTURE
 
 int main(int argc, char **argv)
 {
-	static const char *const map[][2] = {
-		{ "never-ack", "never_ack" },
-		{ "cq-flood", "cq_flood" },
-		{ "irq-storm", "irq_storm" },
+	/* Fault (up to a ':'), fixture, driver messages it may cause. */
+	static const struct {
+		const char *fault, *fixture;
+		const char *const expected[4];
+	} map[] = {
+		{ "never-ack", "never_ack",
+		  { "switched to async", "acknowledged nothing" } },
+		{ "cq-flood", "cq_flood", { "bogus completion" } },
+		{ "irq-storm", "irq_storm", { NULL } },
+		{ "dup-ack", "extra_acks", { "bogus completion" } },
+		{ "forged-ack", "extra_acks", { "bogus completion" } },
+		{ "break-ring", "break_ring",
+		  { "broke the ring protocol", "bogus completion" } },
+		{ "break-ring-back", "break_ring",
+		  { "broke the ring protocol", "bogus completion" } },
+		{ "stall", "stall", { "acknowledged nothing" } },
+		{ "late-ack", "late_ack", { NULL } },
 	};
 	const char *f = fault();
 	unsigned int i;
@@ -341,10 +809,15 @@ int main(int argc, char **argv)
 	if (argc == 1 && f) {
 		/* Only the fixture of this host's fault, and the kernel check. */
 		for (i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
-			if (!strcmp(f, map[i][0])) {
-				char *args[] = { argv[0], "-f", (char *)map[i][1],
+			size_t n = strlen(map[i].fault);
+
+			if (!strncmp(f, map[i].fault, n) &&
+			    (f[n] == '\0' || f[n] == ':')) {
+				char *args[] = { argv[0], "-f",
+						 (char *)map[i].fixture,
 						 "-f", "kernel", NULL };
 
+				pvmm_kmsg_expected = map[i].expected;
 				return pvmm_main(5, args, PVMM_NEED_STATS);
 			}
 		}
