@@ -1080,3 +1080,51 @@ fn reset_handshake() {
     assert_eq!(cq.pop(&shm), Ok(None));
     assert_eq!(host_cq.space(&shm), Ok(8));
 }
+
+#[test]
+fn cq_watch_reads_each_entry_once_and_at_most_max() {
+    let (m, l) = ring(4, 8);
+    let mut host = CqProducer::new(l);
+    let mut watch = CqWatch::new(Op::Destroy, 9, 7);
+    for space in 1..=5 {
+        host.push(&m, &done(&req(Op::Destroy, 7, space, 0), Status::Ok))
+            .unwrap();
+    }
+    host.publish(&m);
+    // Two reads per poll: entries 0..2, then 2..4; nothing matches yet.
+    assert!(!watch.poll(&m, &l, 2));
+    assert!(!watch.poll(&m, &l, 2));
+    // The match is entry 8 (index 5), after the fifth.
+    host.push(&m, &done(&req(Op::Destroy, 7, 9, 0), Status::Ok))
+        .unwrap();
+    host.publish(&m);
+    assert!(!watch.poll(&m, &l, 1));
+    assert!(watch.poll(&m, &l, 2));
+    // Once the guest consumed past it, the watch starts over at the consumer.
+    m.write_u32(guest_ctl::CQ_HEAD, 6);
+    assert!(!watch.poll(&m, &l, 8));
+}
+
+#[test]
+fn consumed_only_after_the_host_released_the_slot() {
+    let (m, l) = ring(4, 8);
+    // Start near the wrap of the free-running index.
+    m.write_u32(guest_ctl::SQ_TAIL, u32::MAX - 1);
+    m.write_u32(host_ctl::SQ_HEAD, u32::MAX - 1);
+    let mut sq = SqProducer::resume(l, &m);
+    let mut host = SqConsumer::resume(l, &m);
+    let first = sq.index();
+    sq.push(&m, &req(Op::Destroy, 1, 5, 0)).unwrap();
+    sq.push(&m, &req(Op::Destroy, 2, 6, 0)).unwrap();
+    sq.publish(&m);
+    assert!(!sq.consumed(&m, first));
+    host.pop(&m).unwrap();
+    // Popped but not released: not consumed yet, as far as the guest knows.
+    assert!(!sq.consumed(&m, first));
+    host.release(&m);
+    assert!(sq.consumed(&m, first));
+    assert!(!sq.consumed(&m, first.wrapping_add(1)));
+    // An index never pushed is never consumed, whatever the host claims.
+    m.write_u32(host_ctl::SQ_HEAD, first.wrapping_add(5));
+    assert!(!sq.consumed(&m, first.wrapping_add(3)));
+}
