@@ -453,6 +453,9 @@ struct Inner {
     last_progress: Ktime,
     /// No acknowledgement for `host_timeout_ms` with DESTROYs in flight.
     host_dead: bool,
+    /// Most DESTROYs the host said it held unanswered, sampled at each completion
+    /// pass: what the credits bound, as the host sees it.
+    peak_host_held: u32,
 }
 
 impl Inner {
@@ -536,6 +539,7 @@ pub(crate) struct Gauges {
     pub(crate) resetting: bool,
     pub(crate) host_dead: bool,
     pub(crate) closing: bool,
+    pub(crate) peak_host_held: u32,
 }
 
 /// The transport side of the engine: shared memory, doorbell, counters, and the
@@ -715,6 +719,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                 log,
                 last_progress: Ktime::ktime_get(),
                 host_dead: false,
+                peak_host_held: 0,
             }, "pvmm_teardown"),
             progress <- new_condvar!("pvmm_progress"),
             epoch,
@@ -759,6 +764,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             resetting: inner.reset.is_some(),
             host_dead: inner.host_dead,
             closing: inner.closing,
+            peak_host_held: inner.peak_host_held,
         }
     }
 
@@ -769,6 +775,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         inner.peak_outstanding_pages = inner.outstanding_pages;
         inner.credits.peak_spaces = inner.credits.spaces;
         inner.credits.peak_pages = inner.credits.pages;
+        inner.peak_host_held = 0;
         drop(inner);
         self.maxima().sync_wait_max_us.store(0, Relaxed);
         self.maxima().irq_off_max_us.store(0, Relaxed);
@@ -1134,6 +1141,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             if !self.poll_reset(inner) || inner.broken {
                 break;
             }
+            inner.peak_host_held = inner.peak_host_held.max(wire::host_destroys_held(shm));
             // No interrupts while we are consuming anyway; re-armed when empty.
             let _ = inner.cq.set_need_irq(shm, false);
             let mut more = false;
@@ -1419,6 +1427,9 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             if done {
                 return end;
             }
+            // Between chunks, as a hypercall continuation would: let other tasks
+            // run (a no-op where the kernel preempts anyway).
+            kernel::task::cond_resched();
             if (end - start).to_ns() >= timeout_ns {
                 self.stats().sync_timeouts.fetch_add(1, Relaxed);
                 // A host this slow or dead would stall every exit: stop blocking.

@@ -131,6 +131,10 @@ pub mod host_ctl {
     pub const RESET_ACK: usize = BASE + 0x10;
     /// Release log consumer index.
     pub const LOG_HEAD: usize = BASE + 0x14;
+    /// DESTROYs the host took and holds unanswered (no completion published).
+    /// Informational, for tests that check the guest's credits against what
+    /// the host really held.
+    pub const DESTROYS_HELD: usize = BASE + 0x18;
 }
 
 /// Guest flag: the guest is attached and consuming completions.
@@ -1075,6 +1079,12 @@ pub fn guest_attach(shm: &impl SharedMemory, offered: u32) -> u32 {
     shm.write_u32(guest_ctl::FEATURES, accepted);
     shm.store_release_u32(guest_ctl::FLAGS, GUEST_READY | GUEST_NEED_IRQ);
     accepted
+}
+
+/// Guest side: the DESTROYs the host says it holds unanswered (informational: a
+/// hostile host can say anything, so it is only ever shown, never acted on).
+pub fn host_destroys_held(shm: &impl SharedMemory) -> u32 {
+    shm.read_u32(host_ctl::DESTROYS_HELD)
 }
 
 /// Guest side: announces that nobody consumes completions any more.

@@ -206,6 +206,10 @@ pub struct RingHost {
     /// `break-ring-back` published an impossible SQ head: keep it there
     /// (publish no head) until the guest resets or re-announces.
     sq_head_broken: bool,
+    /// DESTROYs taken and not yet answered by a published completion.
+    destroys_held: u32,
+    /// DESTROY completions pushed and not yet published.
+    unpublished_destroys: u32,
     /// `break-ring` published an impossible CQ tail: keep it there (publish
     /// no completion) until the guest resets or re-announces, so that the
     /// guest sees it whenever it looks.
@@ -258,6 +262,8 @@ impl RingHost {
             cq_stalled: false,
             sq_head_broken: false,
             cq_tail_broken: false,
+            destroys_held: 0,
+            unpublished_destroys: 0,
             guest_ready: false,
             errors: 0,
             spaces: HashMap::new(),
@@ -398,6 +404,8 @@ impl RingHost {
     /// Sets the `sq_pending` gauge from the guest's SQ tail and our head: 0
     /// while the submission ring is stopped or its tail is impossible (that
     /// is counted when the next round reads it).
+    /// Also tells the guest how many DESTROYs the host took and holds
+    /// unanswered (`host_ctl::DESTROYS_HELD`).
     fn sample_sq_pending(&self, shm: &impl SharedMemory) {
         let n = if self.sq_stalled {
             0
@@ -407,6 +415,7 @@ impl RingHost {
         self.counters
             .sq_pending
             .store(u64::from(n), Ordering::Relaxed);
+        shm.write_u32(host_ctl::DESTROYS_HELD, self.destroys_held);
     }
 
     fn take_one(
@@ -423,6 +432,9 @@ impl RingHost {
                 self.inject.taken(None, Instant::now());
             }
             Ok(req) => {
+                if req.op == Op::Destroy {
+                    self.destroys_held = self.destroys_held.saturating_add(1);
+                }
                 if req.op == Op::Destroy && self.cfg.destroy_cost_us(req.pages).0 > 0 {
                     // Hand back slots and finished completions before a long
                     // stretch, and show the backlog it leaves waiting.
@@ -563,6 +575,10 @@ impl RingHost {
     fn publish_cq(&mut self, shm: &impl SharedMemory) -> bool {
         let wants = self.cq.publish(shm);
         self.cq_published = self.cq.index();
+        // Answered now (saturating: dup-ack and forged-ack answer more).
+        self.destroys_held = self
+            .destroys_held
+            .saturating_sub(std::mem::take(&mut self.unpublished_destroys));
         if let Some((_, acked)) = &mut self.audit {
             let evicted = acked.published();
             self.count(|c| &c.audit_evicted, evicted);
@@ -574,6 +590,9 @@ impl RingHost {
     fn push_cq(&mut self, shm: &impl SharedMemory, c: &Completion) -> Result<(), Error> {
         self.cq.push(shm, c)?;
         self.unpublished += 1;
+        if c.op == Op::Destroy {
+            self.unpublished_destroys += 1;
+        }
         if let (Some((_, acked)), Op::Destroy) = (&mut self.audit, c.op) {
             acked.pushed((c.space, c.tag));
         }
@@ -674,6 +693,8 @@ impl RingHost {
         let held = self.overflow.len() + self.inject.clear() + self.unpublished as usize;
         self.overflow.clear();
         self.unpublished = 0;
+        self.unpublished_destroys = 0;
+        self.destroys_held = 0;
         if let Some((_, acked)) = &mut self.audit {
             acked.drop_unpublished();
         }

@@ -184,3 +184,31 @@ fn stall_then_completions_come_out() {
     let c: Vec<_> = r.ok_completions().iter().map(|c| c.op).collect();
     assert_eq!(c, [Op::Create, Op::Destroy]);
 }
+
+#[test]
+fn destroys_held_counts_what_the_host_has_not_answered() {
+    let held = |r: &Rig| r.shm.read_u32(host_ctl::DESTROYS_HELD);
+    // A host that answers: nothing held after a round.
+    let mut r = Rig::new();
+    r.submit(&[req(Op::Create, 1, 7, 0), req(Op::Destroy, 1, 7, 0)]);
+    r.process();
+    assert_eq!(held(&r), 0);
+    // One that never answers holds every DESTROY it took.
+    let mut r = Rig::with_fault(Fault::NeverAck);
+    r.submit(&[
+        req(Op::Create, 1, 7, 0),
+        req(Op::Destroy, 1, 7, 0),
+        req(Op::Create, 2, 8, 0),
+        req(Op::Destroy, 2, 8, 0),
+    ]);
+    r.process();
+    assert_eq!(held(&r), 2);
+    r.submit(&[req(Op::Create, 3, 9, 0), req(Op::Destroy, 3, 9, 0)]);
+    assert_eq!(held(&r), 2, "not taken yet");
+    r.process();
+    assert_eq!(held(&r), 3);
+    // A reset forgets them.
+    reset(&mut r);
+    r.process();
+    assert_eq!(held(&r), 0);
+}
