@@ -51,6 +51,13 @@ static void check_lifecycle(struct __test_metadata *_metadata,
 	ksft_print_msg("drained in %llu ms\n", (unsigned long long)waited);
 	EXPECT_GE(pvmm_delta(_metadata, &self->before, &self->after,
 			     "spaces_acked"), spaces);
+	/* The children's spaces, and only theirs, are gone again. */
+	EXPECT_EQ(pvmm_stat(_metadata, &self->before, "spaces_live"),
+		  pvmm_stat(_metadata, &self->after, "spaces_live"));
+	EXPECT_EQ(pvmm_delta(_metadata, &self->before, &self->after,
+			     "spaces_created"),
+		  pvmm_delta(_metadata, &self->before, &self->after,
+			     "spaces_destroyed"));
 	EXPECT_EQ(0ULL, pvmm_delta(_metadata, &self->before, &self->after,
 				"bad_completions"));
 	EXPECT_EQ(0ULL, pvmm_delta(_metadata, &self->before, &self->after,
@@ -184,3 +191,79 @@ TEST_F_TIMEOUT(device, fork_exec_exit, 120)
 }
 
 PVMM_TEST_MAIN(PVMM_NEED_STATS)
+
+/* Writes @val to a fault-injection file; false if it is not there. */
+static bool inject_write(const char *path, const char *val)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	bool ok;
+
+	if (fd < 0)
+		return false;
+	ok = write(fd, val, strlen(val)) == (ssize_t)strlen(val);
+	close(fd);
+	return ok;
+}
+
+/*
+ * Forks that fail part way, at every allocation in turn (fail-nth): pgd_free
+ * then meets a space that pgd_alloc registered and that never ran, or that
+ * exit_mmap saw only half built.  Every one is torn down, every pgd comes
+ * back, and nothing warns.
+ */
+TEST_F_TIMEOUT(device, fork_fails_midway, 300)
+{
+	static const char *const gfp_wait[] = {
+		"/sys/kernel/debug/failslab/ignore-gfp-wait",
+		"/sys/kernel/debug/fail_page_alloc/ignore-gfp-wait",
+	};
+	unsigned long n, failed = 0, max = pvmm_env_ul("PVMM_FAIL_NTH_MAX",
+							300, 1, 100000);
+	uint64_t live0, live1;
+	char val[16];
+	unsigned int i;
+	int status;
+	pid_t pid;
+
+	if (!pvmm_exists("/proc/thread-self/fail-nth"))
+		SKIP(return, "no /proc/thread-self/fail-nth (CONFIG_FAULT_INJECTION=n)");
+	/* fork allocates with GFP_KERNEL, which injection skips by default. */
+	for (i = 0; i < 2; i++)
+		ASSERT_TRUE(inject_write(gfp_wait[i], "N"));
+	pvmm_wait_drained(_metadata, &self->before, pvmm_drain_timeout_ms(),
+			  NULL, 0);
+	live0 = pvmm_stat(_metadata, &self->before, "spaces_live");
+	for (n = 1; n <= max; n++) {
+		snprintf(val, sizeof(val), "%lu", n);
+		ASSERT_TRUE(inject_write("/proc/thread-self/fail-nth", val));
+		pid = fork();
+		/* Disarm at once: the nth call may not have come yet. */
+		inject_write("/proc/thread-self/fail-nth", "0");
+		if (!pid)
+			_exit(0);
+		if (pid < 0) {
+			EXPECT_EQ(ENOMEM, errno);
+			failed++;
+			continue;
+		}
+		ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	}
+	for (i = 0; i < 2; i++)
+		inject_write(gfp_wait[i], "Y");
+	pvmm_wait_drained(_metadata, &self->after, pvmm_drain_timeout_ms(),
+			  NULL, 0);
+	live1 = pvmm_stat(_metadata, &self->after, "spaces_live");
+	ksft_print_msg("%lu of %lu forks failed part way; spaces_live %llu -> %llu\n",
+		       failed, max, (unsigned long long)live0,
+		       (unsigned long long)live1);
+	EXPECT_GT(failed, 0UL);
+	EXPECT_EQ(live0, live1);
+	EXPECT_EQ(pvmm_stat(_metadata, &self->after, "pgds_parked") +
+		  pvmm_stat(_metadata, &self->after, "pgds_returned"),
+		  pvmm_stat(_metadata, &self->after, "pgds_released"));
+	EXPECT_EQ(0ULL, pvmm_delta(_metadata, &self->before, &self->after,
+				   "forced_releases"));
+	EXPECT_EQ(0ULL, pvmm_delta(_metadata, &self->before, &self->after,
+				   "bad_completions"));
+}
+

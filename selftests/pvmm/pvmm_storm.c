@@ -146,6 +146,12 @@ TEST_F_TIMEOUT(storm, drains_clean, 300)
 	EXPECT_EQ(parked, released);
 	EXPECT_EQ(0ULL, pvmm_stat(_metadata, &self->after, "pgds_pending"));
 	EXPECT_EQ(0ULL, pvmm_stat(_metadata, &self->after, "outstanding"));
+	/*
+	 * Exact, unlike MemFree below, whose tolerance is larger than all the
+	 * storm's pgds together: every space the storm made is gone.
+	 */
+	EXPECT_EQ(pvmm_stat(_metadata, &self->before, "spaces_live"),
+		  pvmm_stat(_metadata, &self->after, "spaces_live"));
 	EXPECT_EQ(0ULL, pvmm_delta(_metadata, &self->before, &self->after,
 				"bad_completions"));
 	EXPECT_EQ(0ULL, pvmm_delta(_metadata, &self->before, &self->after,
