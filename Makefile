@@ -10,19 +10,22 @@
 #   make KDIR=<tree>     build drivers/pvmm out of tree against a built
 #                        6.12 kernel that has kernel/patches applied
 #   make host            build the host stub
+#   make fuzz            the host's fuzz body on FUZZ_EXECS random scripts
+#                        (default 10 million, a few minutes; not in check)
 #
 # Kbuild (next to this file) is what the kernel build reads for M=.
 
 KDIR ?=
 LLVM ?= 1
+FUZZ_EXECS ?= 10000000
 
-.PHONY: default module clippy demo check bench host deps clean distclean
+.PHONY: default module clippy demo check bench host fuzz deps clean distclean
 
 default:
 ifneq ($(KDIR),)
 	$(MAKE) module
 else
-	@sed -n '3,12p' Makefile
+	@sed -n '3,14p' Makefile
 endif
 
 module:
@@ -36,6 +39,13 @@ deps:
 
 host:
 	cargo build --release --manifest-path host-stubs/Cargo.toml
+
+# Inputs that panic are kept in host-stubs/target/fuzz-crashes; the last
+# lines give the totals and how to replay them.
+fuzz:
+	cargo run --release --manifest-path host-stubs/Cargo.toml -p pvmm-host \
+		--example fuzz -- --execs $(FUZZ_EXECS) \
+		--crash-dir host-stubs/target/fuzz-crashes
 
 demo:
 	scripts/demo.sh
