@@ -192,9 +192,13 @@ TEST_F_TIMEOUT(never_ack, unload_within_deadline, 120)
  */
 TEST_F_TIMEOUT(never_ack, kill_throttled_forker, 120)
 {
+	static const char *const gauges[] = {
+		"outstanding", "in_flight", "ring_broken", "resetting",
+		"host_dead", "hooks_active", "spaces_live", "cap_spaces", NULL,
+	};
 	unsigned long bound = pvmm_env_ul("PVMM_KILL_EXIT_MS", 200, 1, 60000);
 	char cap[32], tmo[32], htmo[32];
-	int pipefd[2], status;
+	int pipefd[2], gofd[2], status;
 	uint64_t start, ms;
 	struct pollfd pfd;
 	pid_t pid;
@@ -211,20 +215,31 @@ TEST_F_TIMEOUT(never_ack, kill_throttled_forker, 120)
 	/* Two teardowns the host never answers, then a cap of one. */
 	pvmm_run_child(_metadata, NULL, NULL);
 	pvmm_run_child(_metadata, NULL, NULL);
-	ASSERT_EQ(0, pvmm_knob_write_ul("cap_spaces", 1));
+	/* The forker exists before the cap drops: its own fork would wait. */
 	ASSERT_EQ(0, pipe(pipefd));
+	ASSERT_EQ(0, pipe(gofd));
 	pid = fork();
 	ASSERT_LE(0, pid);
 	if (!pid) {
-		/* Blocks in the throttle; reports if fork ever returns. */
-		pid_t c = fork();
+		char go;
+		pid_t c;
 
+		if (read(gofd[0], &go, 1) != 1)
+			_exit(2);
+		/* Blocks in the throttle; reports if fork ever returns. */
+		c = fork();
 		if (!c)
 			_exit(0);
 		(void)!write(pipefd[1], "x", 1);
 		_exit(0);
 	}
 	close(pipefd[1]);
+	close(gofd[0]);
+	ASSERT_EQ(0, pvmm_knob_write_ul("cap_spaces", 1));
+	pvmm_snapshot(_metadata, &self->after);
+	pvmm_log_values("before the throttled fork", &self->after, gauges);
+	ASSERT_EQ(1, write(gofd[1], "g", 1));
+	close(gofd[1]);
 	pfd = (struct pollfd){ .fd = pipefd[0], .events = POLLIN };
 	EXPECT_EQ(0, poll(&pfd, 1, 500)) {
 		TH_LOG("the fork at the cap returned");

@@ -4,7 +4,7 @@
 //! notification handshakes. No I/O here, so tests and the fuzzer drive it over
 //! an in-memory window.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -233,6 +233,11 @@ pub struct RingHost {
     /// `--audit-releases`: the release log and the DESTROYs acknowledged;
     /// `None` without a log, or once its index went wrong.
     audit: Option<(LogConsumer, AckedSet)>,
+    /// `forged-ack`: forged DESTROY completions not yet pushed. A lie is no
+    /// acknowledgement, so the audit does not count them as one; the first
+    /// DESTROY completion for a key is the forged one (it precedes the
+    /// CREATE's, which precedes the real DESTROY's).
+    forged: HashSet<(u64, u32)>,
 }
 
 impl RingHost {
@@ -274,6 +279,7 @@ impl RingHost {
             budget,
             resets_done: 0,
             audit,
+            forged: HashSet::new(),
         }
     }
 
@@ -455,6 +461,7 @@ impl RingHost {
                         self.count(|c| &c.faults_duplicated, 1);
                     }
                     Intercept::Forged(forged, c) => {
+                        self.forged.insert((forged.space, forged.tag));
                         self.complete(shm, forged, b);
                         self.complete(shm, c, b);
                         self.count(|c| &c.faults_forged, 1);
@@ -593,7 +600,8 @@ impl RingHost {
         if c.op == Op::Destroy {
             self.unpublished_destroys += 1;
         }
-        if let (Some((_, acked)), Op::Destroy) = (&mut self.audit, c.op) {
+        let lie = c.op == Op::Destroy && self.forged.remove(&(c.space, c.tag));
+        if let (Some((_, acked)), Op::Destroy, false) = (&mut self.audit, c.op, lie) {
             acked.pushed((c.space, c.tag));
         }
         Ok(())
@@ -695,6 +703,7 @@ impl RingHost {
         self.unpublished = 0;
         self.unpublished_destroys = 0;
         self.destroys_held = 0;
+        self.forged.clear();
         if let Some((_, acked)) = &mut self.audit {
             acked.drop_unpublished();
         }

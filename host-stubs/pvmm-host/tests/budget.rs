@@ -159,10 +159,15 @@ fn a_flooding_slot_gets_its_share_and_the_other_stays_fast() {
         lat[lat.len() / 2]
     );
     assert!(sa.destroys >= 2, "slot A made progress");
-    assert!(sa.throttled_us > 0, "slot A was held to its share");
     // At most the burst plus the share of the wall time, with slack for
     // the chunk in progress and clock granularity.
     let allowed = BURST_US + wall.as_micros() as u64 * u64::from(SHARE) / 100;
+    // Held back, unless a busy machine gave it less CPU than its share anyway.
+    assert!(
+        sa.throttled_us > 0 || sa.work_us < allowed * 9 / 10,
+        "slot A used {} us of its {allowed} us without being held back",
+        sa.work_us
+    );
     assert!(
         sa.work_us <= allowed + allowed / 5 + 20_000,
         "slot A used {} us of CPU, its share is {allowed} us",
