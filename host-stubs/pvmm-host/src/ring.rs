@@ -120,6 +120,23 @@ struct Space {
     _obj: Box<[u64; 32]>,
 }
 
+/// One of the two rings the host serves, named in the log when an impossible
+/// index stops it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ring {
+    Submission,
+    Completion,
+}
+
+impl Ring {
+    fn name(self) -> &'static str {
+        match self {
+            Ring::Submission => "submission",
+            Ring::Completion => "completion",
+        }
+    }
+}
+
 /// Limits warnings to a burst per second, so a hostile guest cannot flood the log.
 #[derive(Debug)]
 struct RateLimit {
@@ -374,7 +391,7 @@ impl RingHost {
         self.post_due(shm, &mut b);
         if !self.sq_stalled {
             match self.sq.pending(shm) {
-                Err(e) => self.bad_index(shm, "submission", e, &mut b),
+                Err(e) => self.bad_index(shm, Ring::Submission, e, &mut b),
                 Ok(n) => {
                     for _ in 0..n {
                         // A reset must not wait behind a backlog of costly
@@ -554,7 +571,7 @@ impl RingHost {
         let free = match self.cq.space(shm) {
             Ok(n) => n,
             Err(e) => {
-                self.bad_index(shm, "completion", e, b);
+                self.bad_index(shm, Ring::Completion, e, b);
                 return;
             }
         };
@@ -743,16 +760,17 @@ impl RingHost {
         warn_limited!(self, "bad submission entry at index {at}: {bad}");
     }
 
-    fn bad_index(&mut self, shm: &impl SharedMemory, ring: &str, e: Error, b: &mut Batch) {
+    fn bad_index(&mut self, shm: &impl SharedMemory, ring: Ring, e: Error, b: &mut Batch) {
         self.count(|c| &c.bad_indices, 1);
         self.note_error(b);
         match ring {
-            "submission" => self.sq_stalled = true,
-            _ => self.cq_stalled = true,
+            Ring::Submission => self.sq_stalled = true,
+            Ring::Completion => self.cq_stalled = true,
         }
         warn_limited!(
             self,
-            "{ring} ring stopped: {e}; waiting for the guest to re-announce GUEST_READY"
+            "{} ring stopped: {e}; waiting for the guest to re-announce GUEST_READY",
+            ring.name()
         );
         // Make sure the guest's re-announcing doorbell is not suppressed.
         let _ = self.sq.set_need_wakeup(shm, true);
@@ -926,7 +944,7 @@ impl RingHost {
             match self.push_cq(shm, &c) {
                 Ok(()) => return,
                 Err(Error::Full) => {}
-                Err(e) => self.bad_index(shm, "completion", e, b),
+                Err(e) => self.bad_index(shm, Ring::Completion, e, b),
             }
         }
         self.count(|c| &c.cq_overflow, 1);
@@ -943,7 +961,7 @@ impl RingHost {
                     self.overflow.pop_front();
                 }
                 Err(Error::Full) => break,
-                Err(e) => self.bad_index(shm, "completion", e, b),
+                Err(e) => self.bad_index(shm, Ring::Completion, e, b),
             }
         }
     }
