@@ -233,19 +233,19 @@ pub fn thread_cpu_us() -> u64 {
     (t.tv_sec as u64).saturating_mul(1_000_000) + (t.tv_nsec as u64) / 1000
 }
 
-/// Parses the stats-file form back (for tests and scripts written in Rust).
-pub fn parse_file_text(text: &str) -> Vec<(String, u64)> {
-    text.lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            Some((k.to_owned(), v.trim().parse().ok()?))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Parses the stats-file form back.
+    fn parse_file_text(text: &str) -> Vec<(String, u64)> {
+        text.lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                Some((k.to_owned(), v.trim().parse().ok()?))
+            })
+            .collect()
+    }
 
     #[test]
     fn forms() {
