@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! QEMU's ivshmem server protocol (docs/specs/ivshmem-spec.rst), server side,
-//! plus the client side for tests.
+//! QEMU's ivshmem server protocol (docs/specs/ivshmem-spec.rst), server side.
+//! `tests/ivshmem.rs` plays the client, as QEMU does.
 //!
 //! Every message is a little-endian `i64`, some with one file descriptor
 //! attached through `SCM_RIGHTS`. On connect a client gets: the protocol
@@ -11,7 +11,7 @@
 //! the same way (its id with its eventfds) and of a departed one by its id
 //! without an fd.
 
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -19,10 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rustix::event::{eventfd, EventfdFlags};
-use rustix::net::{
-    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags,
-};
+use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 
 /// Protocol version of the ivshmem server protocol.
 pub const PROTOCOL_VERSION: i64 = 0;
@@ -52,41 +49,6 @@ pub fn send_msg(sock: BorrowedFd<'_>, val: i64, fd: Option<BorrowedFd<'_>>) -> i
         return Err(io::ErrorKind::WriteZero.into());
     }
     Ok(())
-}
-
-/// Receives one message and the fd that came with it, if any. `Ok(None)` at
-/// end of stream.
-pub fn recv_msg(sock: BorrowedFd<'_>) -> io::Result<Option<(i64, Option<OwnedFd>)>> {
-    let mut bytes = [0u8; 8];
-    let mut got = 0;
-    let mut fd = None;
-    while got < bytes.len() {
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
-        let mut control = RecvAncillaryBuffer::new(&mut space);
-        let r = recvmsg(
-            sock,
-            &mut [IoSliceMut::new(&mut bytes[got..])],
-            &mut control,
-            RecvFlags::CMSG_CLOEXEC,
-        )?;
-        for msg in control.drain() {
-            if let RecvAncillaryMessage::ScmRights(fds) = msg {
-                for f in fds {
-                    // Keep the first; extra ones are closed on drop.
-                    fd.get_or_insert(f);
-                }
-            }
-        }
-        if r.bytes == 0 {
-            return if got == 0 {
-                Ok(None)
-            } else {
-                Err(io::ErrorKind::UnexpectedEof.into())
-            };
-        }
-        got += r.bytes;
-    }
-    Ok(Some((i64::from_le_bytes(bytes), fd)))
 }
 
 /// `n` fresh eventfds, one per interrupt vector.
@@ -285,60 +247,4 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
     }
     log::info!("removing stale socket {}", path.display());
     std::fs::remove_file(path)
-}
-
-/// What a client learns at connect time.
-#[derive(Debug)]
-pub struct ClientSetup {
-    /// Its own peer id.
-    pub id: u16,
-    /// The shared memory.
-    pub shm: OwnedFd,
-    /// Other peers' eventfds, as `(peer id, vector fds)`.
-    pub peers: Vec<(u16, Vec<OwnedFd>)>,
-    /// Its own eventfds, one per vector.
-    pub own: Vec<OwnedFd>,
-}
-
-/// Client side of the connect sequence for `vectors` vectors, as QEMU does it.
-pub fn client_handshake(sock: &UnixStream, vectors: u32) -> io::Result<ClientSetup> {
-    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
-    let next = || recv_msg(sock.as_fd())?.ok_or_else(|| bad("server hung up"));
-    let (v, fd) = next()?;
-    if v != PROTOCOL_VERSION || fd.is_some() {
-        return Err(bad("bad version message"));
-    }
-    let (id, fd) = next()?;
-    let id = u16::try_from(id).map_err(|_| bad("bad id message"))?;
-    if fd.is_some() {
-        return Err(bad("fd with id message"));
-    }
-    let (m, shm) = next()?;
-    let shm = match (m, shm) {
-        (-1, Some(fd)) => fd,
-        _ => return Err(bad("bad shared-memory message")),
-    };
-    let mut peers: Vec<(u16, Vec<OwnedFd>)> = Vec::new();
-    let mut own = Vec::new();
-    while (own.len() as u32) < vectors {
-        let (p, fd) = next()?;
-        let p = u16::try_from(p).map_err(|_| bad("bad peer id"))?;
-        let Some(fd) = fd else {
-            peers.retain(|(q, _)| *q != p);
-            continue;
-        };
-        if p == id {
-            own.push(fd);
-        } else if let Some((_, fds)) = peers.iter_mut().find(|(q, _)| *q == p) {
-            fds.push(fd);
-        } else {
-            peers.push((p, vec![fd]));
-        }
-    }
-    Ok(ClientSetup {
-        id,
-        shm,
-        peers,
-        own,
-    })
 }

@@ -1,0 +1,173 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The ivshmem server protocol (`src/ivshmem.rs`) against a client that
+//! reads the connect sequence as QEMU does: ids, the shared memory, every
+//! peer's eventfds, announcements of peers that come and go.
+
+use std::io::{self, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+use pvmm_host::ivshmem::{self, Server, PROTOCOL_VERSION};
+use pvmm_host::shm::MappedShm;
+use pvmm_wire::SharedMemory;
+use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+
+/// Receives one message and the fd that came with it, if any. `Ok(None)` at
+/// end of stream.
+fn recv_msg(sock: BorrowedFd<'_>) -> io::Result<Option<(i64, Option<OwnedFd>)>> {
+    let mut bytes = [0u8; 8];
+    let mut got = 0;
+    let mut fd = None;
+    while got < bytes.len() {
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let r = recvmsg(
+            sock,
+            &mut [IoSliceMut::new(&mut bytes[got..])],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        )?;
+        for msg in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(fds) = msg {
+                for f in fds {
+                    // Keep the first; extra ones are closed on drop.
+                    fd.get_or_insert(f);
+                }
+            }
+        }
+        if r.bytes == 0 {
+            return if got == 0 {
+                Ok(None)
+            } else {
+                Err(io::ErrorKind::UnexpectedEof.into())
+            };
+        }
+        got += r.bytes;
+    }
+    Ok(Some((i64::from_le_bytes(bytes), fd)))
+}
+
+/// What a client learns at connect time.
+#[derive(Debug)]
+struct ClientSetup {
+    /// Its own peer id.
+    id: u16,
+    /// The shared memory.
+    shm: OwnedFd,
+    /// Other peers' eventfds, as `(peer id, vector fds)`.
+    peers: Vec<(u16, Vec<OwnedFd>)>,
+    /// Its own eventfds, one per vector.
+    own: Vec<OwnedFd>,
+}
+
+/// Client side of the connect sequence for `vectors` vectors, as QEMU does it.
+fn client_handshake(sock: &UnixStream, vectors: u32) -> io::Result<ClientSetup> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+    let next = || recv_msg(sock.as_fd())?.ok_or_else(|| bad("server hung up"));
+    let (v, fd) = next()?;
+    if v != PROTOCOL_VERSION || fd.is_some() {
+        return Err(bad("bad version message"));
+    }
+    let (id, fd) = next()?;
+    let id = u16::try_from(id).map_err(|_| bad("bad id message"))?;
+    if fd.is_some() {
+        return Err(bad("fd with id message"));
+    }
+    let (m, shm) = next()?;
+    let shm = match (m, shm) {
+        (-1, Some(fd)) => fd,
+        _ => return Err(bad("bad shared-memory message")),
+    };
+    let mut peers: Vec<(u16, Vec<OwnedFd>)> = Vec::new();
+    let mut own = Vec::new();
+    while (own.len() as u32) < vectors {
+        let (p, fd) = next()?;
+        let p = u16::try_from(p).map_err(|_| bad("bad peer id"))?;
+        let Some(fd) = fd else {
+            peers.retain(|(q, _)| *q != p);
+            continue;
+        };
+        if p == id {
+            own.push(fd);
+        } else if let Some((_, fds)) = peers.iter_mut().find(|(q, _)| *q == p) {
+            fds.push(fd);
+        } else {
+            peers.push((p, vec![fd]));
+        }
+    }
+    Ok(ClientSetup {
+        id,
+        shm,
+        peers,
+        own,
+    })
+}
+
+/// Accepts the pending connection and runs the server's half of the connect
+/// sequence; returns the new peer's id.
+fn accept(server: &mut Server, shm: &MappedShm) -> u16 {
+    let stream = server.accept().unwrap().expect("a pending connection");
+    server.add_client(stream, shm.fd()).unwrap()
+}
+
+#[test]
+fn connect_sequence_and_peer_announcements() {
+    const VECTORS: u32 = 2;
+    let dir = std::env::temp_dir().join(format!("pvmm-ivshmem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sock");
+    let shm = MappedShm::create("pvmm-test", 4096).unwrap();
+    shm.write_u32(0, 0x1234_5678);
+    let mut server = Server::bind(&path, VECTORS, 0, 2).unwrap();
+    assert!(server.accept().unwrap().is_none(), "nobody connected yet");
+
+    // The first client sees the host (peer 0) and itself.
+    let a = UnixStream::connect(&path).unwrap();
+    let a_id = accept(&mut server, &shm);
+    let sa = client_handshake(&a, VECTORS).unwrap();
+    assert_eq!((sa.id, a_id), (1, 1));
+    assert_eq!(sa.own.len(), VECTORS as usize);
+    assert_eq!(sa.peers.len(), 1);
+    assert_eq!(sa.peers[0].0, 0);
+    assert_eq!(sa.peers[0].1.len(), VECTORS as usize);
+    // The same memory, not a copy.
+    assert_eq!(MappedShm::map(sa.shm).unwrap().read_u32(0), 0x1234_5678);
+
+    // Its doorbell rings the host's eventfd, and the host's interrupt its own.
+    ivshmem::notify(sa.peers[0].1[0].as_fd()).unwrap();
+    assert_eq!(ivshmem::drain(server.host_vectors()[0].as_fd()), 1);
+    assert_eq!(ivshmem::drain(server.host_vectors()[0].as_fd()), 0);
+    ivshmem::notify(server.clients()[0].vectors[1].as_fd()).unwrap();
+    assert_eq!(ivshmem::drain(sa.own[1].as_fd()), 1);
+
+    // A second client sees both, and the first learns of it.
+    let b = UnixStream::connect(&path).unwrap();
+    let b_id = accept(&mut server, &shm);
+    let sb = client_handshake(&b, VECTORS).unwrap();
+    assert_eq!(sb.id, b_id);
+    assert_ne!(b_id, a_id);
+    let ids: Vec<u16> = sb.peers.iter().map(|(p, _)| *p).collect();
+    assert_eq!(ids, [0, a_id]);
+    assert!(server.full());
+    for _ in 0..VECTORS {
+        let (p, fd) = recv_msg(a.as_fd()).unwrap().unwrap();
+        assert_eq!(p, i64::from(b_id));
+        assert!(fd.is_some());
+    }
+
+    // Its departure is announced by its id without an fd.
+    drop(b);
+    assert!(server.remove(b_id).is_some());
+    assert!(server.remove(b_id).is_none(), "removed once");
+    let (p, fd) = recv_msg(a.as_fd()).unwrap().unwrap();
+    assert_eq!(p, i64::from(b_id));
+    assert!(fd.is_none());
+    assert!(!server.full());
+
+    // The socket file goes with the server.
+    drop(server);
+    assert!(!path.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
