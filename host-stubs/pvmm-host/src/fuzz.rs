@@ -6,6 +6,13 @@
 //! `tests/ring.rs` runs it on random input; `examples/fuzz.rs` (`make fuzz`)
 //! runs it millions of times.
 //!
+//! The stub itself never calls this module. It is public, not
+//! `#[cfg(test)]`, because integration tests and examples are crates of
+//! their own that link the library as built without `cfg(test)` and see
+//! only its public items; hiding it would take a cargo feature that
+//! `cargo test` and `make fuzz` would both have to remember to enable.
+//! Unused in the binary, it is left out of it at link time.
+//!
 //! # The oracle
 //!
 //! The host sees the window through [`Spy`], which shows every access it makes

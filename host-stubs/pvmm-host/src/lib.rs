@@ -4,7 +4,9 @@
 //!
 //! [`ring::RingHost`] holds all request processing and needs no I/O, so tests
 //! and the fuzzer ([`fuzz::run`]) drive it over an in-memory window;
-//! [`serve`] wires it to a socket, a memfd and eventfds.
+//! [`serve`] wires it to a socket, a memfd and eventfds. [`fuzz`] is the one
+//! module the stub does not use: it is public for `tests/ring.rs` and
+//! `examples/fuzz.rs` (`make fuzz`).
 
 pub mod audit;
 pub mod budget;
