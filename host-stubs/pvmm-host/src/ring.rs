@@ -172,25 +172,28 @@ impl RateLimit {
     }
 }
 
+/// Logs at `$level` through the rate limiter `$self.$limit`, first saying how
+/// many messages it suppressed since the last one it let through.
+macro_rules! log_limited {
+    ($self:ident, $limit:ident, $level:expr, $($arg:tt)+) => {
+        if let Some(dropped) = $self.$limit.allow() {
+            if dropped > 0 {
+                log::log!($level, "{}: {} similar messages suppressed", $self.name, dropped);
+            }
+            log::log!($level, "{}: {}", $self.name, format_args!($($arg)+));
+        }
+    };
+}
+
 macro_rules! warn_limited {
     ($self:ident, $($arg:tt)+) => {
-        if let Some(dropped) = $self.limit.allow() {
-            if dropped > 0 {
-                log::warn!("{}: {} similar messages suppressed", $self.name, dropped);
-            }
-            log::warn!("{}: {}", $self.name, format_args!($($arg)+));
-        }
+        log_limited!($self, limit, log::Level::Warn, $($arg)+)
     };
 }
 
 macro_rules! info_limited {
     ($self:ident, $($arg:tt)+) => {
-        if let Some(dropped) = $self.info_limit.allow() {
-            if dropped > 0 {
-                log::info!("{}: {} similar messages suppressed", $self.name, dropped);
-            }
-            log::info!("{}: {}", $self.name, format_args!($($arg)+));
-        }
+        log_limited!($self, info_limit, log::Level::Info, $($arg)+)
     };
 }
 
