@@ -314,6 +314,11 @@ fn write_series(series: &mut Option<Series>, started: Instant, counters: &[Arc<C
 mod tests {
     use super::*;
 
+    /// Parses the command line of one slot with `more` options added.
+    fn parse(more: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(["pvmm-host", "--socket", "/tmp/s"].iter().chain(more))
+    }
+
     #[test]
     fn sizes() {
         assert_eq!(parse_size("4096"), Ok(4096));
@@ -328,8 +333,6 @@ mod tests {
 
     #[test]
     fn worker_and_series_options() {
-        let base = ["pvmm-host", "--socket", "/tmp/s"];
-        let parse = |more: &[&str]| Args::try_parse_from(base.iter().chain(more));
         let a = parse(&[]).unwrap();
         assert_eq!((a.worker_sched, a.worker_nice), (Policy::Other, 0));
         assert_eq!((a.series, a.series_ms), (None, 100));
@@ -351,8 +354,6 @@ mod tests {
 
     #[test]
     fn fault_option() {
-        let base = ["pvmm-host", "--socket", "/tmp/s"];
-        let parse = |more: &[&str]| Args::try_parse_from(base.iter().chain(more));
         assert_eq!(parse(&[]).unwrap().fault, Fault::None);
         let a = parse(&["--fault", "late-ack:250"]).unwrap();
         assert_eq!(a.fault, Fault::LateAck(Duration::from_millis(250)));
@@ -381,8 +382,6 @@ mod tests {
 
     #[test]
     fn cost_and_budget_options() {
-        let base = ["pvmm-host", "--socket", "/tmp/s"];
-        let parse = |more: &[&str]| Args::try_parse_from(base.iter().chain(more));
         let a = parse(&[]).unwrap();
         assert_eq!((a.max_destroy_us, a.guest_mem_mib), (10_000_000, 4096));
         assert_eq!(a.slot_cpu_share, 100);
@@ -401,8 +400,6 @@ mod tests {
 
     #[test]
     fn audit_options() {
-        let base = ["pvmm-host", "--socket", "/tmp/s"];
-        let parse = |more: &[&str]| Args::try_parse_from(base.iter().chain(more));
         let a = parse(&[]).unwrap();
         assert_eq!((a.audit_releases, a.release_log_entries), (false, 4096));
         let a = parse(&["--audit-releases", "--release-log-entries", "64"]).unwrap();
