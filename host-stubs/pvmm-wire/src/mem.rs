@@ -69,6 +69,20 @@ impl<S: AsRef<[AtomicU32]>> MemShm<S> {
         let hi = self.words.as_ref().get(off / 4 + 1)?;
         Some((lo, hi))
     }
+
+    /// One load of the 32-bit field at `off` with `order`; 0 if the offset
+    /// is out of range or misaligned.
+    fn load_u32(&self, off: usize, order: Ordering) -> u32 {
+        self.word(off, 4).map_or(0, |w| u32::from_le(w.load(order)))
+    }
+
+    /// One store of `val` to the 32-bit field at `off` with `order`; dropped
+    /// if the offset is out of range or misaligned.
+    fn store_u32(&self, off: usize, val: u32, order: Ordering) {
+        if let Some(w) = self.word(off, 4) {
+            w.store(val.to_le(), order)
+        }
+    }
 }
 
 impl<S: AsRef<[AtomicU32]>> SharedMemory for MemShm<S> {
@@ -77,14 +91,11 @@ impl<S: AsRef<[AtomicU32]>> SharedMemory for MemShm<S> {
     }
 
     fn read_u32(&self, off: usize) -> u32 {
-        self.word(off, 4)
-            .map_or(0, |w| u32::from_le(w.load(Ordering::Relaxed)))
+        self.load_u32(off, Ordering::Relaxed)
     }
 
     fn write_u32(&self, off: usize, val: u32) {
-        if let Some(w) = self.word(off, 4) {
-            w.store(val.to_le(), Ordering::Relaxed)
-        }
+        self.store_u32(off, val, Ordering::Relaxed)
     }
 
     fn read_u64(&self, off: usize) -> u64 {
@@ -103,14 +114,11 @@ impl<S: AsRef<[AtomicU32]>> SharedMemory for MemShm<S> {
     }
 
     fn load_acquire_u32(&self, off: usize) -> u32 {
-        self.word(off, 4)
-            .map_or(0, |w| u32::from_le(w.load(Ordering::Acquire)))
+        self.load_u32(off, Ordering::Acquire)
     }
 
     fn store_release_u32(&self, off: usize, val: u32) {
-        if let Some(w) = self.word(off, 4) {
-            w.store(val.to_le(), Ordering::Release)
-        }
+        self.store_u32(off, val, Ordering::Release)
     }
 
     fn fence(&self) {
