@@ -965,10 +965,8 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             let Some(id) = inner.backlog.cursor_front().map(|c| *c.current().1) else {
                 break;
             };
-            let Some((space, (op, _))) = inner
-                .spaces
-                .get(&id)
-                .and_then(|s| s.queued.map(|q| (s, q)))
+            let Some((space, (op, _))) =
+                inner.spaces.get(&id).and_then(|s| s.queued.map(|q| (s, q)))
             else {
                 // A node without its record would be a driver bug; drop it.
                 let _ = inner.backlog.cursor_front().map(|c| c.remove_current());
