@@ -4,6 +4,8 @@
 #
 #   make demo            build everything, boot a guest, run a teardown storm
 #   make check           run every test; ends with "N passed, N failed"
+#   make check-full      make check, plus the debug kernel once more with KASAN
+#                        (a third kernel build: about twice as long)
 #   make bench           latency per mode and host cost, with plots
 #                        (PRESET=quick, about 10 minutes; PRESET=full, an hour;
 #                        PRESET=smoke, 2 minutes, to check the pipeline)
@@ -19,13 +21,13 @@ KDIR ?=
 LLVM ?= 1
 FUZZ_EXECS ?= 10000000
 
-.PHONY: default module clippy demo check bench host fuzz deps clean distclean
+.PHONY: default module clippy demo check check-full bench host fuzz deps clean distclean
 
 default:
 ifneq ($(KDIR),)
 	$(MAKE) module
 else
-	@sed -n '3,14p' Makefile
+	@sed -n '3,16p' Makefile
 endif
 
 module:
@@ -52,6 +54,9 @@ demo:
 
 check:
 	scripts/check.sh
+
+check-full:
+	PVMM_CHECK_FULL=1 scripts/check.sh
 
 bench:
 	scripts/bench.sh

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Build a pvmm guest kernel.
 #
-# usage: scripts/kernel.sh y|m
-#   y: CONFIG_PVMM=y (driver built in)
+# usage: scripts/kernel.sh y|m|kasan
+#   y: CONFIG_PVMM=y (driver built in), the debug kernel
 #   m: CONFIG_PVMM=m (driver as a module, also built out of tree)
+#   kasan: the debug kernel with KASAN as well (make check-full)
 #
 # The source is Debian's linux-source-6.12 (whatever 6.12.y is installed) or
 # $KSRC, with kernel/patches and the overlay applied by apply-to-tree.sh.
@@ -13,8 +14,11 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-variant=${1:?usage: $0 y|m}
-case "$variant" in y|m) ;; *) die "variant must be y or m" ;; esac
+variant=${1:?usage: $0 y|m|kasan}
+case "$variant" in y|m|kasan) ;; *) die "variant must be y, m or kasan" ;; esac
+# The KASAN kernel is the built-in debug kernel plus kasan.config.
+pvmm=$variant
+[ "$variant" = kasan ] && pvmm=y
 
 patch_hash=$(cat "$PVMM_TOP"/kernel/patches/*.patch | hash_stdin)
 
@@ -37,10 +41,12 @@ fi
 "$PVMM_TOP/scripts/apply-to-tree.sh" "$src" >&2
 kver=$(make -s -C "$src" kernelversion)
 
-# The built-in kernel is the debug one (lockdep, sleep-in-atomic checks);
-# the module kernel is what a user would run.
+# The built-in kernel is the debug one (lockdep, sleep-in-atomic checks,
+# kmemleak, DEBUG_VM, page poisoning); the module kernel is what a user would
+# run.
 fragments=("$PVMM_TOP/kernel/configs/pvmm.config")
-[ "$variant" = y ] && fragments+=("$PVMM_TOP/kernel/configs/debug.config")
+[ "$pvmm" = y ] && fragments+=("$PVMM_TOP/kernel/configs/debug.config")
+[ "$variant" = kasan ] && fragments+=("$PVMM_TOP/kernel/configs/kasan.config")
 cfg_hash=$( (echo "$kver $variant $patch_hash"; cat "${fragments[@]}") | hash_stdin)
 build=$PVMM_CACHE/build/$kver-pvmm$variant-$cfg_hash
 mkdir -p "$build"
@@ -49,15 +55,15 @@ PATH=$(ccache_path)
 mk() { make -C "$src" O="$build" LLVM=1 "$@"; }
 
 if [ ! -f "$build/.config" ]; then
-	log "configuring $kver, CONFIG_PVMM=$variant"
+	log "configuring $kver, $variant kernel, CONFIG_PVMM=$pvmm"
 	mk tinyconfig >/dev/null
 	"$src/scripts/kconfig/merge_config.sh" -m -O "$build" "$build/.config" \
 		"${fragments[@]}" >/dev/null
-	echo "CONFIG_PVMM=$variant" >>"$build/.config"
+	echo "CONFIG_PVMM=$pvmm" >>"$build/.config"
 	mk olddefconfig >/dev/null
 fi
-grep -q "^CONFIG_PVMM=$variant\$" "$build/.config" ||
-	die "CONFIG_PVMM=$variant did not survive olddefconfig (is Rust available?)"
+grep -q "^CONFIG_PVMM=$pvmm\$" "$build/.config" ||
+	die "CONFIG_PVMM=$pvmm did not survive olddefconfig (is Rust available?)"
 grep -q '^CONFIG_RUST=y$' "$build/.config" || die "CONFIG_RUST is off"
 # Every option a fragment asks for must have survived olddefconfig.
 for opt in $(grep -h '^CONFIG_.*=y$' "${fragments[@]}"); do
