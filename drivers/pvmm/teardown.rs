@@ -9,417 +9,40 @@
 
 use core::sync::atomic::{
     AtomicBool, AtomicU32, AtomicU64,
-    Ordering::{AcqRel, Acquire, Relaxed, Release as Publish},
+    Ordering::{Acquire, Relaxed, Release as Publish},
 };
 use kernel::{
     c_str,
-    irq::with_local_irqs_disabled,
     mm_hooks::{AddressSpace, MmHooks, PageDirectory, SpaceId},
     new_condvar, new_spinlock,
     prelude::*,
-    rbtree::{RBTree, RBTreeNode, RBTreeNodeReservation},
+    rbtree::{RBTree, RBTreeNode},
     static_lock_class,
     sync::{
         lock::{spinlock::SpinLockBackend, Guard},
         Arc, CondVar, CondVarTimeoutResult, SpinLock,
     },
     time::{msecs_to_jiffies, Ktime},
-    timer::{Timer, TimerHandler},
+    timer::Timer,
 };
 
-use crate::wire::{
-    self, BadEntry, Completion, CqConsumer, Layout, LogProducer, Op, Release, Request,
-    SharedMemory, SqProducer, Status, Why,
+use crate::{
+    notify::{self, Doorbell, Notifier},
+    settings::{Knob, Mode, Settings},
+    space::{Space, State, Tally},
+    stats::{count_problem, Gauges, Maxima, Stats},
+    sync::{self, CQ_PASS},
+    wire::{
+        self, BadEntry, Completion, CqConsumer, Layout, LogProducer, Op, Release, SharedMemory,
+        SqProducer, Status, Why,
+    },
 };
-
-/// Notifies the host that submissions are waiting.
-pub(crate) trait Doorbell: Send + Sync {
-    /// Rings the host. May be called in atomic context.
-    fn ring(&self);
-}
-
-/// `input` without leading and trailing ASCII whitespace (`<[u8]>::trim_ascii` needs a
-/// newer Rust than the kernel's minimum).
-pub(crate) fn trim(input: &[u8]) -> &[u8] {
-    let start = input
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(input.len());
-    let end = input
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |i| i + 1);
-    &input[start..end]
-}
-
-/// How teardowns started now reach the host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// No host involvement: new address spaces are not registered. The latency floor.
-    Off = 0,
-    /// One blocking host call per teardown, with interrupts off until the host acknowledges,
-    /// like a non-preemptible hypercall.
-    Sync = 1,
-    /// Like `Sync`, but interrupts (and preemption) are allowed between bounded chunks of
-    /// waiting, like a hypercall with continuations.
-    Chunked = 2,
-    /// Batched submission, deferred page-directory release on completion.
-    Async = 3,
-}
-
-impl Mode {
-    /// Every mode, in numeric order.
-    pub(crate) const ALL: [Mode; 4] = [Mode::Off, Mode::Sync, Mode::Chunked, Mode::Async];
-
-    /// Whether this kernel offers the mode: the blocking baselines can stall a vCPU
-    /// on a dead host and exist only with `CONFIG_PVMM_SYNC_BASELINES`.
-    pub(crate) fn available(self) -> bool {
-        cfg!(CONFIG_PVMM_SYNC_BASELINES) || !matches!(self, Mode::Sync | Mode::Chunked)
-    }
-
-    /// The name used in debugfs.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Mode::Off => "off",
-            Mode::Sync => "sync",
-            Mode::Chunked => "chunked",
-            Mode::Async => "async",
-        }
-    }
-
-    /// Parses a name, ignoring surrounding whitespace.
-    pub(crate) fn parse(input: &[u8]) -> Option<Mode> {
-        let name = trim(input);
-        Mode::ALL.into_iter().find(|m| m.name().as_bytes() == name)
-    }
-
-    fn from_raw(raw: u64) -> Mode {
-        Mode::ALL
-            .into_iter()
-            .find(|m| *m as u64 == raw)
-            .unwrap_or(Mode::Async)
-    }
-}
-
-/// A run-time setting: its name, limits and default.
-pub(crate) struct Tunable {
-    pub(crate) name: &'static str,
-    pub(crate) min: u64,
-    pub(crate) max: u64,
-    default: u64,
-}
-
-/// The settings, indexed by [`Knob`].
-pub(crate) const TUNABLES: [Tunable; 9] = [
-    Tunable {
-        name: "mode",
-        min: 0,
-        max: 3,
-        default: Mode::Async as u64,
-    },
-    Tunable {
-        name: "batch",
-        min: 1,
-        max: wire::MAX_ENTRIES as u64,
-        default: 16,
-    },
-    Tunable {
-        name: "flush_us",
-        min: 1,
-        max: 1_000_000,
-        default: 1000,
-    },
-    Tunable {
-        name: "cap_spaces",
-        min: 1,
-        max: 1 << 20,
-        default: 256,
-    },
-    Tunable {
-        name: "cap_pages",
-        min: 1,
-        max: wire::MAX_PAGES,
-        default: 1 << 20,
-    },
-    Tunable {
-        name: "chunk_us",
-        min: 1,
-        max: 1_000_000,
-        default: 100,
-    },
-    // Interrupts stay off for up to this long in `sync`: well below the hard-lockup
-    // detector (10 s) and RCU stall warnings (21 s), which a dead host must not trip.
-    Tunable {
-        name: "sync_timeout_ms",
-        min: 1,
-        max: 1_000,
-        default: 1_000,
-    },
-    Tunable {
-        name: "throttle_timeout_ms",
-        min: 1,
-        max: 3_600_000,
-        default: 30_000,
-    },
-    // Long enough for the slowest host the benchmarks model (a starved worker at
-    // 100 ms of CPU per teardown), short against a throttle timeout.
-    Tunable {
-        name: "host_timeout_ms",
-        min: 100,
-        max: 3_600_000,
-        default: 10_000,
-    },
-];
-
-/// Index of a setting in [`TUNABLES`].
-#[derive(Clone, Copy)]
-pub(crate) enum Knob {
-    /// [`Mode`] of teardowns started from now on.
-    Mode = 0,
-    /// Submissions per doorbell while the host is idle.
-    Batch = 1,
-    /// Longest delay of a doorbell for an incomplete batch, microseconds.
-    FlushUs = 2,
-    /// Cap on outstanding teardowns (address spaces).
-    CapSpaces = 3,
-    /// Cap on outstanding teardown work (pages).
-    CapPages = 4,
-    /// Longest interrupts-off stretch in `chunked` mode, microseconds.
-    ChunkUs = 5,
-    /// Longest synchronous wait for the host before giving up, milliseconds.
-    SyncTimeoutMs = 6,
-    /// Longest throttled wait of `pgd_alloc` before failing it, milliseconds.
-    ThrottleTimeoutMs = 7,
-    /// Time without an acknowledgement, with teardowns in flight, after which the host
-    /// is taken for dead and creation is no longer throttled, milliseconds.
-    HostTimeoutMs = 8,
-}
-
-impl Knob {
-    /// Every setting, in [`TUNABLES`] order.
-    pub(crate) const ALL: [Knob; 9] = [
-        Knob::Mode,
-        Knob::Batch,
-        Knob::FlushUs,
-        Knob::CapSpaces,
-        Knob::CapPages,
-        Knob::ChunkUs,
-        Knob::SyncTimeoutMs,
-        Knob::ThrottleTimeoutMs,
-        Knob::HostTimeoutMs,
-    ];
-
-    /// Name, limits and default.
-    pub(crate) fn info(self) -> &'static Tunable {
-        &TUNABLES[self as usize]
-    }
-}
-
-/// Current settings; each is read once per decision, so a change applies to what starts
-/// after it.
-pub(crate) struct Settings([AtomicU64; TUNABLES.len()]);
-
-impl Settings {
-    fn new() -> Self {
-        Settings(TUNABLES.map(|t| AtomicU64::new(t.default)))
-    }
-
-    /// The value of `knob`.
-    pub(crate) fn get(&self, knob: Knob) -> u64 {
-        self.0[knob as usize].load(Relaxed)
-    }
-
-    /// Sets `knob`; `EINVAL` outside its limits.
-    pub(crate) fn set(&self, knob: Knob, value: u64) -> Result {
-        let t = knob.info();
-        if !(t.min..=t.max).contains(&value)
-            || (matches!(knob, Knob::Mode) && !Mode::from_raw(value).available())
-        {
-            return Err(EINVAL);
-        }
-        self.0[knob as usize].store(value, Relaxed);
-        Ok(())
-    }
-
-    /// The teardown mode.
-    pub(crate) fn mode(&self) -> Mode {
-        Mode::from_raw(self.get(Knob::Mode))
-    }
-}
-
-macro_rules! counters {
-    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
-        /// Event counters. Updated with relaxed atomics, so they can be read
-        /// without the engine lock; each is monotonic.
-        #[derive(Default)]
-        pub(crate) struct Stats {
-            $($(#[doc = $doc])* pub(crate) $name: AtomicU64,)*
-        }
-
-        impl Stats {
-            /// Calls `f` with the name and value of every counter.
-            pub(crate) fn for_each(&self, mut f: impl FnMut(&'static str, u64)) {
-                $(f(stringify!($name), self.$name.load(Relaxed));)*
-            }
-        }
-    };
-}
-
-counters! {
-    /// CREATE requests submitted.
-    spaces_created,
-    /// Address spaces created while the mode was `off` (never registered).
-    spaces_untracked,
-    /// DESTROY requests submitted.
-    spaces_destroyed,
-    /// DESTROY completions accepted.
-    spaces_acked,
-    /// CREATE completions accepted.
-    creates_acked,
-    /// Page directories kept at `pgd_free` until the host acknowledges.
-    pgds_parked,
-    /// Page directories released, parked or not.
-    pgds_released,
-    /// Of those, the ones released within `pgd_free`: the host was done already.
-    pgds_returned,
-    /// Exits of address spaces created before the driver attached.
-    untracked_exits,
-    /// Entries written to the submission ring.
-    submissions,
-    /// Groups of submissions handed to the host with one notification decision.
-    batches,
-    /// Doorbells rung.
-    doorbells,
-    /// Batches that needed no doorbell because the host was busy.
-    doorbells_suppressed,
-    /// Batches handed over by the flush deadline rather than by size.
-    deadline_flushes,
-    /// Completion interrupts taken.
-    irqs,
-    /// Completions consumed.
-    completions,
-    /// Malformed, unknown or unexpected completions (ignored).
-    bad_completions,
-    /// Impossible ring indices from the host; each stops the ring until a reset.
-    protocol_errors,
-    /// Completions tagged by an earlier driver instance (ignored).
-    stale_completions,
-    /// Resets the host carried out (at detach, or after a protocol error).
-    resets,
-    /// Page directories released because the host acknowledged a reset.
-    reset_releases,
-    /// Release log entries dropped because the host did not keep up.
-    release_log_dropped,
-    /// Times the host was declared dead (no acknowledgement for `host_timeout_ms`).
-    host_declared_dead,
-    /// Completions with a non-Ok status.
-    host_errors,
-    /// Page directories released without any acknowledgement (logged).
-    forced_releases,
-    /// Exits handled without the host because the ring was stopped.
-    fallback_exits,
-    /// `pgd_alloc` calls that waited because outstanding work was at a cap.
-    throttle_events,
-    /// Total time `pgd_alloc` waited at a cap, microseconds.
-    throttle_wait_us,
-    /// Throttled `pgd_alloc` calls that failed after `throttle_timeout_ms`.
-    throttle_timeouts,
-    /// Teardowns started in mode `off` (nothing to do).
-    teardowns_off,
-    /// Teardowns started in mode `sync`.
-    teardowns_sync,
-    /// Teardowns started in mode `chunked`.
-    teardowns_chunked,
-    /// Teardowns started in mode `async`.
-    teardowns_async,
-    /// Total time spent in synchronous waits for the host, microseconds.
-    sync_wait_us,
-    /// Interrupts-off stretches in synchronous waits.
-    irq_off_stretches,
-    /// Of those, the ones of 1 ms or more.
-    irq_off_long,
-    /// Synchronous waits that gave up after `sync_timeout_ms`.
-    sync_timeouts,
-    /// Switches from a blocking mode to `async` after a synchronous wait gave up.
-    mode_degraded,
-    /// Detaches that stopped waiting for the host because of a fatal signal.
-    drain_interrupted,
-    /// Completion passes cut short to let the hooks in, with entries left.
-    completion_passes_cut,
-    /// Synchronous teardowns that went asynchronous (ring full, out of memory).
-    sync_fallbacks,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// Known to the host (or about to be).
-    Live,
-    /// DESTROY submitted or queued, not acknowledged.
-    Destroying,
-    /// The host is done with it; waiting for `pgd_free`.
-    Acked,
-}
-
-/// A backlog entry's node: reserved when the space is created, so that queueing a
-/// request never allocates under the engine lock.
-type BacklogSlot = RBTreeNodeReservation<u64, SpaceId>;
-
-/// What the engine knows about one address space.
-struct Space {
-    tag: u32,
-    state: State,
-    pages: u64,
-    /// The page directory once `pgd_free` handed it over.
-    pgd: Option<PageDirectory>,
-    /// A request that did not fit in the ring yet, and its key in `Inner::backlog`.
-    /// Exactly one of `queued` and `slot` is set.
-    queued: Option<(Op, u64)>,
-    slot: Option<BacklogSlot>,
-    /// Set when the host acknowledges the DESTROY; a synchronous teardown polls it.
-    waiter: Option<Arc<AtomicBool>>,
-    /// The DESTROY is in the host's hands and holds credits.
-    in_flight: bool,
-    /// Submission ring index of the DESTROY once written; its completion is valid
-    /// only after the host consumed it.
-    sq_pos: u32,
-    /// The host never heard of this space (its CREATE was still queued when it died).
-    unsent: bool,
-    /// The CREATE completion arrived; a second one is bogus.
-    created: bool,
-}
-
-/// DESTROYs handed to the host and not yet acknowledged: what the caps bound.
-#[derive(Default)]
-struct Credits {
-    spaces: u64,
-    pages: u64,
-    peak_spaces: u64,
-    peak_pages: u64,
-}
-
-impl Credits {
-    /// Whether a DESTROY of `pages` may go to the host now. With nothing in flight one
-    /// always may, however large, so no teardown waits forever.
-    fn fits(&self, pages: u64, settings: &Settings) -> bool {
-        self.spaces == 0
-            || (self.spaces < settings.get(Knob::CapSpaces)
-                && self.pages.saturating_add(pages) <= settings.get(Knob::CapPages))
-    }
-
-    fn take(&mut self, pages: u64) {
-        self.spaces += 1;
-        self.pages += pages;
-        self.peak_spaces = self.peak_spaces.max(self.spaces);
-        self.peak_pages = self.peak_pages.max(self.pages);
-    }
-
-    fn give(&mut self, pages: u64) {
-        self.spaces -= 1;
-        self.pages -= pages;
-    }
-}
 
 /// Ring and tracking state, behind [`Teardown::inner`].
+///
+/// # Locking
+///
+/// Every field is protected by the engine lock, `Teardown::inner`.
 struct Inner {
     sq: SqProducer,
     cq: CqConsumer,
@@ -433,14 +56,14 @@ struct Inner {
     backlog_len: u64,
     /// Entries in `spaces`.
     spaces_live: u64,
-    outstanding: u64,
-    outstanding_pages: u64,
-    peak_outstanding: u64,
-    peak_outstanding_pages: u64,
+    /// Every DESTROY started and not acknowledged, in flight or in the backlog: at a
+    /// cap, creation is throttled.
+    outstanding: Tally,
     pending_pgds: u64,
     /// `pgd_alloc` calls waiting at a cap.
     throttled: u64,
-    credits: Credits,
+    /// DESTROYs handed to the host and not yet acknowledged: what the caps bound.
+    credits: Tally,
     /// The ring is not usable: the host broke the protocol, or a reset is under way.
     broken: bool,
     /// A reset request the host has not carried out yet.
@@ -493,8 +116,7 @@ impl Inner {
         let space = self.spaces.remove(&id)?;
         self.spaces_live -= 1;
         if space.state == State::Destroying {
-            self.outstanding -= 1;
-            self.outstanding_pages -= space.pages;
+            self.outstanding.give(space.pages);
         }
         if space.pgd.is_some() {
             self.pending_pgds -= 1;
@@ -505,96 +127,10 @@ impl Inner {
         Some(space)
     }
 
-    fn over_cap(&self, settings: &Settings) -> bool {
-        self.outstanding >= settings.get(Knob::CapSpaces)
-            || self.outstanding_pages >= settings.get(Knob::CapPages)
-    }
-}
-
-/// Longest synchronous stretches since the last [`Teardown::reset_peaks`], microseconds.
-/// Updated with relaxed `fetch_max` outside the engine lock.
-#[derive(Default)]
-pub(crate) struct Maxima {
-    /// Longest synchronous wait for the host.
-    pub(crate) sync_wait_max_us: AtomicU64,
-    /// Longest stretch with interrupts off in a synchronous wait.
-    pub(crate) irq_off_max_us: AtomicU64,
-}
-
-/// Gauges, read under the engine lock.
-pub(crate) struct Gauges {
-    pub(crate) spaces_live: u64,
-    pub(crate) outstanding: u64,
-    pub(crate) outstanding_pages: u64,
-    pub(crate) peak_outstanding: u64,
-    pub(crate) peak_outstanding_pages: u64,
-    pub(crate) in_flight: u64,
-    pub(crate) in_flight_pages: u64,
-    pub(crate) peak_in_flight: u64,
-    pub(crate) peak_in_flight_pages: u64,
-    pub(crate) pgds_pending: u64,
-    pub(crate) backlog: u64,
-    pub(crate) throttled: u64,
-    pub(crate) broken: bool,
-    pub(crate) resetting: bool,
-    pub(crate) host_dead: bool,
-    pub(crate) closing: bool,
-    pub(crate) peak_host_held: u32,
-}
-
-/// The transport side of the engine: shared memory, doorbell, counters, and the
-/// decision when to ring.
-///
-/// # Locking
-///
-/// Lock-free: everything here is atomics, shared-memory accesses and MMIO, so it is
-/// used from the hooks, the interrupt thread and the flush-deadline timer (softirq)
-/// alike, with or without the engine lock held.
-pub(crate) struct Notifier<M: SharedMemory, B: Doorbell> {
-    shm: M,
-    bell: B,
-    /// Submissions published since the last notification decision. A CPU adds its
-    /// count with release ordering after publishing the ring tail; the CPU that takes
-    /// the count (acquire) and rings therefore rings for entries the host can see.
-    unnotified: AtomicU32,
-    /// The host did not offer `HOST_NEED_WAKEUP`: ring for every batch.
-    always_ring: bool,
-    stats: Stats,
-    maxima: Maxima,
-}
-
-impl<M: SharedMemory + Send + Sync, B: Doorbell> Notifier<M, B> {
-    /// Hands the unnotified submissions to the host as one batch: rings unless the host
-    /// says it is working anyway.
-    fn flush(&self) -> bool {
-        if self.unnotified.swap(0, AcqRel) == 0 {
-            return false;
-        }
-        self.stats.batches.fetch_add(1, Relaxed);
-        if self.always_ring || wire::host_needs_wakeup(&self.shm) {
-            self.stats.doorbells.fetch_add(1, Relaxed);
-            self.bell.ring();
-        } else {
-            self.stats.doorbells_suppressed.fetch_add(1, Relaxed);
-        }
-        true
-    }
-
-    /// Rings now, as a hypercall would. The doorbell also covers every submission
-    /// whose count it takes, so other CPUs' pending batches are handed over too.
-    fn ring_now(&self) {
-        self.unnotified.swap(0, AcqRel);
-        self.stats.batches.fetch_add(1, Relaxed);
-        self.stats.doorbells.fetch_add(1, Relaxed);
-        self.bell.ring();
-    }
-}
-
-impl<M: SharedMemory + Send + Sync, B: Doorbell> TimerHandler for Notifier<M, B> {
-    fn expired(&self) {
-        if self.flush() {
-            self.stats.deadline_flushes.fetch_add(1, Relaxed);
-        }
+    /// Stops tracking the space with the lowest id, if any is tracked.
+    fn untrack_first(&mut self) -> Option<(SpaceId, Space)> {
+        let id = self.spaces.keys().next().copied()?;
+        self.untrack(id).map(|space| (id, space))
     }
 }
 
@@ -617,34 +153,33 @@ impl<M: SharedMemory + Send + Sync, B: Doorbell> TimerHandler for Notifier<M, B>
 /// unmapped, and the deadline timer is shut down when the engine is dropped.
 #[pin_data]
 pub(crate) struct Teardown<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> {
+    /// The flush-deadline timer; owns the [`Notifier`]. No lock.
     #[pin]
     deadline: Timer<Notifier<M, B>>,
+    /// Fixed at attach.
     layout: Layout,
     #[pin]
     inner: SpinLock<Inner>,
+    /// Waited on with `inner` held.
     #[pin]
     progress: CondVar,
     /// This driver instance's epoch, the top byte of its tags.
     epoch: u32,
-    /// Sequence number of the next tag.
+    /// Sequence number of the next tag. No lock.
     next_seq: AtomicU32,
     /// Features the guest accepted.
     features: u32,
     /// Acknowledgements counted when the last interrupt was handled; one consumed by a
     /// synchronous waiter before the interrupt thread ran still answers that interrupt.
+    /// Only the (oneshot) interrupt thread uses it.
     irq_acks: AtomicU64,
+    /// No lock.
     pub(crate) settings: Settings,
 }
 
-/// Most completions consumed under one hold of the engine lock.
-const CQ_PASS: u32 = 32;
-
-/// Logs the first few occurrences of a problem, then every power of two.
-fn should_log(count: u64) -> bool {
-    count < 8 || count.is_power_of_two()
-}
-
 /// A point in wall time, `ms` after `start` (6.12's `Ktime` has no addition).
+///
+/// A plain value: no lock, no lifetime of its own.
 #[derive(Clone, Copy)]
 pub(crate) struct Deadline {
     start: Ktime,
@@ -679,6 +214,8 @@ fn elapsed_us(since: Ktime) -> u64 {
     u64::try_from((Ktime::ktime_get() - since).to_ns() / 1000).unwrap_or(0)
 }
 
+type InnerGuard<'a> = Guard<'a, Inner, SpinLockBackend>;
+
 impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M, B> {
     /// Creates the engine, continuing the rings where an earlier instance stopped.
     pub(crate) fn new(shm: M, bell: B, layout: Layout, features: u32) -> impl PinInit<Self, Error> {
@@ -687,14 +224,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         let epoch = wire::guest_next_epoch(&shm);
         let log = (features & wire::FEATURE_RELEASE_LOG != 0)
             .then(|| wire::LogProducer::resume(layout, &shm));
-        let notifier = Notifier {
-            shm,
-            bell,
-            unnotified: AtomicU32::new(0),
-            always_ring: features & wire::FEATURE_NEED_WAKEUP == 0,
-            stats: Stats::default(),
-            maxima: Maxima::default(),
-        };
+        let notifier = Notifier::new(shm, bell, features);
         try_pin_init!(Self {
             deadline <- Timer::new(notifier, c_str!("pvmm_flush"), static_lock_class!()),
             layout,
@@ -706,13 +236,10 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                 backlog_next: 0,
                 backlog_len: 0,
                 spaces_live: 0,
-                outstanding: 0,
-                outstanding_pages: 0,
-                peak_outstanding: 0,
-                peak_outstanding_pages: 0,
+                outstanding: Tally::default(),
                 pending_pgds: 0,
                 throttled: 0,
-                credits: Credits::default(),
+                credits: Tally::default(),
                 broken: false,
                 reset: None,
                 closing: false,
@@ -736,12 +263,12 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
 
     /// Event counters.
     pub(crate) fn stats(&self) -> &Stats {
-        &self.io().stats
+        self.io().stats()
     }
 
     /// Longest synchronous stretches since the last reset.
     pub(crate) fn maxima(&self) -> &Maxima {
-        &self.io().maxima
+        self.io().maxima()
     }
 
     /// Current gauges.
@@ -749,10 +276,10 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         let inner = self.inner.lock();
         Gauges {
             spaces_live: inner.spaces_live,
-            outstanding: inner.outstanding,
-            outstanding_pages: inner.outstanding_pages,
-            peak_outstanding: inner.peak_outstanding,
-            peak_outstanding_pages: inner.peak_outstanding_pages,
+            outstanding: inner.outstanding.spaces,
+            outstanding_pages: inner.outstanding.pages,
+            peak_outstanding: inner.outstanding.peak_spaces,
+            peak_outstanding_pages: inner.outstanding.peak_pages,
             in_flight: inner.credits.spaces,
             in_flight_pages: inner.credits.pages,
             peak_in_flight: inner.credits.peak_spaces,
@@ -771,10 +298,8 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     /// Restarts the peak gauges from the current values and the maxima from zero.
     pub(crate) fn reset_peaks(&self) {
         let mut inner = self.inner.lock();
-        inner.peak_outstanding = inner.outstanding;
-        inner.peak_outstanding_pages = inner.outstanding_pages;
-        inner.credits.peak_spaces = inner.credits.spaces;
-        inner.credits.peak_pages = inner.credits.pages;
+        inner.outstanding.reset_peaks();
+        inner.credits.reset_peaks();
         inner.peak_host_held = 0;
         drop(inner);
         self.maxima().sync_wait_max_us.store(0, Relaxed);
@@ -782,8 +307,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     }
 
     fn protocol_error(&self, inner: &mut Inner, err: wire::Error) {
-        let n = self.stats().protocol_errors.fetch_add(1, Relaxed);
-        if should_log(n) {
+        if count_problem(&self.stats().protocol_errors) {
             pr_err!("host broke the ring protocol ({err}); ring stopped\n");
         }
         if !inner.broken {
@@ -799,7 +323,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     fn request_reset(&self, inner: &mut Inner) {
         inner.broken = true;
         if self.features & wire::FEATURE_RESET != 0 && inner.reset.is_none() {
-            inner.reset = Some(wire::guest_request_reset(&self.io().shm));
+            inner.reset = Some(wire::guest_request_reset(self.io().shm()));
             // Rare enough to ring under the lock; the host may be idle.
             self.io().ring_now();
         }
@@ -809,7 +333,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     /// so every parked page directory is released and every record dropped. Returns
     /// whether the reset is done (or none was pending).
     fn poll_reset(&self, inner: &mut Inner) -> bool {
-        let shm = &self.io().shm;
+        let shm = self.io().shm();
         let Some(seq) = inner.reset else {
             return true;
         };
@@ -819,23 +343,16 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         inner.reset = None;
         self.stats().resets.fetch_add(1, Relaxed);
         let mut released = 0u64;
-        loop {
-            // Not `while let`: its temporary would borrow the tree for the whole body.
-            let Some(id) = inner.spaces.keys().next().copied() else {
-                break;
-            };
-            if let Some(mut space) = inner.untrack(id) {
-                if let Some(w) = space.waiter.take() {
-                    w.store(true, Publish);
-                }
-                if let Some(pgd) = space.pgd.take() {
-                    self.release(inner, id, space.tag, pgd, Why::Reset);
-                    released += 1;
-                }
+        while let Some((id, mut space)) = inner.untrack_first() {
+            if let Some(w) = space.waiter.take() {
+                w.store(true, Publish);
+            }
+            if let Some(pgd) = space.pgd.take() {
+                self.release(inner, id, space.tag, pgd, Why::Reset);
+                released += 1;
             }
         }
         self.stats().reset_releases.fetch_add(released, Relaxed);
-        self.stats().pgds_released.fetch_add(released, Relaxed);
         inner.cq.skip_all(shm);
         inner.sq = SqProducer::resume(self.layout, shm);
         inner.broken = !matches!(inner.sq.space(shm), Ok(n) if n == self.layout.sq_entries);
@@ -850,8 +367,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         true
     }
 
-    /// Releases a page directory, and reports it to an auditing host. The caller
-    /// counts it.
+    /// Releases a page directory, counts it, and reports it to an auditing host.
     fn release(&self, inner: &mut Inner, id: SpaceId, tag: u32, pgd: PageDirectory, why: Why) {
         if let Some(log) = inner.log.as_mut() {
             let r = Release {
@@ -859,27 +375,20 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                 tag,
                 why,
             };
-            if log.push(&self.io().shm, &r).is_err() {
+            if log.push(self.io().shm(), &r).is_err() {
                 self.stats().release_log_dropped.fetch_add(1, Relaxed);
             }
         }
         drop(pgd);
+        self.stats().pgds_released.fetch_add(1, Relaxed);
     }
 
-    /// Releases the page directory of `id` without an acknowledgement: counted, and
-    /// logged at a limited rate by the caller.
-    fn release_forced(&self, inner: &mut Inner, id: SpaceId, tag: u32, pgd: PageDirectory) {
-        self.stats().forced_releases.fetch_add(1, Relaxed);
+    /// Releases the page directory of `id` without an acknowledgement, counted.
+    /// Returns whether the caller should log it (at a limited rate).
+    fn release_forced(&self, inner: &mut Inner, id: SpaceId, tag: u32, pgd: PageDirectory) -> bool {
+        let log = count_problem(&self.stats().forced_releases);
         self.release(inner, id, tag, pgd, Why::Forced);
-    }
-
-    fn request(space: &Space, id: SpaceId, op: Op) -> Request {
-        Request {
-            op,
-            tag: space.tag,
-            space: id,
-            pages: if op == Op::Destroy { space.pages } else { 0 },
-        }
+        log
     }
 
     /// Accounts for a request that went into the ring.
@@ -914,7 +423,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             inner.enqueue(id, op);
             return false;
         }
-        match inner.sq.push(&self.io().shm, &Self::request(space, id, op)) {
+        match inner.sq.push(self.io().shm(), &space.request(id, op)) {
             Ok(()) => {
                 self.submitted(inner, id, op);
                 true
@@ -932,29 +441,24 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
 
     /// Makes `n` written requests visible to the host. The notification decision is
     /// [`Self::notify`]'s, after the lock is dropped.
-    fn publish(&self, inner: &Inner, n: u32) -> u32 {
+    fn publish(&self, inner: &Inner, n: u32) {
         if n != 0 {
             // The wakeup flag is read again when deciding, closer to the doorbell.
-            let _ = inner.sq.publish(&self.io().shm);
+            let _ = inner.sq.publish(self.io().shm());
         }
-        n
     }
 
     /// Notifies the host of `n` published requests: at once when a batch is full,
     /// otherwise by the flush deadline.
     fn notify(&self, n: u32) {
-        if n == 0 {
-            return;
-        }
-        let io = self.io();
-        let pending = io.unnotified.fetch_add(n, Publish).saturating_add(n);
-        if u64::from(pending) >= self.settings.get(Knob::Batch) {
-            io.flush();
-        } else {
-            let us = self.settings.get(Knob::FlushUs);
-            let ms = u32::try_from(us.div_ceil(1000)).unwrap_or(u32::MAX);
-            self.deadline.arm_within(msecs_to_jiffies(ms).max(1));
-        }
+        notify::notify(&self.deadline, &self.settings, n);
+    }
+
+    /// Publishes `n` written requests, drops the engine lock and notifies the host.
+    fn hand_over(&self, guard: InnerGuard<'_>, n: u32) {
+        self.publish(&guard, n);
+        drop(guard);
+        self.notify(n);
     }
 
     /// Moves queued requests into the ring, oldest first, while it has room and the
@@ -978,7 +482,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             if op == Op::Destroy && !inner.credits.fits(space.pages, &self.settings) {
                 break;
             }
-            match inner.sq.push(&self.io().shm, &Self::request(space, id, op)) {
+            match inner.sq.push(self.io().shm(), &space.request(id, op)) {
                 Ok(()) => {}
                 Err(wire::Error::Full) => break,
                 Err(e) => {
@@ -1012,13 +516,10 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             }) = inner.untrack(id)
             {
                 self.release(inner, id, tag, pgd, Why::Acked);
-                self.stats().pgds_released.fetch_add(1, Relaxed);
             }
         } else {
             space.state = State::Acked;
-            let pages = space.pages;
-            inner.outstanding -= 1;
-            inner.outstanding_pages -= pages;
+            inner.outstanding.give(space.pages);
         }
     }
 
@@ -1035,10 +536,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             space.unsent = true;
             inner.dequeue(id);
         }
-        inner.outstanding += 1;
-        inner.outstanding_pages += pages;
-        inner.peak_outstanding = inner.peak_outstanding.max(inner.outstanding);
-        inner.peak_outstanding_pages = inner.peak_outstanding_pages.max(inner.outstanding_pages);
+        inner.outstanding.take(pages);
         self.stats().spaces_destroyed.fetch_add(1, Relaxed);
         if cancel {
             // The CREATE never reached the host: nothing to destroy there.
@@ -1053,8 +551,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     fn complete(&self, inner: &mut Inner, c: Result<Completion, BadEntry>) -> bool {
         self.stats().completions.fetch_add(1, Relaxed);
         let bogus = |why: &dyn core::fmt::Display| {
-            let n = self.stats().bad_completions.fetch_add(1, Relaxed);
-            if should_log(n) {
+            if count_problem(&self.stats().bad_completions) {
                 pr_warn!("ignoring bogus completion: {why}\n");
             }
             false
@@ -1065,8 +562,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         };
         if wire::tag_epoch(c.tag) != self.epoch {
             // Posted for an earlier driver instance that could not reset the host.
-            let n = self.stats().stale_completions.fetch_add(1, Relaxed);
-            if should_log(n) {
+            if count_problem(&self.stats().stale_completions) {
                 pr_info!(
                     "ignoring completion of an earlier instance (tag {:#x})\n",
                     c.tag
@@ -1086,7 +582,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                 Op::Destroy => {
                     s.state == State::Destroying
                         && s.in_flight
-                        && inner.sq.consumed(&self.io().shm, s.sq_pos)
+                        && inner.sq.consumed(self.io().shm(), s.sq_pos)
                 }
             },
             _ => false,
@@ -1101,11 +597,8 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         if core::mem::take(&mut inner.host_dead) {
             pr_info!("host acknowledges again; throttling resumes\n");
         }
-        if c.status != Status::Ok {
-            let n = self.stats().host_errors.fetch_add(1, Relaxed);
-            if should_log(n) {
-                pr_warn!("host: {:?} of space {:#x}: {:?}\n", c.op, c.space, c.status);
-            }
+        if c.status != Status::Ok && count_problem(&self.stats().host_errors) {
+            pr_warn!("host: {:?} of space {:#x}: {:?}\n", c.op, c.space, c.status);
         }
         match c.op {
             Op::Create => {
@@ -1130,7 +623,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     /// `cq_entries` entries per call in all: whatever a hostile host adds beyond that
     /// waits for the next interrupt, which it asks for by re-arming.
     pub(crate) fn process_completions(&self) {
-        let shm = &self.io().shm;
+        let shm = self.io().shm();
         let mut budget = self.layout.cq_entries;
         let mut valid = false;
         loop {
@@ -1169,7 +662,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                 inner.cq.release(shm);
             }
             let n = self.flush_backlog(inner);
-            let n = self.publish(inner, n);
+            self.publish(inner, n);
             if more && budget == 0 {
                 // Leave the rest for the interrupt the host raises when it adds more.
                 let _ = inner.cq.set_need_irq(shm, true);
@@ -1242,7 +735,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         self.close();
         self.wait_for(deadline, |this, inner| {
             // A stopped ring waits for its reset in phase 3 instead.
-            inner.broken || (inner.outstanding == 0 && this.host_settled(inner))
+            inner.broken || (inner.outstanding.spaces == 0 && this.host_settled(inner))
         })
     }
 
@@ -1271,24 +764,19 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
         let mut forced = 0u64;
-        loop {
-            // Not `while let`: its temporary would borrow the tree for the whole body.
-            let Some(id) = inner.spaces.keys().next().copied() else {
-                break;
-            };
-            if let Some(Space {
+        while let Some((id, space)) = inner.untrack_first() {
+            if let Space {
                 tag,
                 pgd: Some(pgd),
                 ..
-            }) = inner.untrack(id)
+            } = space
             {
                 self.release_forced(inner, id, tag, pgd);
                 forced += 1;
             }
         }
         drop(guard);
-        self.stats().pgds_released.fetch_add(forced, Relaxed);
-        wire::guest_detach(&self.io().shm);
+        wire::guest_detach(self.io().shm());
         if forced != 0 {
             pr_warn!("released {forced} page directories the host never acknowledged\n");
         }
@@ -1298,7 +786,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     /// completion it will post (CREATEs included) is in the ring already. A host that
     /// never goes idle keeps the drain waiting until its deadline.
     fn host_settled(&self, inner: &Inner) -> bool {
-        let shm = &self.io().shm;
+        let shm = self.io().shm();
         let taken = inner
             .sq
             .space(shm)
@@ -1322,8 +810,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             return false;
         }
         inner.host_dead = true;
-        let n = self.stats().host_declared_dead.fetch_add(1, Relaxed);
-        if should_log(n) {
+        if count_problem(&self.stats().host_declared_dead) {
             pr_err!(
                 "host acknowledged nothing for {limit_ms} ms with {} teardowns in flight; \
                  no longer throttling\n",
@@ -1337,9 +824,9 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     /// Waits at the cap before a new address space is created. Fails with `EINTR` when
     /// killed and `ENOMEM` when the host makes no room within `throttle_timeout_ms`.
     /// A host taken for dead ([`Self::host_is_dead`]) throttles nothing.
-    fn throttle(&self, guard: &mut Guard<'_, Inner, SpinLockBackend>) -> Result {
+    fn throttle(&self, guard: &mut InnerGuard<'_>) -> Result {
         let pass = |this: &Self, inner: &mut Inner| {
-            !inner.over_cap(&this.settings)
+            !inner.outstanding.at_cap(&this.settings)
                 || inner.closing
                 || inner.broken
                 || this.host_is_dead(inner)
@@ -1378,118 +865,6 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             .fetch_add(elapsed_us(start), Relaxed);
         result
     }
-
-    /// Rings the host and spins until `waiter` is set or the completion is in the ring,
-    /// with interrupts off from the doorbell on, for at most `chunk_ns` at a time, as a
-    /// hypercall (with continuations) would. Returns when the wait ended (the
-    /// acknowledgement was seen or the wait gave up), read before interrupts were on
-    /// again.
-    fn spin_for_ack(&self, waiter: &AtomicBool, id: SpaceId, tag: u32, chunk_ns: i64) -> Ktime {
-        let start = Ktime::ktime_get();
-        let timeout_ns = i64::try_from(
-            self.settings
-                .get(Knob::SyncTimeoutMs)
-                .saturating_mul(1_000_000),
-        )
-        .unwrap_or(i64::MAX);
-        let shm = &self.io().shm;
-        let mut first = true;
-        let mut watch = wire::CqWatch::new(Op::Destroy, id, tag);
-        loop {
-            let (done, off_ns, end) = with_local_irqs_disabled(|| {
-                let t0 = Ktime::ktime_get();
-                if core::mem::take(&mut first) {
-                    self.io().ring_now();
-                }
-                loop {
-                    // A bounded read per poll: a host that floods the ring must
-                    // not stretch the time between clock reads.
-                    let acked = waiter.load(Acquire) || watch.poll(shm, &self.layout, CQ_PASS);
-                    let now = Ktime::ktime_get();
-                    // Measured before interrupts are on again: afterwards the
-                    // interrupt threads may run first.
-                    let off_ns = (now - t0).to_ns();
-                    if acked || off_ns >= chunk_ns || (now - start).to_ns() >= timeout_ns {
-                        break (acked, off_ns, now);
-                    }
-                    core::hint::spin_loop();
-                }
-            });
-            // Interrupts are on again here: pending ones have just been taken.
-            let off_us = u64::try_from(off_ns / 1000).unwrap_or(0);
-            self.maxima().irq_off_max_us.fetch_max(off_us, Relaxed);
-            self.stats().irq_off_stretches.fetch_add(1, Relaxed);
-            if off_us >= 1000 {
-                self.stats().irq_off_long.fetch_add(1, Relaxed);
-            }
-            if done {
-                return end;
-            }
-            // Between chunks, as a hypercall continuation would: let other tasks
-            // run (a no-op where the kernel preempts anyway).
-            kernel::task::cond_resched();
-            if (end - start).to_ns() >= timeout_ns {
-                self.stats().sync_timeouts.fetch_add(1, Relaxed);
-                // A host this slow or dead would stall every exit: stop blocking.
-                if self.settings.set(Knob::Mode, Mode::Async as u64).is_ok() {
-                    let n = self.stats().mode_degraded.fetch_add(1, Relaxed);
-                    if should_log(n) {
-                        pr_warn!(
-                            "host did not acknowledge space {id:#x} in time; switched to async\n"
-                        );
-                    }
-                }
-                return end;
-            }
-        }
-    }
-
-    /// A teardown in `sync` or `chunked` mode: one blocking host call.
-    fn destroy_sync(&self, id: SpaceId, pages: u64, mode: Mode) {
-        let Ok(waiter) = Arc::new(AtomicBool::new(false), GFP_KERNEL) else {
-            self.stats().sync_fallbacks.fetch_add(1, Relaxed);
-            return self.destroy_async(id, pages);
-        };
-        let mut guard = self.inner.lock();
-        let inner = &mut *guard;
-        let Some(space) = inner.spaces.get_mut(&id) else {
-            return;
-        };
-        space.waiter = Some(waiter.clone());
-        let tag = space.tag;
-        let wrote = self.start_destroy(inner, id, pages);
-        let n = self.publish(inner, u32::from(wrote));
-        drop(guard);
-        if n == 0 {
-            // Queued behind a full ring (or nothing to do): completes asynchronously.
-            if !waiter.load(Acquire) {
-                self.stats().sync_fallbacks.fetch_add(1, Relaxed);
-            }
-            return;
-        }
-        let chunk_ns = match mode {
-            Mode::Chunked => i64::try_from(self.settings.get(Knob::ChunkUs).saturating_mul(1000))
-                .unwrap_or(i64::MAX),
-            _ => i64::MAX,
-        };
-        let start = Ktime::ktime_get();
-        let end = self.spin_for_ack(&waiter, id, tag, chunk_ns);
-        let us = u64::try_from((end - start).to_ns() / 1000).unwrap_or(0);
-        self.stats().sync_wait_us.fetch_add(us, Relaxed);
-        self.maxima().sync_wait_max_us.fetch_max(us, Relaxed);
-        // Consume the acknowledgement now rather than at the next interrupt.
-        self.process_completions();
-    }
-
-    /// A teardown in `async` mode: submit and go on.
-    fn destroy_async(&self, id: SpaceId, pages: u64) {
-        let mut guard = self.inner.lock();
-        let inner = &mut *guard;
-        let wrote = self.start_destroy(inner, id, pages);
-        let n = self.publish(inner, u32::from(wrote));
-        drop(guard);
-        self.notify(n);
-    }
 }
 
 impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for Teardown<M, B> {
@@ -1499,19 +874,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
             return Ok(());
         }
         let id = space.id();
-        let record = Space {
-            tag: wire::tag(self.epoch, self.next_seq.fetch_add(1, Relaxed)),
-            state: State::Live,
-            pages: 0,
-            pgd: None,
-            queued: None,
-            slot: Some(BacklogSlot::new(GFP_KERNEL)?),
-            waiter: None,
-            in_flight: false,
-            sq_pos: 0,
-            unsent: false,
-            created: false,
-        };
+        let record = Space::new(wire::tag(self.epoch, self.next_seq.fetch_add(1, Relaxed)))?;
         let node = RBTreeNode::new(id, record, GFP_KERNEL)?;
         let mut guard = self.inner.lock();
         self.throttle(&mut guard)?;
@@ -1530,10 +893,8 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
         inner.spaces.insert(node);
         inner.spaces_live += 1;
         self.stats().spaces_created.fetch_add(1, Relaxed);
-        let wrote = self.submit(inner, id, Op::Create);
-        let n = self.publish(inner, u32::from(wrote));
-        drop(guard);
-        self.notify(n);
+        let n = u32::from(self.submit(inner, id, Op::Create));
+        self.hand_over(guard, n);
         Ok(())
     }
 
@@ -1541,52 +902,78 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
         let id = space.id();
         let pages = space.rss_pages();
         let mode = self.settings.mode();
+        let blocking = matches!(mode, Mode::Sync | Mode::Chunked);
+        // A blocking teardown's flag, allocated before the lock, under which nothing is
+        // allocated. Without it the teardown goes asynchronous.
+        let waiter = if blocking {
+            Arc::new(AtomicBool::new(false), GFP_KERNEL).ok()
+        } else {
+            None
+        };
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
-        match inner.spaces.get(&id).map(|s| s.state) {
-            Some(State::Live) => {}
-            Some(_) => return,
-            None => {
-                drop(guard);
-                let c = if mode == Mode::Off {
-                    &self.stats().teardowns_off
-                } else {
-                    &self.stats().untracked_exits
-                };
-                c.fetch_add(1, Relaxed);
-                return;
-            }
+        let Some(s) = inner.spaces.get_mut(&id) else {
+            drop(guard);
+            let c = if mode == Mode::Off {
+                &self.stats().teardowns_off
+            } else {
+                &self.stats().untracked_exits
+            };
+            c.fetch_add(1, Relaxed);
+            return;
+        };
+        if s.state != State::Live {
+            return;
         }
         if inner.broken {
             // The host is being reset, which forgets this space too; its page
             // directory waits for that like any other.
-            if let Some(s) = inner.spaces.get_mut(&id) {
-                s.state = State::Destroying;
-                s.pages = pages;
-            }
-            inner.outstanding += 1;
-            inner.outstanding_pages += pages;
+            s.state = State::Destroying;
+            s.pages = pages;
+            inner.outstanding.add(pages);
             drop(guard);
             self.stats().fallback_exits.fetch_add(1, Relaxed);
             return;
         }
-        drop(guard);
-        match mode {
-            Mode::Sync | Mode::Chunked => {
-                let c = if mode == Mode::Sync {
-                    &self.stats().teardowns_sync
-                } else {
-                    &self.stats().teardowns_chunked
-                };
-                c.fetch_add(1, Relaxed);
-                self.destroy_sync(id, pages, mode);
-            }
+        let c = match mode {
+            Mode::Sync => &self.stats().teardowns_sync,
+            Mode::Chunked => &self.stats().teardowns_chunked,
             // A space registered before the switch to `off` still has a host object.
-            Mode::Async | Mode::Off => {
-                self.stats().teardowns_async.fetch_add(1, Relaxed);
-                self.destroy_async(id, pages);
+            Mode::Async | Mode::Off => &self.stats().teardowns_async,
+        };
+        c.fetch_add(1, Relaxed);
+        let tag = s.tag;
+        match &waiter {
+            Some(w) => s.waiter = Some(w.clone()),
+            None if blocking => {
+                self.stats().sync_fallbacks.fetch_add(1, Relaxed);
             }
+            None => {}
         }
+        let n = u32::from(self.start_destroy(inner, id, pages));
+        let Some(waiter) = waiter else {
+            return self.hand_over(guard, n);
+        };
+        // The blocking call rings itself, and must not spin under the lock.
+        self.publish(inner, n);
+        drop(guard);
+        if n == 0 {
+            // Queued behind a full ring (or nothing to do): completes asynchronously.
+            if !waiter.load(Acquire) {
+                self.stats().sync_fallbacks.fetch_add(1, Relaxed);
+            }
+            return;
+        }
+        sync::wait_for_ack(
+            self.io(),
+            &self.settings,
+            &self.layout,
+            &waiter,
+            (id, tag),
+            mode,
+        );
+        // Consume the acknowledgement now rather than at the next interrupt.
+        self.process_completions();
     }
 
     fn pgd_free(&self, pgd: PageDirectory) {
@@ -1602,15 +989,15 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
             if inner.broken {
                 // Freed without exit_mmap while the ring is stopped: wait for the
                 // reset, which forgets the host's object.
-                inner.outstanding += 1;
                 if let Some(s) = inner.spaces.get_mut(&id) {
                     s.state = State::Destroying;
+                    // A live space's pages are 0: only exits set them.
+                    inner.outstanding.add(s.pages);
                 }
             } else {
                 // Freed without exit_mmap (fork or exec failed after pgd_alloc): the
                 // host still has its object, so destroy it now.
-                let wrote = self.start_destroy(inner, id, 0);
-                n = self.publish(inner, u32::from(wrote));
+                n = u32::from(self.start_destroy(inner, id, 0));
             }
             state = inner.spaces.get(&id).map_or(State::Acked, |s| s.state);
         }
@@ -1624,25 +1011,25 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
                 // A stopped ring that no reset can restart: nothing will ever
                 // acknowledge this space.
                 let tag = inner.untrack(id).map_or(0, |s| s.tag);
-                self.release_forced(inner, id, tag, pgd);
-                self.stats().pgds_returned.fetch_add(1, Relaxed);
-                self.stats().pgds_released.fetch_add(1, Relaxed);
-                let c = self.stats().forced_releases.load(Relaxed);
-                if should_log(c - 1) {
+                if self.release_forced(inner, id, tag, pgd) {
                     pr_warn!("released a page directory the host never acknowledged\n");
                 }
+                self.stats().pgds_returned.fetch_add(1, Relaxed);
             }
             _ => {
                 // The host is already done (or never heard of it): release now.
                 match inner.untrack(id) {
-                    Some(Space { unsent: true, .. }) | None => drop(pgd),
-                    Some(Space { tag, .. }) => self.release(inner, id, tag, pgd, Why::Acked),
+                    Some(Space {
+                        tag, unsent: false, ..
+                    }) => self.release(inner, id, tag, pgd, Why::Acked),
+                    _ => {
+                        drop(pgd);
+                        self.stats().pgds_released.fetch_add(1, Relaxed);
+                    }
                 }
                 self.stats().pgds_returned.fetch_add(1, Relaxed);
-                self.stats().pgds_released.fetch_add(1, Relaxed);
             }
         }
-        drop(guard);
-        self.notify(n);
+        self.hand_over(guard, n);
     }
 }

@@ -1,0 +1,153 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The debugfs directory `pvmm/`: one file per setting, `stats` and `device`.
+
+use core::{
+    fmt::{self, Write},
+    sync::atomic::Ordering::Relaxed,
+};
+use kernel::{c_str, debugfs, prelude::*, sync::Arc};
+
+use crate::{ivshmem::Engine, settings::Knob, wire};
+
+/// The `stats` file: settings, counters and gauges as `name value` lines.
+///
+/// # Locking
+///
+/// Reading takes the engine lock once, for the gauges; settings, counters and
+/// maxima are read without it.
+struct StatsFile(Arc<Engine>);
+
+impl debugfs::Show for StatsFile {
+    fn show(&self, w: &mut impl Write) -> fmt::Result {
+        let e = &self.0;
+        let g = e.gauges();
+        for knob in Knob::ALL {
+            write!(w, "{} ", knob.info().name)?;
+            e.settings.show(knob, w)?;
+            writeln!(w)?;
+        }
+        writeln!(w, "hooks_active {}", u8::from(!g.closing))?;
+        let mut res = Ok(());
+        e.stats().for_each(|name, v| {
+            if res.is_ok() {
+                res = writeln!(w, "{name} {v}");
+            }
+        });
+        res?;
+        writeln!(w, "spaces_live {}", g.spaces_live)?;
+        writeln!(w, "outstanding {}", g.outstanding)?;
+        writeln!(w, "outstanding_pages {}", g.outstanding_pages)?;
+        writeln!(w, "peak_outstanding {}", g.peak_outstanding)?;
+        writeln!(w, "peak_outstanding_pages {}", g.peak_outstanding_pages)?;
+        writeln!(w, "in_flight {}", g.in_flight)?;
+        writeln!(w, "in_flight_pages {}", g.in_flight_pages)?;
+        writeln!(w, "peak_in_flight {}", g.peak_in_flight)?;
+        writeln!(w, "peak_in_flight_pages {}", g.peak_in_flight_pages)?;
+        writeln!(w, "peak_host_held {}", g.peak_host_held)?;
+        let m = e.maxima();
+        writeln!(w, "sync_wait_max_us {}", m.sync_wait_max_us.load(Relaxed))?;
+        writeln!(w, "irq_off_max_us {}", m.irq_off_max_us.load(Relaxed))?;
+        writeln!(w, "throttled {}", g.throttled)?;
+        writeln!(w, "pgds_pending {}", g.pgds_pending)?;
+        writeln!(w, "backlog {}", g.backlog)?;
+        writeln!(w, "ring_broken {}", u8::from(g.broken))?;
+        writeln!(w, "resetting {}", u8::from(g.resetting))?;
+        writeln!(w, "host_dead {}", u8::from(g.host_dead))
+    }
+
+    /// `reset_peaks` restarts the peak gauges and the maxima.
+    fn store(&self, input: &[u8]) -> Result {
+        if crate::settings::trim(input) != b"reset_peaks" {
+            return Err(EINVAL);
+        }
+        self.0.reset_peaks();
+        Ok(())
+    }
+}
+
+/// A settings file: shows the value, takes a new one (`mode` takes a name).
+///
+/// # Locking
+///
+/// None: settings are atomics.
+struct SettingFile {
+    engine: Arc<Engine>,
+    knob: Knob,
+}
+
+impl debugfs::Show for SettingFile {
+    fn show(&self, w: &mut impl Write) -> fmt::Result {
+        self.engine.settings.show(self.knob, w)?;
+        writeln!(w)
+    }
+
+    fn store(&self, input: &[u8]) -> Result {
+        self.engine.settings.store(self.knob, input)
+    }
+}
+
+/// The `device` file: what the host announced at attach. Immutable.
+struct DeviceFile {
+    peer: u32,
+    header: wire::Header,
+}
+
+impl debugfs::Show for DeviceFile {
+    fn show(&self, w: &mut impl Write) -> fmt::Result {
+        let h = &self.header;
+        writeln!(w, "peer {}", self.peer)?;
+        writeln!(w, "host_peer {}", h.host_peer)?;
+        writeln!(w, "protocol {}", wire::VERSION)?;
+        writeln!(w, "features {:#x}", h.features)?;
+        writeln!(w, "sq_entries {}", h.layout.sq_entries)?;
+        writeln!(w, "cq_entries {}", h.layout.cq_entries)?;
+        writeln!(w, "shm_bytes {}", h.layout.size)
+    }
+}
+
+/// The debugfs directory and its files.
+///
+/// # Lifetime
+///
+/// Removed when dropped, first thing when detaching; each file holds a reference to
+/// the engine.
+pub(crate) struct DebugFiles {
+    _stats: debugfs::File<StatsFile>,
+    _device: debugfs::File<DeviceFile>,
+    _settings: KVec<debugfs::File<SettingFile>>,
+    _dir: debugfs::Dir,
+}
+
+impl DebugFiles {
+    /// Creates `pvmm/` with its files for `engine` of the device `peer` that the host
+    /// described in `header`.
+    pub(crate) fn new(engine: &Arc<Engine>, peer: u32, header: wire::Header) -> Result<Self> {
+        let dir = debugfs::Dir::new(c_str!("pvmm"));
+        let mut settings = KVec::with_capacity(Knob::ALL.len(), GFP_KERNEL)?;
+        for knob in Knob::ALL {
+            let file = SettingFile {
+                engine: engine.clone(),
+                knob,
+            };
+            settings.push(
+                dir.file(knob.info().file, 0o644, Arc::new(file, GFP_KERNEL)?)?,
+                GFP_KERNEL,
+            )?;
+        }
+        Ok(DebugFiles {
+            _settings: settings,
+            _stats: dir.file(
+                c_str!("stats"),
+                0o644,
+                Arc::new(StatsFile(engine.clone()), GFP_KERNEL)?,
+            )?,
+            _device: dir.file(
+                c_str!("device"),
+                0o444,
+                Arc::new(DeviceFile { peer, header }, GFP_KERNEL)?,
+            )?,
+            _dir: dir,
+        })
+    }
+}

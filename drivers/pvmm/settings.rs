@@ -1,0 +1,215 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Run-time settings: the teardown [`Mode`] and the tunables.
+//!
+//! Every setting is declared once, in the [`settings!`] table below: its name (also
+//! the name of its debugfs file), documentation, limits and default. The [`Knob`]
+//! enum, [`Knob::ALL`] and [`TUNABLES`] are generated from it, so they cannot
+//! disagree.
+
+use core::{
+    fmt,
+    sync::atomic::{AtomicU64, Ordering::Relaxed},
+};
+use kernel::{c_str, prelude::*};
+
+use crate::wire;
+
+/// `input` without leading and trailing ASCII whitespace (`<[u8]>::trim_ascii` needs a
+/// newer Rust than the kernel's minimum).
+pub(crate) fn trim(input: &[u8]) -> &[u8] {
+    let start = input
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(input.len());
+    let end = input
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
+    &input[start..end]
+}
+
+/// How teardowns started now reach the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// No host involvement: new address spaces are not registered. The latency floor.
+    Off = 0,
+    /// One blocking host call per teardown, with interrupts off until the host acknowledges,
+    /// like a non-preemptible hypercall.
+    Sync = 1,
+    /// Like `Sync`, but interrupts (and preemption) are allowed between bounded chunks of
+    /// waiting, like a hypercall with continuations.
+    Chunked = 2,
+    /// Batched submission, deferred page-directory release on completion.
+    Async = 3,
+}
+
+impl Mode {
+    /// Every mode, in numeric order.
+    pub(crate) const ALL: [Mode; 4] = [Mode::Off, Mode::Sync, Mode::Chunked, Mode::Async];
+
+    /// Whether this kernel offers the mode: the blocking baselines can stall a vCPU
+    /// on a dead host and exist only with `CONFIG_PVMM_SYNC_BASELINES`.
+    pub(crate) fn available(self) -> bool {
+        cfg!(CONFIG_PVMM_SYNC_BASELINES) || !matches!(self, Mode::Sync | Mode::Chunked)
+    }
+
+    /// The name used in debugfs.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Mode::Off => "off",
+            Mode::Sync => "sync",
+            Mode::Chunked => "chunked",
+            Mode::Async => "async",
+        }
+    }
+
+    /// Parses a name, ignoring surrounding whitespace.
+    pub(crate) fn parse(input: &[u8]) -> Option<Mode> {
+        let name = trim(input);
+        Mode::ALL.into_iter().find(|m| m.name().as_bytes() == name)
+    }
+
+    fn from_raw(raw: u64) -> Mode {
+        Mode::ALL
+            .into_iter()
+            .find(|m| *m as u64 == raw)
+            .unwrap_or(Mode::Async)
+    }
+}
+
+/// A run-time setting: its name, limits and default.
+///
+/// # Lifetime
+///
+/// Only the `'static` entries of [`TUNABLES`] exist.
+pub(crate) struct Tunable {
+    /// The name in the `stats` file, and of the setting's own debugfs file.
+    pub(crate) name: &'static str,
+    /// `name` as the debugfs file name.
+    pub(crate) file: &'static CStr,
+    pub(crate) min: u64,
+    pub(crate) max: u64,
+    default: u64,
+}
+
+/// Generates [`Knob`], [`Knob::ALL`] and [`TUNABLES`] from one table, in its order.
+macro_rules! settings {
+    ($($(#[doc = $doc:literal])* $knob:ident $name:ident {
+        min: $min:expr, max: $max:expr, default: $default:expr $(,)?
+    })*) => {
+        /// Index of a setting in [`TUNABLES`].
+        #[derive(Clone, Copy)]
+        pub(crate) enum Knob {
+            $($(#[doc = $doc])* $knob,)*
+        }
+
+        impl Knob {
+            /// Every setting, in [`TUNABLES`] order.
+            pub(crate) const ALL: [Knob; [$(stringify!($name)),*].len()] = [$(Knob::$knob),*];
+        }
+
+        /// The settings, indexed by [`Knob`].
+        pub(crate) const TUNABLES: [Tunable; Knob::ALL.len()] = [$(Tunable {
+            name: stringify!($name),
+            file: c_str!(stringify!($name)),
+            min: $min,
+            max: $max,
+            default: $default,
+        }),*];
+    };
+}
+
+settings! {
+    /// [`Mode`] of teardowns started from now on.
+    Mode mode { min: 0, max: 3, default: Mode::Async as u64 }
+    /// Submissions per doorbell while the host is idle.
+    Batch batch { min: 1, max: wire::MAX_ENTRIES as u64, default: 16 }
+    /// Longest delay of a doorbell for an incomplete batch, microseconds.
+    FlushUs flush_us { min: 1, max: 1_000_000, default: 1000 }
+    /// Cap on outstanding teardowns (address spaces).
+    CapSpaces cap_spaces { min: 1, max: 1 << 20, default: 256 }
+    /// Cap on outstanding teardown work (pages).
+    CapPages cap_pages { min: 1, max: wire::MAX_PAGES, default: 1 << 20 }
+    /// Longest interrupts-off stretch in `chunked` mode, microseconds.
+    ChunkUs chunk_us { min: 1, max: 1_000_000, default: 100 }
+    /// Longest synchronous wait for the host before giving up, milliseconds.
+    ///
+    /// Interrupts stay off for up to this long in `sync`: well below the hard-lockup
+    /// detector (10 s) and RCU stall warnings (21 s), which a dead host must not trip.
+    SyncTimeoutMs sync_timeout_ms { min: 1, max: 1_000, default: 1_000 }
+    /// Longest throttled wait of `pgd_alloc` before failing it, milliseconds.
+    ThrottleTimeoutMs throttle_timeout_ms { min: 1, max: 3_600_000, default: 30_000 }
+    /// Time without an acknowledgement, with teardowns in flight, after which the host
+    /// is taken for dead and creation is no longer throttled, milliseconds.
+    ///
+    /// Long enough for the slowest host the benchmarks model (a starved worker at
+    /// 100 ms of CPU per teardown), short against a throttle timeout.
+    HostTimeoutMs host_timeout_ms { min: 100, max: 3_600_000, default: 10_000 }
+}
+
+impl Knob {
+    /// Name, limits and default.
+    pub(crate) fn info(self) -> &'static Tunable {
+        &TUNABLES[self as usize]
+    }
+}
+
+/// Current settings; each is read once per decision, so a change applies to what starts
+/// after it.
+///
+/// # Locking
+///
+/// Relaxed atomics, no lock: read from the hooks, the interrupt thread, the flush timer
+/// and the synchronous waits alike, written from debugfs and by a synchronous wait that
+/// gives up.
+pub(crate) struct Settings([AtomicU64; TUNABLES.len()]);
+
+impl Settings {
+    pub(crate) fn new() -> Self {
+        Settings(TUNABLES.map(|t| AtomicU64::new(t.default)))
+    }
+
+    /// The value of `knob`.
+    pub(crate) fn get(&self, knob: Knob) -> u64 {
+        self.0[knob as usize].load(Relaxed)
+    }
+
+    /// Sets `knob`; `EINVAL` outside its limits.
+    pub(crate) fn set(&self, knob: Knob, value: u64) -> Result {
+        let t = knob.info();
+        if !(t.min..=t.max).contains(&value)
+            || (matches!(knob, Knob::Mode) && !Mode::from_raw(value).available())
+        {
+            return Err(EINVAL);
+        }
+        self.0[knob as usize].store(value, Relaxed);
+        Ok(())
+    }
+
+    /// The teardown mode.
+    pub(crate) fn mode(&self) -> Mode {
+        Mode::from_raw(self.get(Knob::Mode))
+    }
+
+    /// Writes the value of `knob` as text: the mode's name, or the number.
+    pub(crate) fn show(&self, knob: Knob, w: &mut impl fmt::Write) -> fmt::Result {
+        match knob {
+            Knob::Mode => w.write_str(self.mode().name()),
+            k => write!(w, "{}", self.get(k)),
+        }
+    }
+
+    /// Sets `knob` from text: a mode's name, or a number, ignoring surrounding
+    /// whitespace. `EINVAL` for anything else.
+    pub(crate) fn store(&self, knob: Knob, input: &[u8]) -> Result {
+        let value = match knob {
+            Knob::Mode => Mode::parse(input).ok_or(EINVAL)? as u64,
+            _ => core::str::from_utf8(trim(input))
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(EINVAL)?,
+        };
+        self.set(knob, value)
+    }
+}

@@ -1,0 +1,168 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! What the driver counts: event counters ([`Stats`]), the longest synchronous
+//! stretches ([`Maxima`]) and a snapshot of the engine's gauges ([`Gauges`]).
+
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Logs the first few occurrences of a problem, then every power of two.
+pub(crate) fn should_log(count: u64) -> bool {
+    count < 8 || count.is_power_of_two()
+}
+
+/// Counts one occurrence of a problem in `counter`; returns whether to log it
+/// ([`should_log`] of the count before).
+pub(crate) fn count_problem(counter: &AtomicU64) -> bool {
+    should_log(counter.fetch_add(1, Relaxed))
+}
+
+macro_rules! counters {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+        /// Event counters.
+        ///
+        /// # Locking
+        ///
+        /// Relaxed atomics, so they can be updated and read without the engine lock;
+        /// each is monotonic.
+        ///
+        /// # Lifetime
+        ///
+        /// Part of the engine's [`crate::notify::Notifier`], so the flush timer can
+        /// count too; they restart with the driver instance.
+        #[derive(Default)]
+        pub(crate) struct Stats {
+            $($(#[doc = $doc])* pub(crate) $name: AtomicU64,)*
+        }
+
+        impl Stats {
+            /// Calls `f` with the name and value of every counter.
+            pub(crate) fn for_each(&self, mut f: impl FnMut(&'static str, u64)) {
+                $(f(stringify!($name), self.$name.load(Relaxed));)*
+            }
+        }
+    };
+}
+
+counters! {
+    /// CREATE requests submitted.
+    spaces_created,
+    /// Address spaces created while the mode was `off` (never registered).
+    spaces_untracked,
+    /// DESTROY requests submitted.
+    spaces_destroyed,
+    /// DESTROY completions accepted.
+    spaces_acked,
+    /// CREATE completions accepted.
+    creates_acked,
+    /// Page directories kept at `pgd_free` until the host acknowledges.
+    pgds_parked,
+    /// Page directories released, parked or not.
+    pgds_released,
+    /// Of those, the ones released within `pgd_free`: the host was done already.
+    pgds_returned,
+    /// Exits of address spaces created before the driver attached.
+    untracked_exits,
+    /// Entries written to the submission ring.
+    submissions,
+    /// Groups of submissions handed to the host with one notification decision.
+    batches,
+    /// Doorbells rung.
+    doorbells,
+    /// Batches that needed no doorbell because the host was busy.
+    doorbells_suppressed,
+    /// Batches handed over by the flush deadline rather than by size.
+    deadline_flushes,
+    /// Completion interrupts taken.
+    irqs,
+    /// Completions consumed.
+    completions,
+    /// Malformed, unknown or unexpected completions (ignored).
+    bad_completions,
+    /// Impossible ring indices from the host; each stops the ring until a reset.
+    protocol_errors,
+    /// Completions tagged by an earlier driver instance (ignored).
+    stale_completions,
+    /// Resets the host carried out (at detach, or after a protocol error).
+    resets,
+    /// Page directories released because the host acknowledged a reset.
+    reset_releases,
+    /// Release log entries dropped because the host did not keep up.
+    release_log_dropped,
+    /// Times the host was declared dead (no acknowledgement for `host_timeout_ms`).
+    host_declared_dead,
+    /// Completions with a non-Ok status.
+    host_errors,
+    /// Page directories released without any acknowledgement (logged).
+    forced_releases,
+    /// Exits handled without the host because the ring was stopped.
+    fallback_exits,
+    /// `pgd_alloc` calls that waited because outstanding work was at a cap.
+    throttle_events,
+    /// Total time `pgd_alloc` waited at a cap, microseconds.
+    throttle_wait_us,
+    /// Throttled `pgd_alloc` calls that failed after `throttle_timeout_ms`.
+    throttle_timeouts,
+    /// Teardowns started in mode `off` (nothing to do).
+    teardowns_off,
+    /// Teardowns started in mode `sync`.
+    teardowns_sync,
+    /// Teardowns started in mode `chunked`.
+    teardowns_chunked,
+    /// Teardowns started in mode `async`.
+    teardowns_async,
+    /// Total time spent in synchronous waits for the host, microseconds.
+    sync_wait_us,
+    /// Interrupts-off stretches in synchronous waits.
+    irq_off_stretches,
+    /// Of those, the ones of 1 ms or more.
+    irq_off_long,
+    /// Synchronous waits that gave up after `sync_timeout_ms`.
+    sync_timeouts,
+    /// Switches from a blocking mode to `async` after a synchronous wait gave up.
+    mode_degraded,
+    /// Detaches that stopped waiting for the host because of a fatal signal.
+    drain_interrupted,
+    /// Completion passes cut short to let the hooks in, with entries left.
+    completion_passes_cut,
+    /// Synchronous teardowns that went asynchronous (ring full, out of memory).
+    sync_fallbacks,
+}
+
+/// Longest synchronous stretches since the last reset of the peaks, microseconds.
+///
+/// # Locking
+///
+/// Updated with relaxed `fetch_max` outside the engine lock.
+#[derive(Default)]
+pub(crate) struct Maxima {
+    /// Longest synchronous wait for the host.
+    pub(crate) sync_wait_max_us: AtomicU64,
+    /// Longest stretch with interrupts off in a synchronous wait.
+    pub(crate) irq_off_max_us: AtomicU64,
+}
+
+/// Gauges: a snapshot of the engine's state.
+///
+/// # Locking
+///
+/// Taken under the engine lock in one go, so the values agree with each other; the
+/// snapshot itself is a plain value.
+pub(crate) struct Gauges {
+    pub(crate) spaces_live: u64,
+    pub(crate) outstanding: u64,
+    pub(crate) outstanding_pages: u64,
+    pub(crate) peak_outstanding: u64,
+    pub(crate) peak_outstanding_pages: u64,
+    pub(crate) in_flight: u64,
+    pub(crate) in_flight_pages: u64,
+    pub(crate) peak_in_flight: u64,
+    pub(crate) peak_in_flight_pages: u64,
+    pub(crate) pgds_pending: u64,
+    pub(crate) backlog: u64,
+    pub(crate) throttled: u64,
+    pub(crate) broken: bool,
+    pub(crate) resetting: bool,
+    pub(crate) host_dead: bool,
+    pub(crate) closing: bool,
+    pub(crate) peak_host_held: u32,
+}

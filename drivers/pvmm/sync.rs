@@ -1,0 +1,111 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The blocking baselines' host call: ring, then wait for the acknowledgement with
+//! interrupts off, in one stretch (`sync`) or in bounded chunks (`chunked`).
+//!
+//! The wait never takes the engine lock (on `PREEMPT_RT` a sleeping lock): it polls
+//! the completion ring read-only and the request's own flag.
+
+use core::sync::atomic::{AtomicBool, Ordering::Acquire, Ordering::Relaxed};
+use kernel::{irq::with_local_irqs_disabled, mm_hooks::SpaceId, prelude::*, time::Ktime};
+
+use crate::{
+    notify::{Doorbell, Notifier},
+    settings::{Knob, Mode, Settings},
+    stats::count_problem,
+    wire::{self, Layout, Op, SharedMemory},
+};
+
+/// Most completions read at a time: under one hold of the engine lock, or per poll of
+/// a synchronous wait.
+pub(crate) const CQ_PASS: u32 = 32;
+
+/// A synchronous teardown's wait: rings the host, waits for the acknowledgement of
+/// the DESTROY of `id` tagged `tag` (or for `waiter`) in `mode`, and accounts for the
+/// time waited. The caller has published the request and dropped the engine lock.
+pub(crate) fn wait_for_ack<M: SharedMemory + Send + Sync, B: Doorbell>(
+    io: &Notifier<M, B>,
+    settings: &Settings,
+    layout: &Layout,
+    waiter: &AtomicBool,
+    (id, tag): (SpaceId, u32),
+    mode: Mode,
+) {
+    let chunk_ns = match mode {
+        Mode::Chunked => {
+            i64::try_from(settings.get(Knob::ChunkUs).saturating_mul(1000)).unwrap_or(i64::MAX)
+        }
+        _ => i64::MAX,
+    };
+    let start = Ktime::ktime_get();
+    let end = spin_for_ack(io, settings, layout, waiter, (id, tag), chunk_ns);
+    let us = u64::try_from((end - start).to_ns() / 1000).unwrap_or(0);
+    io.stats().sync_wait_us.fetch_add(us, Relaxed);
+    io.maxima().sync_wait_max_us.fetch_max(us, Relaxed);
+}
+
+/// Rings the host and spins until `waiter` is set or the completion is in the ring,
+/// with interrupts off from the doorbell on, for at most `chunk_ns` at a time, as a
+/// hypercall (with continuations) would. Returns when the wait ended (the
+/// acknowledgement was seen or the wait gave up), read before interrupts were on
+/// again.
+fn spin_for_ack<M: SharedMemory + Send + Sync, B: Doorbell>(
+    io: &Notifier<M, B>,
+    settings: &Settings,
+    layout: &Layout,
+    waiter: &AtomicBool,
+    (id, tag): (SpaceId, u32),
+    chunk_ns: i64,
+) -> Ktime {
+    let start = Ktime::ktime_get();
+    let timeout_ns = i64::try_from(settings.get(Knob::SyncTimeoutMs).saturating_mul(1_000_000))
+        .unwrap_or(i64::MAX);
+    let shm = io.shm();
+    let stats = io.stats();
+    let mut first = true;
+    let mut watch = wire::CqWatch::new(Op::Destroy, id, tag);
+    loop {
+        let (done, off_ns, end) = with_local_irqs_disabled(|| {
+            let t0 = Ktime::ktime_get();
+            if core::mem::take(&mut first) {
+                io.ring_now();
+            }
+            loop {
+                // A bounded read per poll: a host that floods the ring must
+                // not stretch the time between clock reads.
+                let acked = waiter.load(Acquire) || watch.poll(shm, layout, CQ_PASS);
+                let now = Ktime::ktime_get();
+                // Measured before interrupts are on again: afterwards the
+                // interrupt threads may run first.
+                let off_ns = (now - t0).to_ns();
+                if acked || off_ns >= chunk_ns || (now - start).to_ns() >= timeout_ns {
+                    break (acked, off_ns, now);
+                }
+                core::hint::spin_loop();
+            }
+        });
+        // Interrupts are on again here: pending ones have just been taken.
+        let off_us = u64::try_from(off_ns / 1000).unwrap_or(0);
+        io.maxima().irq_off_max_us.fetch_max(off_us, Relaxed);
+        stats.irq_off_stretches.fetch_add(1, Relaxed);
+        if off_us >= 1000 {
+            stats.irq_off_long.fetch_add(1, Relaxed);
+        }
+        if done {
+            return end;
+        }
+        // Between chunks, as a hypercall continuation would: let other tasks
+        // run (a no-op where the kernel preempts anyway).
+        kernel::task::cond_resched();
+        if (end - start).to_ns() >= timeout_ns {
+            stats.sync_timeouts.fetch_add(1, Relaxed);
+            // A host this slow or dead would stall every exit: stop blocking.
+            if settings.set(Knob::Mode, Mode::Async as u64).is_ok()
+                && count_problem(&stats.mode_degraded)
+            {
+                pr_warn!("host did not acknowledge space {id:#x} in time; switched to async\n");
+            }
+            return end;
+        }
+    }
+}
