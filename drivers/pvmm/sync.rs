@@ -20,15 +20,19 @@ use crate::{
 /// a synchronous wait.
 pub(crate) const CQ_PASS: u32 = 32;
 
-/// A synchronous teardown's wait: rings the host, waits for the acknowledgement of
-/// the DESTROY of `id` tagged `tag` (or for `waiter`) in `mode`, and accounts for the
-/// time waited. The caller has published the request and dropped the engine lock.
+/// A synchronous teardown's host call: rings the host and spins until `waiter` is set
+/// or the acknowledgement of the DESTROY of `id` tagged `tag` is in the ring, with
+/// interrupts off from the doorbell on, as a hypercall would; in `chunked` mode for at
+/// most `chunk_us` at a time, as a hypercall with continuations would. Accounts for
+/// the time waited, measured before interrupts were on again. The caller has
+/// published the request and dropped the engine lock.
 pub(crate) fn wait_for_ack<M: SharedMemory + Send + Sync, B: Doorbell>(
     io: &Notifier<M, B>,
     settings: &Settings,
     layout: &Layout,
     waiter: &AtomicBool,
-    (id, tag): (SpaceId, u32),
+    id: SpaceId,
+    tag: u32,
     mode: Mode,
 ) {
     let chunk_ns = match mode {
@@ -37,34 +41,15 @@ pub(crate) fn wait_for_ack<M: SharedMemory + Send + Sync, B: Doorbell>(
         }
         _ => i64::MAX,
     };
-    let start = Ktime::ktime_get();
-    let end = spin_for_ack(io, settings, layout, waiter, (id, tag), chunk_ns);
-    let us = u64::try_from((end - start).to_ns() / 1000).unwrap_or(0);
-    io.stats().sync_wait_us.fetch_add(us, Relaxed);
-    io.maxima().sync_wait_max_us.fetch_max(us, Relaxed);
-}
-
-/// Rings the host and spins until `waiter` is set or the completion is in the ring,
-/// with interrupts off from the doorbell on, for at most `chunk_ns` at a time, as a
-/// hypercall (with continuations) would. Returns when the wait ended (the
-/// acknowledgement was seen or the wait gave up), read before interrupts were on
-/// again.
-fn spin_for_ack<M: SharedMemory + Send + Sync, B: Doorbell>(
-    io: &Notifier<M, B>,
-    settings: &Settings,
-    layout: &Layout,
-    waiter: &AtomicBool,
-    (id, tag): (SpaceId, u32),
-    chunk_ns: i64,
-) -> Ktime {
-    let start = Ktime::ktime_get();
     let timeout_ns = i64::try_from(settings.get(Knob::SyncTimeoutMs).saturating_mul(1_000_000))
         .unwrap_or(i64::MAX);
     let shm = io.shm();
     let stats = io.stats();
+    let start = Ktime::ktime_get();
     let mut first = true;
     let mut watch = wire::CqWatch::new(Op::Destroy, id, tag);
-    loop {
+    // When the wait ended: the acknowledgement was seen, or the wait gave up.
+    let end = loop {
         let (done, off_ns, end) = with_local_irqs_disabled(|| {
             let t0 = Ktime::ktime_get();
             if core::mem::take(&mut first) {
@@ -92,7 +77,7 @@ fn spin_for_ack<M: SharedMemory + Send + Sync, B: Doorbell>(
             stats.irq_off_long.fetch_add(1, Relaxed);
         }
         if done {
-            return end;
+            break end;
         }
         // Between chunks, as a hypercall continuation would: let other tasks
         // run (a no-op where the kernel preempts anyway).
@@ -105,7 +90,10 @@ fn spin_for_ack<M: SharedMemory + Send + Sync, B: Doorbell>(
             {
                 pr_warn!("host did not acknowledge space {id:#x} in time; switched to async\n");
             }
-            return end;
+            break end;
         }
-    }
+    };
+    let us = u64::try_from((end - start).to_ns() / 1000).unwrap_or(0);
+    stats.sync_wait_us.fetch_add(us, Relaxed);
+    io.maxima().sync_wait_max_us.fetch_max(us, Relaxed);
 }

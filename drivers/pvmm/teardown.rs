@@ -969,7 +969,8 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
             &self.settings,
             &self.layout,
             &waiter,
-            (id, tag),
+            id,
+            tag,
             mode,
         );
         // Consume the acknowledgement now rather than at the next interrupt.
