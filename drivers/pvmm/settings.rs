@@ -30,6 +30,8 @@ pub(crate) fn trim(input: &[u8]) -> &[u8] {
 }
 
 /// How teardowns started now reach the host.
+///
+/// A plain value; the current one is kept in [`Settings`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Mode {
     /// No host involvement: new address spaces are not registered. The latency floor.
@@ -98,7 +100,7 @@ macro_rules! settings {
     ($($(#[doc = $doc:literal])* $knob:ident $name:ident {
         min: $min:expr, max: $max:expr, default: $default:expr $(,)?
     })*) => {
-        /// Index of a setting in [`TUNABLES`].
+        /// Index of a setting in [`TUNABLES`]. A plain value.
         #[derive(Clone, Copy)]
         pub(crate) enum Knob {
             $($(#[doc = $doc])* $knob,)*

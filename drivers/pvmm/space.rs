@@ -17,7 +17,9 @@ use crate::{
     wire::{Op, Request},
 };
 
-/// Where an address space is in its lifecycle.
+/// Where an address space is in its lifecycle: `Live`, then `Destroying` at
+/// `exit_mmap` (or at `pgd_free` without one), then `Acked` if the host answers
+/// before `pgd_free`. Kept in [`Space::state`], under the engine lock.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum State {
     /// Known to the host (or about to be).
@@ -29,7 +31,8 @@ pub(crate) enum State {
 }
 
 /// A backlog entry's node: reserved when the space is created, so that queueing a
-/// request never allocates under the engine lock.
+/// request never allocates under the engine lock. Owned by its [`Space`] while not
+/// queued, by the engine's backlog while queued.
 pub(crate) type BacklogSlot = RBTreeNodeReservation<u64, SpaceId>;
 
 /// What the engine knows about one address space.
