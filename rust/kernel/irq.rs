@@ -3,8 +3,7 @@
 //! Interrupt handler registration.
 //!
 //! [`ThreadedRegistration`] requests an interrupt line with `request_threaded_irq()` for a
-//! [`ThreadedHandler`] that it owns and pins, and frees it with `free_irq()` on drop;
-//! [`Registration`] does the same for a [`Handler`] without a thread.
+//! [`ThreadedHandler`] that it owns and pins, and frees it with `free_irq()` on drop.
 //!
 //! On `PREEMPT_RT` the kernel runs every handler in a thread (forced threading): the "hard"
 //! handler then runs in an interrupt thread with preemption enabled, and the threaded handler in a
@@ -24,9 +23,9 @@ use crate::{
     prelude::*,
     str::CStr,
 };
-use core::{marker::PhantomPinned, ops::BitOr, ptr::addr_of_mut};
+use core::{marker::PhantomPinned, ptr::addr_of_mut};
 
-/// What a [`Handler`] or [`ThreadedHandler::handle_threaded`] returns.
+/// What [`ThreadedHandler::handle_threaded`] returns.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IrqReturn {
@@ -53,38 +52,14 @@ pub enum ThreadedIrqReturn {
 pub struct Flags(c_ulong);
 
 impl Flags {
-    /// No flags.
-    pub const NONE: Flags = Flags(0);
-    /// Share the line with other handlers (`IRQF_SHARED`); each must check its device.
-    pub const SHARED: Flags = Flags(bindings::IRQF_SHARED as c_ulong);
     /// Keep the line masked until the threaded handler has run (`IRQF_ONESHOT`); needed for
     /// level-triggered lines with a threaded handler, optional for MSI/MSI-X.
     pub const ONESHOT: Flags = Flags(bindings::IRQF_ONESHOT as c_ulong);
-    /// Do not disable the line on suspend (`IRQF_NO_SUSPEND`).
-    pub const NO_SUSPEND: Flags = Flags(bindings::IRQF_NO_SUSPEND as c_ulong);
-    /// Do not enable the line when it is requested (`IRQF_NO_AUTOEN`).
-    pub const NO_AUTOEN: Flags = Flags(bindings::IRQF_NO_AUTOEN as c_ulong);
 
     /// Returns the raw `IRQF_*` bits.
     pub const fn as_raw(self) -> c_ulong {
         self.0
     }
-}
-
-impl BitOr for Flags {
-    type Output = Flags;
-
-    fn bitor(self, rhs: Flags) -> Flags {
-        Flags(self.0 | rhs.0)
-    }
-}
-
-/// An interrupt handler without a thread.
-pub trait Handler: Sync {
-    /// Handles the interrupt, in hard interrupt context (an interrupt thread on `PREEMPT_RT`).
-    ///
-    /// Must not sleep.
-    fn handle(&self) -> IrqReturn;
 }
 
 /// An interrupt handler with a "hard" part and a threaded part.
@@ -129,7 +104,7 @@ pub trait ThreadedHandler: Sync {
 ///
 /// fn setup(irq: u32) -> Result<Pin<KBox<ThreadedRegistration<Completions>>>> {
 ///     KBox::pin_init(
-///         ThreadedRegistration::new(irq, Flags::NONE, c_str!("pvmm"), Completions),
+///         ThreadedRegistration::new(irq, Flags::ONESHOT, c_str!("pvmm"), Completions),
 ///         GFP_KERNEL,
 ///     )
 /// }
@@ -220,83 +195,6 @@ impl<T: ThreadedHandler + 'static> PinnedDrop for ThreadedRegistration<T> {
     }
 }
 
-/// An interrupt line requested for a pinned [`Handler`] without a thread.
-///
-/// Lifetime and context rules are those of [`ThreadedRegistration`].
-///
-/// # Invariants
-///
-/// The kernel holds a handler for `irq` whose cookie is the address of `handler`, from the end of
-/// initialisation until `drop`.
-#[pin_data(PinnedDrop)]
-pub struct Registration<T: Handler + 'static> {
-    #[pin]
-    handler: T,
-    irq: u32,
-    #[pin]
-    _pin: PhantomPinned,
-}
-
-impl<T: Handler + 'static> Registration<T> {
-    /// Initialises `handler` in place, then requests `irq` for it (`request_irq()`).
-    // The 6.12 expansion of `try_pin_init!(&this in ...)` has an uncommented `unsafe` block.
-    #[allow(clippy::undocumented_unsafe_blocks)]
-    pub fn new(
-        irq: u32,
-        flags: Flags,
-        name: &'static CStr,
-        handler: impl PinInit<T, Error>,
-    ) -> impl PinInit<Self, Error> {
-        try_pin_init!(&this in Self {
-            handler <- handler,
-            irq: {
-                // SAFETY: `this` points to the registration being initialised; `handler` is
-                // already initialised.
-                let cookie = unsafe { addr_of_mut!((*this.as_ptr()).handler) };
-                // SAFETY: As in `ThreadedRegistration::new`.
-                to_result(unsafe {
-                    bindings::request_threaded_irq(
-                        irq,
-                        Some(plain_handler::<T>),
-                        None,
-                        flags.as_raw(),
-                        name.as_char_ptr(),
-                        cookie.cast(),
-                    )
-                })?;
-                // INVARIANT: The handler is registered with `cookie == &handler`.
-                irq
-            },
-            _pin: PhantomPinned,
-        })
-    }
-
-    /// Returns the handler.
-    pub fn handler(&self) -> &T {
-        &self.handler
-    }
-
-    /// Returns the interrupt number.
-    pub fn irq(&self) -> u32 {
-        self.irq
-    }
-
-    /// Waits until running invocations of the handler have returned. May sleep.
-    pub fn synchronize(&self) {
-        // SAFETY: By the type invariant, `irq` is a requested interrupt line.
-        unsafe { bindings::synchronize_irq(self.irq) };
-    }
-}
-
-#[pinned_drop]
-impl<T: Handler + 'static> PinnedDrop for Registration<T> {
-    fn drop(self: Pin<&mut Self>) {
-        let cookie: *const T = &self.handler;
-        // SAFETY: As in `ThreadedRegistration::drop`.
-        unsafe { bindings::free_irq(self.irq, cookie.cast_mut().cast()) };
-    }
-}
-
 /// # Safety
 ///
 /// Only for `request_threaded_irq()` with a cookie that points to a live `T`.
@@ -319,18 +217,6 @@ unsafe extern "C" fn threaded_thread<T: ThreadedHandler>(
     // SAFETY: As in `threaded_primary`.
     let handler = unsafe { &*cookie.cast::<T>() };
     handler.handle_threaded() as bindings::irqreturn_t
-}
-
-/// # Safety
-///
-/// As for [`threaded_primary`], with a `T: Handler`.
-unsafe extern "C" fn plain_handler<T: Handler>(
-    _irq: c_int,
-    cookie: *mut c_void,
-) -> bindings::irqreturn_t {
-    // SAFETY: As in `threaded_primary`.
-    let handler = unsafe { &*cookie.cast::<T>() };
-    handler.handle() as bindings::irqreturn_t
 }
 
 /// Runs `f` with interrupts disabled on this CPU (`local_irq_save()`/`local_irq_restore()`).
