@@ -90,23 +90,9 @@ pub struct Dir {
 impl Dir {
     /// Creates directory `name` at the debugfs root.
     pub fn new(name: &CStr) -> Dir {
-        Self::create(name, None)
-    }
-
-    /// Creates directory `name` inside `self`.
-    pub fn subdir(&self, name: &CStr) -> Dir {
-        match &self.entry {
-            Some(parent) => Self::create(name, Some(parent.clone())),
-            None => Dir { entry: None },
-        }
-    }
-
-    fn create(name: &CStr, parent: Option<Arc<Entry>>) -> Dir {
-        let parent_dentry = parent.as_ref().map_or(ptr::null_mut(), |p| p.dentry);
-        // SAFETY: `name` is NUL-terminated and copied by debugfs; `parent_dentry` is the root
-        // (null) or a live directory kept alive by `parent`.
-        let dentry = unsafe { bindings::debugfs_create_dir(name.as_char_ptr(), parent_dentry) };
-        let Some(entry) = Entry::new(dentry, parent) else {
+        // SAFETY: `name` is NUL-terminated and copied by debugfs; a null parent is the root.
+        let dentry = unsafe { bindings::debugfs_create_dir(name.as_char_ptr(), ptr::null_mut()) };
+        let Some(entry) = Entry::new(dentry, None) else {
             return Dir { entry: None };
         };
         // Dropping `entry` on allocation failure removes the directory again.
