@@ -247,7 +247,7 @@ impl<const SIZE: usize> Drop for IoMem<SIZE> {
 ///
 /// The other agent (a host process, another VM, a device) reads and writes the memory
 /// concurrently and outside Rust's knowledge. Plain loads and stores would let the compiler tear,
-/// merge, re-read or elide accesses, so every accessor is atomic: relaxed by default, with
+/// merge, re-read or elide accesses, so every accessor is atomic: relaxed by default, with 32-bit
 /// acquire/release variants and a full fence for protocols that need ordering. On x86-64 these
 /// compile to the same instructions as the kernel's own accessors: a relaxed or acquire load is a
 /// plain `mov` (`READ_ONCE()`/`smp_load_acquire()`), a relaxed or release store is a plain `mov`
@@ -394,22 +394,6 @@ impl SharedMem {
     #[inline]
     pub fn store_release_u32(&self, offset: usize, value: u32) {
         if let Some(a) = self.atomic_u32(offset) {
-            a.store(value, Ordering::Release);
-        }
-    }
-
-    /// Reads the `u64` at `offset` with acquire ordering; 0 if out of range or misaligned.
-    #[inline]
-    pub fn load_acquire_u64(&self, offset: usize) -> u64 {
-        self.atomic_u64(offset)
-            .map_or(0, |a| a.load(Ordering::Acquire))
-    }
-
-    /// Writes `value` to the `u64` at `offset` with release ordering; dropped if out of range or
-    /// misaligned.
-    #[inline]
-    pub fn store_release_u64(&self, offset: usize, value: u64) {
-        if let Some(a) = self.atomic_u64(offset) {
             a.store(value, Ordering::Release);
         }
     }
