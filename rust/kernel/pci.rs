@@ -28,7 +28,7 @@ use crate::{
     str::CStr,
     types::Opaque,
 };
-use core::{cell::Cell, fmt, marker::PhantomData, ops::BitOr, ptr::addr_of_mut, ptr::NonNull};
+use core::{cell::Cell, fmt, marker::PhantomData, ptr::addr_of_mut, ptr::NonNull};
 
 /// Number of standard BARs (`PCI_STD_NUM_BARS`).
 const NUM_BARS: u32 = bindings::PCI_STD_NUM_BARS;
@@ -56,27 +56,6 @@ impl DeviceId {
         })
     }
 
-    /// Matches any device whose class, masked with `class_mask`, is `class` (C's
-    /// `PCI_DEVICE_CLASS()`).
-    pub const fn from_class(class: u32, class_mask: u32) -> Self {
-        Self(bindings::pci_device_id {
-            vendor: Self::ANY,
-            device: Self::ANY,
-            subvendor: Self::ANY,
-            subdevice: Self::ANY,
-            class,
-            class_mask,
-            driver_data: 0,
-            override_only: 0,
-        })
-    }
-
-    /// Returns this id with `driver_data` set, e.g. an index into a table of device variants.
-    pub const fn with_driver_data(mut self, data: usize) -> Self {
-        self.0.driver_data = data;
-        self
-    }
-
     /// The all-zero id that terminates a table.
     const fn zero() -> Self {
         Self(bindings::pci_device_id {
@@ -89,21 +68,6 @@ impl DeviceId {
             driver_data: 0,
             override_only: 0,
         })
-    }
-
-    /// Returns the vendor id to match, or [`DeviceId::ANY`].
-    pub const fn vendor(&self) -> u32 {
-        self.0.vendor
-    }
-
-    /// Returns the device id to match, or [`DeviceId::ANY`].
-    pub const fn device(&self) -> u32 {
-        self.0.device
-    }
-
-    /// Returns the `driver_data` of this entry.
-    pub const fn driver_data(&self) -> usize {
-        self.0.driver_data
     }
 }
 
@@ -148,11 +112,6 @@ pub struct IdTable {
 }
 
 impl IdTable {
-    /// Returns the entries, without the terminator.
-    pub const fn ids(&self) -> &'static [DeviceId] {
-        self.ids
-    }
-
     fn as_ptr(&self) -> *const bindings::pci_device_id {
         self.ids.as_ptr().cast()
     }
@@ -195,26 +154,12 @@ macro_rules! pci_device_table {
 pub struct IrqTypes(u32);
 
 impl IrqTypes {
-    /// Legacy INTx (`PCI_IRQ_INTX`).
-    pub const INTX: IrqTypes = IrqTypes(bindings::PCI_IRQ_INTX);
-    /// MSI (`PCI_IRQ_MSI`).
-    pub const MSI: IrqTypes = IrqTypes(bindings::PCI_IRQ_MSI);
     /// MSI-X (`PCI_IRQ_MSIX`).
     pub const MSIX: IrqTypes = IrqTypes(bindings::PCI_IRQ_MSIX);
-    /// Any of them, best first (`PCI_IRQ_ALL_TYPES`).
-    pub const ALL: IrqTypes = IrqTypes(bindings::PCI_IRQ_ALL_TYPES);
 
     /// Returns the raw `PCI_IRQ_*` bits.
     pub const fn as_raw(self) -> u32 {
         self.0
-    }
-}
-
-impl BitOr for IrqTypes {
-    type Output = IrqTypes;
-
-    fn bitor(self, rhs: IrqTypes) -> IrqTypes {
-        IrqTypes(self.0 | rhs.0)
     }
 }
 
@@ -246,24 +191,6 @@ impl Device {
         unsafe { addr_of_mut!((*self.as_raw()).dev) }
     }
 
-    /// Returns the vendor id.
-    pub fn vendor_id(&self) -> u16 {
-        // SAFETY: By the type invariant, `pdev` is valid; the field is fixed at enumeration.
-        unsafe { (*self.as_raw()).vendor }
-    }
-
-    /// Returns the device id.
-    pub fn device_id(&self) -> u16 {
-        // SAFETY: As in `vendor_id`.
-        unsafe { (*self.as_raw()).device }
-    }
-
-    /// Returns the revision id.
-    pub fn revision_id(&self) -> u8 {
-        // SAFETY: As in `vendor_id`.
-        unsafe { (*self.as_raw()).revision }
-    }
-
     /// Enables the device's memory space (`pci_enable_device_mem()`); disabled again on unbind.
     pub fn enable_device_mem(&self) -> Result {
         // SAFETY: By the type invariant, `pdev` is valid and owned by this driver.
@@ -277,17 +204,6 @@ impl Device {
     pub fn set_master(&self) {
         // SAFETY: By the type invariant, `pdev` is valid and owned by this driver.
         unsafe { bindings::pci_set_master(self.as_raw()) };
-    }
-
-    /// Claims the regions of all BARs under `name` (`/proc/iomem`); released on unbind.
-    ///
-    /// BARs already claimed through [`Device::iomap_region`] or [`Device::memremap_bar`] are
-    /// skipped, so the order of the calls does not matter. Unused BARs are ignored.
-    pub fn request_regions(&self, name: &'static CStr) -> Result {
-        for bar in 0..NUM_BARS {
-            self.claim(bar, name)?;
-        }
-        Ok(())
     }
 
     /// Returns the physical start address of `bar`, or `EINVAL` for an invalid BAR index.
@@ -320,12 +236,6 @@ impl Device {
         // SAFETY: `[start, start + len)` is the memory BAR `bar` of our device, and its region is
         // claimed for this binding.
         unsafe { IoMem::ioremap(start, len) }
-    }
-
-    /// Like [`Device::iomap_region_sized`] with `SIZE == 0`: all accesses are checked at run
-    /// time (`try_read32()` and friends).
-    pub fn iomap_region(&self, bar: u32, name: &'static CStr) -> Result<IoMem> {
-        self.iomap_region_sized::<0>(bar, name)
     }
 
     /// Claims memory BAR `bar` under the driver's name (unless already claimed) and maps it
@@ -662,10 +572,7 @@ macro_rules! module_pci_driver {
 #[derive(Clone, Copy)]
 pub enum Level {
     Err,
-    Warning,
-    Notice,
     Info,
-    Debug,
 }
 
 /// Prints `args` with the device's driver and name as prefix (`_dev_printk()`).
@@ -676,10 +583,7 @@ pub enum Level {
 pub fn dev_printk(level: Level, dev: &device::Device, args: fmt::Arguments<'_>) {
     let level: &[u8; 3] = match level {
         Level::Err => bindings::KERN_ERR,
-        Level::Warning => bindings::KERN_WARNING,
-        Level::Notice => bindings::KERN_NOTICE,
         Level::Info => bindings::KERN_INFO,
-        Level::Debug => bindings::KERN_DEBUG,
     };
     #[cfg(CONFIG_PRINTK)]
     // SAFETY: `level` is a NUL-terminated `KERN_*` prefix, `dev` is a valid device, and `%pA`
@@ -704,34 +608,10 @@ macro_rules! dev_err {
     };
 }
 
-/// Prints a warning for a device (`dev_warn()`).
-#[macro_export]
-macro_rules! dev_warn {
-    ($dev:expr, $($arg:tt)*) => {
-        $crate::pci::dev_printk($crate::pci::Level::Warning, $dev, ::core::format_args!($($arg)*))
-    };
-}
-
-/// Prints a notice for a device (`dev_notice()`).
-#[macro_export]
-macro_rules! dev_notice {
-    ($dev:expr, $($arg:tt)*) => {
-        $crate::pci::dev_printk($crate::pci::Level::Notice, $dev, ::core::format_args!($($arg)*))
-    };
-}
-
 /// Prints an informational message for a device (`dev_info()`).
 #[macro_export]
 macro_rules! dev_info {
     ($dev:expr, $($arg:tt)*) => {
         $crate::pci::dev_printk($crate::pci::Level::Info, $dev, ::core::format_args!($($arg)*))
-    };
-}
-
-/// Prints a debug message for a device at `KERN_DEBUG` (not dynamic debug).
-#[macro_export]
-macro_rules! dev_dbg {
-    ($dev:expr, $($arg:tt)*) => {
-        $crate::pci::dev_printk($crate::pci::Level::Debug, $dev, ::core::format_args!($($arg)*))
     };
 }
