@@ -28,7 +28,7 @@ use crate::{
     str::CStr,
     types::Opaque,
 };
-use core::{cell::Cell, fmt, marker::PhantomData, ptr::addr_of_mut, ptr::NonNull};
+use core::{cell::Cell, marker::PhantomData, ptr::addr_of_mut, ptr::NonNull};
 
 /// Number of standard BARs (`PCI_STD_NUM_BARS`).
 const NUM_BARS: u32 = bindings::PCI_STD_NUM_BARS;
@@ -564,54 +564,5 @@ macro_rules! module_pci_driver {
             type: __PciDriverModule,
             $($rest)*
         }
-    };
-}
-
-/// Log levels for [`dev_printk`].
-#[doc(hidden)]
-#[derive(Clone, Copy)]
-pub enum Level {
-    Err,
-    Info,
-}
-
-/// Prints `args` with the device's driver and name as prefix (`_dev_printk()`).
-///
-/// Linux 6.12 has no `dev_*!` macros in Rust yet; these stand in for the later ones in
-/// `kernel::device` and take a `&device::Device`, e.g. `dev_info!(pdev.as_ref(), ...)`.
-#[doc(hidden)]
-pub fn dev_printk(level: Level, dev: &device::Device, args: fmt::Arguments<'_>) {
-    let level: &[u8; 3] = match level {
-        Level::Err => bindings::KERN_ERR,
-        Level::Info => bindings::KERN_INFO,
-    };
-    #[cfg(CONFIG_PRINTK)]
-    // SAFETY: `level` is a NUL-terminated `KERN_*` prefix, `dev` is a valid device, and `%pA`
-    // makes vsprintf hand `&args` (alive during the call) to `rust_fmt_argument`.
-    unsafe {
-        bindings::_dev_printk(
-            level.as_ptr(),
-            dev.as_raw(),
-            crate::c_str!("%pA").as_char_ptr(),
-            core::ptr::from_ref(&args).cast::<c_void>(),
-        )
-    };
-    #[cfg(not(CONFIG_PRINTK))]
-    let _ = (level, dev, args);
-}
-
-/// Prints an error message for a device (`dev_err()`).
-#[macro_export]
-macro_rules! dev_err {
-    ($dev:expr, $($arg:tt)*) => {
-        $crate::pci::dev_printk($crate::pci::Level::Err, $dev, ::core::format_args!($($arg)*))
-    };
-}
-
-/// Prints an informational message for a device (`dev_info()`).
-#[macro_export]
-macro_rules! dev_info {
-    ($dev:expr, $($arg:tt)*) => {
-        $crate::pci::dev_printk($crate::pci::Level::Info, $dev, ::core::format_args!($($arg)*))
     };
 }
