@@ -142,7 +142,7 @@ settings! {
     SyncTimeoutMs sync_timeout_ms { min: 1, max: 1_000, default: 1_000 }
     /// Longest throttled wait of `pgd_alloc` before failing it, milliseconds.
     ThrottleTimeoutMs throttle_timeout_ms { min: 1, max: 3_600_000, default: 30_000 }
-    /// Time without an acknowledgement, with teardowns in flight, after which the host
+    /// Time without an acknowledgment, with teardowns in flight, after which the host
     /// is taken for dead and creation is no longer throttled, milliseconds.
     ///
     /// Long enough for the slowest host the benchmarks model (a starved worker at

@@ -46,7 +46,7 @@ pub(crate) type BacklogSlot = RBTreeNodeReservation<u64, SpaceId>;
 ///
 /// Allocated in `pgd_alloc`, the only hook that may allocate, and dropped when the
 /// engine stops tracking the space: at `pgd_free` once the host is done, on the
-/// host's acknowledgement after `pgd_free`, at a reset, or when detaching. Dropping
+/// host's acknowledgment after `pgd_free`, at a reset, or when detaching. Dropping
 /// it releases the parked page directory, if any.
 pub(crate) struct Space {
     pub(crate) tag: u32,

@@ -88,11 +88,11 @@ counters! {
     reset_releases,
     /// Release log entries dropped because the host did not keep up.
     release_log_dropped,
-    /// Times the host was declared dead (no acknowledgement for `host_timeout_ms`).
+    /// Times the host was declared dead (no acknowledgment for `host_timeout_ms`).
     host_declared_dead,
     /// Completions with a non-Ok status.
     host_errors,
-    /// Page directories released without any acknowledgement (logged).
+    /// Page directories released without any acknowledgment (logged).
     forced_releases,
     /// Exits handled without the host because the ring was stopped.
     fallback_exits,

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The blocking baselines' host call: ring, then wait for the acknowledgement with
+//! The blocking baselines' host call: ring, then wait for the acknowledgment with
 //! interrupts off, in one stretch (`sync`) or in bounded chunks (`chunked`).
 //!
 //! The wait never takes the engine lock (on `PREEMPT_RT` a sleeping lock): it polls
@@ -21,7 +21,7 @@ use crate::{
 pub(crate) const CQ_PASS: u32 = 32;
 
 /// A synchronous teardown's host call: rings the host and spins until `waiter` is set
-/// or the acknowledgement of the DESTROY of `id` tagged `tag` is in the ring, with
+/// or the acknowledgment of the DESTROY of `id` tagged `tag` is in the ring, with
 /// interrupts off from the doorbell on, as a hypercall would; in `chunked` mode for at
 /// most `chunk_us` at a time, as a hypercall with continuations would. Accounts for
 /// the time waited, measured before interrupts were on again. The caller has
@@ -48,7 +48,7 @@ pub(crate) fn wait_for_ack<M: SharedMemory + Send + Sync, B: Doorbell>(
     let start = Ktime::ktime_get();
     let mut first = true;
     let mut watch = wire::CqWatch::new(Op::Destroy, id, tag);
-    // When the wait ended: the acknowledgement was seen, or the wait gave up.
+    // When the wait ended: the acknowledgment was seen, or the wait gave up.
     let end = loop {
         let (done, off_ns, end) = with_local_irqs_disabled(|| {
             let t0 = Ktime::ktime_get();

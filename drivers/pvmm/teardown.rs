@@ -74,7 +74,7 @@ struct Inner {
     log: Option<LogProducer>,
     /// When the host last acknowledged something, or work went to an idle host.
     last_progress: Ktime,
-    /// No acknowledgement for `host_timeout_ms` with DESTROYs in flight.
+    /// No acknowledgment for `host_timeout_ms` with DESTROYs in flight.
     host_dead: bool,
     /// Most DESTROYs the host said it held unanswered, sampled at each completion
     /// pass: what the credits bound, as the host sees it.
@@ -169,7 +169,7 @@ pub(crate) struct Teardown<M: SharedMemory + Send + Sync + 'static, B: Doorbell 
     next_seq: AtomicU32,
     /// Features the guest accepted.
     features: u32,
-    /// Acknowledgements counted when the last interrupt was handled; one consumed by a
+    /// Acknowledgments counted when the last interrupt was handled; one consumed by a
     /// synchronous waiter before the interrupt thread ran still answers that interrupt.
     /// Only the (oneshot) interrupt thread uses it.
     irq_acks: AtomicU64,
@@ -383,7 +383,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         self.stats().pgds_released.fetch_add(1, Relaxed);
     }
 
-    /// Releases the page directory of `id` without an acknowledgement, counted.
+    /// Releases the page directory of `id` without an acknowledgment, counted.
     /// Returns whether the caller should log it (at a limited rate).
     fn release_forced(&self, inner: &mut Inner, id: SpaceId, tag: u32, pgd: PageDirectory) -> bool {
         let log = count_problem(&self.stats().forced_releases);
@@ -740,7 +740,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     }
 
     /// Detach phase 3: asks the host to forget every object of this guest, and waits
-    /// until `deadline` for it to do so. The host's acknowledgement releases every
+    /// until `deadline` for it to do so. The host's acknowledgment releases every
     /// parked page directory. Returns whether the host acknowledged.
     pub(crate) fn reset_host(&self, deadline: Deadline) -> bool {
         if self.features & wire::FEATURE_RESET == 0 {
@@ -973,7 +973,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
             tag,
             mode,
         );
-        // Consume the acknowledgement now rather than at the next interrupt.
+        // Consume the acknowledgment now rather than at the next interrupt.
         self.process_completions();
     }
 

@@ -44,7 +44,7 @@
 //! stores the value into `host_ctl::RESET_ACK` with a store-release and interrupts.
 //! Once the guest reads its value back with a load-acquire, the host holds nothing
 //! of the guest's any more: every parked page directory may be released, and the
-//! guest skips the completions posted before the acknowledgement. A guest uses this
+//! guest skips the completions posted before the acknowledgment. A guest uses this
 //! when it detaches and to recover a ring whose indices went wrong.
 
 use core::fmt;
@@ -884,7 +884,7 @@ pub enum Why {
     Acked = 0,
     /// After the host acknowledged a reset, which forgets every object.
     Reset = 1,
-    /// Without an acknowledgement (the host was declared dead or detach timed out);
+    /// Without an acknowledgment (the host was declared dead or detach timed out);
     /// the guest counts and logs these.
     Forced = 2,
 }
