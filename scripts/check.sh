@@ -88,6 +88,8 @@ done
 for p in kernel/patches/*.patch; do
 	step "checkpatch $(basename "$p")" "$PVMM_TOP/scripts/checkpatch.sh" "$p"
 done
+step "checkpatch -f rust/kernel, rust/helpers, drivers/pvmm" \
+	"$PVMM_TOP/scripts/checkpatch.sh" --overlay
 
 ko=
 if [ -n "$build_m" ]; then
