@@ -97,7 +97,7 @@ pub(crate) struct Tunable {
 
 /// Generates [`Knob`], [`Knob::ALL`] and [`TUNABLES`] from one table, in its order.
 macro_rules! settings {
-    ($($(#[doc = $doc:literal])* $knob:ident $name:ident {
+    ($($(#[doc = $doc:literal])* $knob:ident = $name:ident {
         min: $min:expr, max: $max:expr, default: $default:expr $(,)?
     })*) => {
         /// Index of a setting in [`TUNABLES`]. A plain value.
@@ -124,30 +124,30 @@ macro_rules! settings {
 
 settings! {
     /// [`Mode`] of teardowns started from now on.
-    Mode mode { min: 0, max: 3, default: Mode::Async as u64 }
+    Mode = mode { min: 0, max: 3, default: Mode::Async as u64 }
     /// Submissions per doorbell while the host is idle.
-    Batch batch { min: 1, max: wire::MAX_ENTRIES as u64, default: 16 }
+    Batch = batch { min: 1, max: wire::MAX_ENTRIES as u64, default: 16 }
     /// Longest delay of a doorbell for an incomplete batch, microseconds.
-    FlushUs flush_us { min: 1, max: 1_000_000, default: 1000 }
+    FlushUs = flush_us { min: 1, max: 1_000_000, default: 1000 }
     /// Cap on outstanding teardowns (address spaces).
-    CapSpaces cap_spaces { min: 1, max: 1 << 20, default: 256 }
+    CapSpaces = cap_spaces { min: 1, max: 1 << 20, default: 256 }
     /// Cap on outstanding teardown work (pages).
-    CapPages cap_pages { min: 1, max: wire::MAX_PAGES, default: 1 << 20 }
+    CapPages = cap_pages { min: 1, max: wire::MAX_PAGES, default: 1 << 20 }
     /// Longest interrupts-off stretch in `chunked` mode, microseconds.
-    ChunkUs chunk_us { min: 1, max: 1_000_000, default: 100 }
+    ChunkUs = chunk_us { min: 1, max: 1_000_000, default: 100 }
     /// Longest synchronous wait for the host before giving up, milliseconds.
     ///
     /// Interrupts stay off for up to this long in `sync`: well below the hard-lockup
     /// detector (10 s) and RCU stall warnings (21 s), which a dead host must not trip.
-    SyncTimeoutMs sync_timeout_ms { min: 1, max: 1_000, default: 1_000 }
+    SyncTimeoutMs = sync_timeout_ms { min: 1, max: 1_000, default: 1_000 }
     /// Longest throttled wait of `pgd_alloc` before failing it, milliseconds.
-    ThrottleTimeoutMs throttle_timeout_ms { min: 1, max: 3_600_000, default: 30_000 }
+    ThrottleTimeoutMs = throttle_timeout_ms { min: 1, max: 3_600_000, default: 30_000 }
     /// Time without an acknowledgment, with teardowns in flight, after which the host
     /// is taken for dead and creation is no longer throttled, milliseconds.
     ///
     /// Long enough for the slowest host the benchmarks model (a starved worker at
     /// 100 ms of CPU per teardown), short against a throttle timeout.
-    HostTimeoutMs host_timeout_ms { min: 100, max: 3_600_000, default: 10_000 }
+    HostTimeoutMs = host_timeout_ms { min: 100, max: 3_600_000, default: 10_000 }
 }
 
 impl Knob {
