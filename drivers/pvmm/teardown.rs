@@ -38,6 +38,10 @@ use crate::{
     },
 };
 
+/// How many driver instances back a completion's epoch may be for it to count as
+/// stale rather than bogus: a reload that could not reset the host leaves them.
+const STALE_EPOCHS: u32 = 8;
+
 /// Ring and tracking state, behind [`Teardown::inner`].
 ///
 /// # Locking
@@ -560,8 +564,9 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             Ok(c) => c,
             Err(e) => return bogus(&e),
         };
-        if wire::tag_epoch(c.tag) != self.epoch {
-            // Posted for an earlier driver instance that could not reset the host.
+        let age = self.epoch.wrapping_sub(wire::tag_epoch(c.tag)) & 0xff;
+        if (1..=STALE_EPOCHS).contains(&age) {
+            // Posted for a recent driver instance that could not reset the host.
             if count_problem(&self.stats().stale_completions) {
                 pr_info!(
                     "ignoring completion of an earlier instance (tag {:#x})\n",
@@ -569,6 +574,9 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                 );
             }
             return false;
+        }
+        if age != 0 {
+            return bogus(&format_args!("completion with tag {:#x} from no instance", c.tag));
         }
         let expected = match inner.spaces.get(&c.space) {
             Some(s) if s.tag == c.tag => match c.op {
