@@ -160,7 +160,7 @@ check_console() {
 # last stats line in OUT): it read the guest's release log, and no pgd was
 # released before the host had acknowledged its DESTROY.
 check_audit() {
-	local line audited premature
+	local line audited premature left
 	line=$(grep -o "stats slot$3: .*" "$2" | tail -n 1)
 	# A host with one slot prints its totals only.
 	[ -n "$line" ] || line=$(grep -o "stats: .*" "$2" | tail -n 1)
@@ -169,6 +169,10 @@ check_audit() {
 	echo "# host audit $1: ${audited:-?} releases audited, ${premature:-?} premature"
 	result "host audit $1: releases audited, none before its acknowledgement" \
 		"$([ "${audited:-0}" -gt 0 ] && [ "${premature:-1}" = 0 ] && echo 0 || echo 1)"
+	# The guest's reboot (pci shutdown) reset the host before it went away.
+	left=$(sed -n "s/.*slot$3: peer [0-9]* disconnected; dropping its \([0-9]*\) host objects.*/\1/p" "$2" | tail -n 1)
+	result "host $1: the guest's shutdown left no object on the host (${left:-?} left)" \
+		"$([ "${left:-1}" = 0 ] && echo 0 || echo 1)"
 }
 
 # run_guest NAME BZIMAGE INITRD pass|skip [ENV...]: boot, run the selftests.

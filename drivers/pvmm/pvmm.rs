@@ -94,9 +94,10 @@ struct PvmmDevice {
     irq: Option<Pin<KBox<irq::ThreadedRegistration<Completions>>>>,
 }
 
-impl Drop for PvmmDevice {
-    fn drop(&mut self) {
-        drop(self.debugfs.take());
+impl PvmmDevice {
+    /// Detach phases 1 to 3, within one deadline: the host is done with everything of
+    /// ours afterwards, while the hooks stay registered.
+    fn quiesce(&self) {
         let deadline = Deadline::after_ms(DRAIN_TIMEOUT_MS);
         // 1. No new address spaces; throttled creators stop waiting.
         self.engine.close();
@@ -106,6 +107,13 @@ impl Drop for PvmmDevice {
             // 3. The host forgets every object of ours, which acknowledges them all.
             self.engine.reset_host(deadline.at_least_ms(RESET_MIN_MS));
         }
+    }
+}
+
+impl Drop for PvmmDevice {
+    fn drop(&mut self) {
+        drop(self.debugfs.take());
+        self.quiesce();
         // 4. Waits for running hooks.
         drop(self.hooks.take());
         // 5. Only what the host never acknowledged is released without it.
@@ -123,6 +131,12 @@ impl pci::Driver for PvmmDriver {
     type Data = Pin<KBox<PvmmDevice>>;
     const NAME: &'static CStr = c_str!("pvmm");
     const ID_TABLE: pci::IdTable = PVMM_PCI_IDS;
+
+    /// A reboot or power-off with teardowns outstanding: the host still gets them, and
+    /// forgets this guest, as on unload. The hooks stay, untracking from now on.
+    fn shutdown(_dev: &pci::Device, data: &Self::Data) {
+        data.quiesce();
+    }
 
     fn probe(dev: &pci::Device, _id: &pci::DeviceId) -> Result<Self::Data> {
         dev.enable_device_mem()?;

@@ -405,6 +405,15 @@ pub trait Driver {
     fn remove(dev: &Device, data: &Self::Data) {
         let _ = (dev, data);
     }
+
+    /// Quiesces `dev` before a reboot or power-off (`pci_driver::shutdown`). Process
+    /// context, may sleep.
+    ///
+    /// The device stays bound and `data` alive afterwards; the system may go on running
+    /// (kexec), so the device must stay safe to use.
+    fn shutdown(dev: &Device, data: &Self::Data) {
+        let _ = (dev, data);
+    }
 }
 
 /// What the driver core holds for a bound device (its `drvdata`).
@@ -450,6 +459,7 @@ impl<T: Driver> Registration<T> {
                 (*drv).id_table = T::ID_TABLE.as_ptr();
                 (*drv).probe = Some(probe_callback::<T>);
                 (*drv).remove = Some(remove_callback::<T>);
+                (*drv).shutdown = Some(shutdown_callback::<T>);
             }
             // SAFETY: `drv` is initialised and pinned for as long as it stays registered
             // (until `drop`); the name and id table are `'static`.
@@ -527,6 +537,26 @@ unsafe extern "C" fn remove_callback<T: Driver>(pdev: *mut bindings::pci_dev) {
     T::remove(&dev, &bound.data);
     drop(bound);
     // The driver core now releases the devres-managed resources.
+}
+
+/// # Safety
+///
+/// Only for `pci_driver::shutdown` of a driver registered by `Registration<T>`.
+unsafe extern "C" fn shutdown_callback<T: Driver>(pdev: *mut bindings::pci_dev) {
+    let Some(pdev) = NonNull::new(pdev) else {
+        return;
+    };
+    // SAFETY: The driver core calls shutdown only for a device whose probe succeeded, so its
+    // drvdata is the `Bound` probe stored; it stays owned by the driver core (only `remove`
+    // takes it back, never concurrently with shutdown), so it is only borrowed here.
+    let bound = unsafe { &*bindings::pci_get_drvdata(pdev.as_ptr()).cast::<Bound<T::Data>>() };
+    // INVARIANT: The PCI core calls shutdown with a valid device bound to `T`.
+    let dev = Device {
+        pdev,
+        name: T::NAME,
+        requested: Cell::new(bound.requested),
+    };
+    T::shutdown(&dev, &bound.data);
 }
 
 /// Declares a module that registers one PCI driver.
