@@ -576,7 +576,10 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             return false;
         }
         if age != 0 {
-            return bogus(&format_args!("completion with tag {:#x} from no instance", c.tag));
+            return bogus(&format_args!(
+                "completion with tag {:#x} from no instance",
+                c.tag
+            ));
         }
         let expected = match inner.spaces.get(&c.space) {
             Some(s) if s.tag == c.tag => match c.op {
