@@ -193,19 +193,6 @@ TEST_F_TIMEOUT(device, fork_exec_exit, 120)
 
 PVMM_TEST_MAIN(PVMM_NEED_STATS)
 
-/* Writes @val to a fault-injection file; false if it is not there. */
-static bool inject_write(const char *path, const char *val)
-{
-	int fd = open(path, O_WRONLY | O_CLOEXEC);
-	bool ok;
-
-	if (fd < 0)
-		return false;
-	ok = write(fd, val, strlen(val)) == (ssize_t)strlen(val);
-	close(fd);
-	return ok;
-}
-
 /*
  * Forks that fail part way, at every allocation in turn (fail-nth): pgd_free
  * then meets a space that pgd_alloc registered and that never ran, or that
@@ -214,9 +201,9 @@ static bool inject_write(const char *path, const char *val)
  */
 TEST_F_TIMEOUT(device, fork_fails_midway, 300)
 {
-	static const char *const gfp_wait[] = {
-		"/sys/kernel/debug/failslab/ignore-gfp-wait",
-		"/sys/kernel/debug/fail_page_alloc/ignore-gfp-wait",
+	static const char *const inject_dirs[] = {
+		"/sys/kernel/debug/failslab",
+		"/sys/kernel/debug/fail_page_alloc",
 	};
 	unsigned long n, failed = 0, max = pvmm_env_ul("PVMM_FAIL_NTH_MAX",
 							300, 1, 100000);
@@ -229,15 +216,15 @@ TEST_F_TIMEOUT(device, fork_fails_midway, 300)
 		SKIP(return, "no /proc/thread-self/fail-nth (CONFIG_FAULT_INJECTION=n)");
 	/* fork allocates with GFP_KERNEL, which injection skips by default. */
 	for (i = 0; i < 2; i++)
-		ASSERT_TRUE(inject_write(gfp_wait[i], "N"));
+		ASSERT_EQ(0, pvmm_write_text(inject_dirs[i], "ignore-gfp-wait", "N"));
 	pvmm_wait_drained(_metadata, &self->before, pvmm_drain_timeout_ms(),
 			  NULL, 0);
 	for (n = 1; n <= max; n++) {
 		snprintf(val, sizeof(val), "%lu", n);
-		ASSERT_TRUE(inject_write("/proc/thread-self/fail-nth", val));
+		ASSERT_EQ(0, pvmm_write_text("/proc/thread-self", "fail-nth", val));
 		pid = fork();
 		/* Disarm at once: the nth call may not have come yet. */
-		inject_write("/proc/thread-self/fail-nth", "0");
+		pvmm_write_text("/proc/thread-self", "fail-nth", "0");
 		if (!pid)
 			_exit(0);
 		if (pid < 0) {
@@ -248,7 +235,7 @@ TEST_F_TIMEOUT(device, fork_fails_midway, 300)
 		ASSERT_EQ(pid, waitpid(pid, &status, 0));
 	}
 	for (i = 0; i < 2; i++)
-		inject_write(gfp_wait[i], "Y");
+		pvmm_write_text(inject_dirs[i], "ignore-gfp-wait", "Y");
 	pvmm_wait_drained(_metadata, &self->after, pvmm_drain_timeout_ms(),
 			  NULL, 0);
 	ksft_print_msg("%lu of %lu forks failed part way; %llu spaces created, %llu torn down\n",

@@ -58,6 +58,27 @@ static uint64_t timed_child(struct __test_metadata *_metadata)
 	return pvmm_now_ms() - start;
 }
 
+/*
+ * A fixture that runs storms: stats snapshots around them and the shared
+ * area their children count in.
+ */
+#define STORM_FIXTURE(name)						\
+	FIXTURE(name) {							\
+		struct pvmm_stats before, after;			\
+		struct pvmm_storm_res *res;				\
+	};								\
+	FIXTURE_SETUP(name)						\
+	{								\
+		PVMM_REQUIRE_STATS();					\
+		self->res = pvmm_storm_res_alloc();			\
+		ASSERT_NE(NULL, self->res);				\
+	}								\
+	FIXTURE_TEARDOWN(name)						\
+	{								\
+		if (self->res)						\
+			munmap(self->res, sizeof(*self->res));		\
+	}
+
 static unsigned long slack_ms(void)
 {
 	/* TCG and a lockdep kernel make every step slow; generous by default. */
@@ -68,17 +89,28 @@ static unsigned long slack_ms(void)
 
 FIXTURE(never_ack) {
 	struct pvmm_stats before, after;
+	/* The settings the tests change, restored after each. */
+	char cap[32], tmo[32], htmo[32];
 };
 
 FIXTURE_SETUP(never_ack)
 {
 	PVMM_REQUIRE_STATS();
+	ASSERT_EQ(0, pvmm_read_text(PVMM_DEBUGFS_DIR "/cap_spaces", self->cap,
+				    sizeof(self->cap)));
+	ASSERT_EQ(0, pvmm_read_text(PVMM_DEBUGFS_DIR "/throttle_timeout_ms",
+				    self->tmo, sizeof(self->tmo)));
+	ASSERT_EQ(0, pvmm_read_text(PVMM_DEBUGFS_DIR "/host_timeout_ms",
+				    self->htmo, sizeof(self->htmo)));
 	pvmm_snapshot(_metadata, &self->before);
 }
 
 FIXTURE_TEARDOWN(never_ack)
 {
 	pvmm_knob_write("mode", "async\n");
+	pvmm_knob_write("cap_spaces", self->cap);
+	pvmm_knob_write("throttle_timeout_ms", self->tmo);
+	pvmm_knob_write("host_timeout_ms", self->htmo);
 }
 
 /* A blocking teardown on a dead host is bounded, and happens only once. */
@@ -118,14 +150,9 @@ TEST_F_TIMEOUT(never_ack, fork_fails_at_the_cap, 120)
 {
 	unsigned long limit = 300, i;
 	uint64_t start, failed_after = 0;
-	char cap[32], tmo[32];
 	int status;
 	pid_t pid;
 
-	ASSERT_EQ(0, pvmm_read_text(PVMM_DEBUGFS_DIR "/cap_spaces", cap,
-				    sizeof(cap)));
-	ASSERT_EQ(0, pvmm_read_text(PVMM_DEBUGFS_DIR "/throttle_timeout_ms",
-				    tmo, sizeof(tmo)));
 	ASSERT_EQ(0, pvmm_knob_write("mode", "async\n"));
 	ASSERT_EQ(0, pvmm_knob_write_ul("cap_spaces", 4));
 	ASSERT_EQ(0, pvmm_knob_write_ul("throttle_timeout_ms", limit));
@@ -141,8 +168,6 @@ TEST_F_TIMEOUT(never_ack, fork_fails_at_the_cap, 120)
 			_exit(0);
 		ASSERT_EQ(pid, waitpid(pid, &status, 0));
 	}
-	pvmm_knob_write("cap_spaces", cap);
-	pvmm_knob_write("throttle_timeout_ms", tmo);
 	ksft_print_msg("fork failed after %llu ms at child %lu (throttle_timeout_ms %lu)\n",
 		       (unsigned long long)failed_after, i, limit);
 	ASSERT_NE(0ULL, failed_after) {
@@ -197,18 +222,11 @@ TEST_F_TIMEOUT(never_ack, kill_throttled_forker, 120)
 		"host_dead", "hooks_active", "spaces_live", "cap_spaces", NULL,
 	};
 	unsigned long bound = pvmm_env_ul("PVMM_KILL_EXIT_MS", 200, 1, 60000);
-	char cap[32], tmo[32], htmo[32];
 	int pipefd[2], gofd[2], status;
 	uint64_t start, ms;
 	struct pollfd pfd;
 	pid_t pid;
 
-	ASSERT_EQ(0, pvmm_read_text(PVMM_DEBUGFS_DIR "/cap_spaces", cap,
-				    sizeof(cap)));
-	ASSERT_EQ(0, pvmm_read_text(PVMM_DEBUGFS_DIR "/throttle_timeout_ms",
-				    tmo, sizeof(tmo)));
-	ASSERT_EQ(0, pvmm_read_text(PVMM_DEBUGFS_DIR "/host_timeout_ms",
-				    htmo, sizeof(htmo)));
 	ASSERT_EQ(0, pvmm_knob_write("mode", "async\n"));
 	ASSERT_EQ(0, pvmm_knob_write_ul("throttle_timeout_ms", 60000));
 	ASSERT_EQ(0, pvmm_knob_write_ul("host_timeout_ms", 60000));
@@ -255,9 +273,6 @@ TEST_F_TIMEOUT(never_ack, kill_throttled_forker, 120)
 	ASSERT_EQ(pid, waitpid(pid, &status, 0));
 	ms = pvmm_now_ms() - start;
 	close(pipefd[0]);
-	pvmm_knob_write("cap_spaces", cap);
-	pvmm_knob_write("throttle_timeout_ms", tmo);
-	pvmm_knob_write("host_timeout_ms", htmo);
 	ksft_print_msg("SIGKILL ended the throttled fork in %llu ms\n",
 		       (unsigned long long)ms);
 	EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
@@ -270,17 +285,10 @@ TEST_F_TIMEOUT(never_ack, kill_throttled_forker, 120)
 TEST_F_TIMEOUT(never_ack, dead_host_stops_throttling, 120)
 {
 	unsigned long host_timeout = 1000, i;
-	char cap[32], tmo[32], htmo[32];
 	uint64_t start, ms;
 	int status;
 	pid_t pid;
 
-	ASSERT_EQ(0, pvmm_read_text(PVMM_DEBUGFS_DIR "/cap_spaces", cap,
-				    sizeof(cap)));
-	ASSERT_EQ(0, pvmm_read_text(PVMM_DEBUGFS_DIR "/throttle_timeout_ms",
-				    tmo, sizeof(tmo)));
-	ASSERT_EQ(0, pvmm_read_text(PVMM_DEBUGFS_DIR "/host_timeout_ms",
-				    htmo, sizeof(htmo)));
 	ASSERT_EQ(0, pvmm_knob_write("mode", "async\n"));
 	ASSERT_EQ(0, pvmm_knob_write_ul("cap_spaces", 2));
 	ASSERT_EQ(0, pvmm_knob_write_ul("throttle_timeout_ms", 60000));
@@ -298,9 +306,6 @@ TEST_F_TIMEOUT(never_ack, dead_host_stops_throttling, 120)
 	}
 	ms = pvmm_now_ms() - start;
 	pvmm_snapshot(_metadata, &self->after);
-	pvmm_knob_write("cap_spaces", cap);
-	pvmm_knob_write("throttle_timeout_ms", tmo);
-	pvmm_knob_write("host_timeout_ms", htmo);
 	ksft_print_msg("6 forks past the cap took %llu ms (host_timeout_ms %lu)\n",
 		       (unsigned long long)ms, host_timeout);
 	EXPECT_LE(ms, host_timeout + slack_ms());
@@ -376,23 +381,7 @@ static uint64_t reload_ms(struct __test_metadata *_metadata,
 
 /* ---- dup-ack, forged-ack ---- */
 
-FIXTURE(extra_acks) {
-	struct pvmm_stats before, after;
-	struct pvmm_storm_res *res;
-};
-
-FIXTURE_SETUP(extra_acks)
-{
-	PVMM_REQUIRE_STATS();
-	self->res = pvmm_storm_res_alloc();
-	ASSERT_NE(NULL, self->res);
-}
-
-FIXTURE_TEARDOWN(extra_acks)
-{
-	if (self->res)
-		munmap(self->res, sizeof(*self->res));
-}
+STORM_FIXTURE(extra_acks)
 
 /* Every extra completion is rejected; the real ones still count once. */
 TEST_F_TIMEOUT(extra_acks, rejected_and_counted, 300)
@@ -417,23 +406,7 @@ TEST_F_TIMEOUT(extra_acks, rejected_and_counted, 300)
 
 /* ---- break-ring:N, break-ring-back:N ---- */
 
-FIXTURE(break_ring) {
-	struct pvmm_stats before, after;
-	struct pvmm_storm_res *res;
-};
-
-FIXTURE_SETUP(break_ring)
-{
-	PVMM_REQUIRE_STATS();
-	self->res = pvmm_storm_res_alloc();
-	ASSERT_NE(NULL, self->res);
-}
-
-FIXTURE_TEARDOWN(break_ring)
-{
-	if (self->res)
-		munmap(self->res, sizeof(*self->res));
-}
+STORM_FIXTURE(break_ring)
 
 /* The ring stops at the impossible index and a reset restarts it. */
 TEST_F_TIMEOUT(break_ring, reset_recovers, 300)
@@ -564,22 +537,6 @@ TEST_F_TIMEOUT(late_ack, reload_sees_no_stale_completion, 300)
 		  pvmm_stat(_metadata, &self->after, "spaces_acked"));
 }
 
-/* Writes a PCI address to the driver's bind or unbind file. */
-static int pci_driver_write(const char *file, const char *bdf)
-{
-	char path[PATH_MAX];
-	ssize_t n;
-	int fd;
-
-	snprintf(path, sizeof(path), "%s/%s", PVMM_PCI_DRIVER_DIR, file);
-	fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	n = write(fd, bdf, strlen(bdf));
-	close(fd);
-	return n == (ssize_t)strlen(bdf) ? 0 : -errno;
-}
-
 /*
  * Unbinding the device in the middle of a storm, with every acknowledgement
  * late: the storm goes on throughout, the unbind keeps to its deadline, and
@@ -612,10 +569,10 @@ TEST_F_TIMEOUT(late_ack, unbind_bind_during_storm, 300)
 	}
 	pvmm_sleep_ms(1000);
 	start = pvmm_now_ms();
-	EXPECT_EQ(0, pci_driver_write("unbind", bdf));
+	EXPECT_EQ(0, pvmm_write_text(PVMM_PCI_DRIVER_DIR, "unbind", bdf));
 	ms = pvmm_now_ms() - start;
 	pvmm_sleep_ms(500);
-	EXPECT_EQ(0, pci_driver_write("bind", bdf));
+	EXPECT_EQ(0, pvmm_write_text(PVMM_PCI_DRIVER_DIR, "bind", bdf));
 	pvmm_sleep_ms(1000);
 	__atomic_store_n(&res->stop, 1, __ATOMIC_RELEASE);
 	ASSERT_EQ(runner, waitpid(runner, &status, 0));
@@ -637,23 +594,7 @@ TEST_F_TIMEOUT(late_ack, unbind_bind_during_storm, 300)
 
 /* ---- cq-flood ---- */
 
-FIXTURE(cq_flood) {
-	struct pvmm_stats before, after;
-	struct pvmm_storm_res *res;
-};
-
-FIXTURE_SETUP(cq_flood)
-{
-	PVMM_REQUIRE_STATS();
-	self->res = pvmm_storm_res_alloc();
-	ASSERT_NE(NULL, self->res);
-}
-
-FIXTURE_TEARDOWN(cq_flood)
-{
-	if (self->res)
-		munmap(self->res, sizeof(*self->res));
-}
+STORM_FIXTURE(cq_flood)
 
 /* Real work gets through the flood; every bogus entry is counted. */
 TEST_F_TIMEOUT(cq_flood, storm_completes, 300)

@@ -454,21 +454,30 @@ static inline bool pvmm_kernel_clean(struct __test_metadata *_metadata)
 	return pvmm_kbase.have_taint || pvmm_kbase.have_kmsg;
 }
 
-/* ---- the driver's knobs (debugfs) ---- */
+/* ---- the driver's knobs (debugfs), and other control files ---- */
 
-static inline int pvmm_knob_write(const char *name, const char *val)
+/* Writes @val to @dir/@name in one write(); 0 or a negative errno. */
+static inline int pvmm_write_text(const char *dir, const char *name,
+				  const char *val)
 {
-	char path[256];
+	char path[PATH_MAX];
 	ssize_t n;
 	int fd;
 
-	snprintf(path, sizeof(path), "%s/%s", PVMM_DEBUGFS_DIR, name);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	fd = open(path, O_WRONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	n = write(fd, val, strlen(val));
+	if (n < 0)
+		n = -errno;
 	close(fd);
-	return n == (ssize_t)strlen(val) ? 0 : -EINVAL;
+	return n == (ssize_t)strlen(val) ? 0 : n < 0 ? n : -EINVAL;
+}
+
+static inline int pvmm_knob_write(const char *name, const char *val)
+{
+	return pvmm_write_text(PVMM_DEBUGFS_DIR, name, val);
 }
 
 static inline int pvmm_knob_write_ul(const char *name, unsigned long v)
