@@ -131,9 +131,10 @@ pub mod host_ctl {
     pub const RESET_ACK: usize = BASE + 0x10;
     /// Release log consumer index.
     pub const LOG_HEAD: usize = BASE + 0x14;
-    /// DESTROYs the host took and holds unanswered (no completion published).
-    /// Informational, for tests that check the guest's credits against what
-    /// the host really held.
+    /// DESTROYs the host holds unanswered: taken without a published completion
+    /// and, when the host audits releases, waiting in the submission ring.
+    /// Informational, for tests that check the guest's credits against what the
+    /// host really held.
     pub const DESTROYS_HELD: usize = BASE + 0x18;
 }
 
@@ -801,6 +802,20 @@ impl SqConsumer {
     /// Hands consumed slots back to the guest.
     pub fn release(&self, shm: &impl SharedMemory) {
         shm.store_release_u32(host_ctl::SQ_HEAD, self.head);
+    }
+
+    /// How many of the `pending` entries after the consumer index are DESTROYs. Reads
+    /// only their first words, at most `sq_entries` of them.
+    pub fn pending_destroys(&self, shm: &impl SharedMemory, pending: u32) -> u32 {
+        let n = pending.min(self.layout.sq_entries);
+        let mask = self.layout.sq_entries.wrapping_sub(1);
+        (0..n)
+            .filter(|i| {
+                let slot = (self.head.wrapping_add(*i) & mask) as usize;
+                let w = shm.read_u64(self.layout.sq_off as usize + slot * SQE_SIZE);
+                w as u16 == Op::Destroy as u16
+            })
+            .count() as u32
     }
 
     /// Announces that the host is going idle (or busy). When going idle, returns

@@ -197,6 +197,9 @@ impl Oracle {
         let mut entry = match self.reading.take() {
             None if word == 0 => Vec::new(),
             Some((s, w)) if s == slot && w.len() == word => w,
+            // Only the opcode word of the last one: a peek at a waiting entry
+            // (`SqConsumer::pending_destroys`), which reads nothing else.
+            Some((_, w)) if word == 0 && w.len() == 1 => Vec::new(),
             r => panic!("host read SQ slot {slot} word {word} while reading {r:?}"),
         };
         entry.push(val);
@@ -316,7 +319,11 @@ impl Oracle {
             !self.dropped,
             "host dropped written completions without a reset"
         );
-        assert!(self.reading.is_none(), "host read part of an SQ entry");
+        // An opcode word alone is a peek (`pending_destroys`), not a partial read.
+        assert!(
+            self.reading.as_ref().is_none_or(|(_, w)| w.len() == 1),
+            "host read part of an SQ entry"
+        );
         assert!(
             !self.skipped,
             "host moved its SQ head past entries it never read, without a reset"

@@ -430,8 +430,10 @@ impl RingHost {
     /// Sets the `sq_pending` gauge from the guest's SQ tail and our head: 0
     /// while the submission ring is stopped or its tail is impossible (that
     /// is counted when the next round reads it).
-    /// Also tells the guest how many DESTROYs the host took and holds
-    /// unanswered (`host_ctl::DESTROYS_HELD`).
+    /// Also tells the guest how many DESTROYs the host holds unanswered
+    /// (`host_ctl::DESTROYS_HELD`): taken, and with `--audit-releases` (a test
+    /// mode) also those waiting in the ring, which only the guest's credits
+    /// bound. Without it no SQ entry is read outside `pop`.
     fn sample_sq_pending(&self, shm: &impl SharedMemory) {
         let n = if self.sq_stalled {
             0
@@ -441,7 +443,15 @@ impl RingHost {
         self.counters
             .sq_pending
             .store(u64::from(n), Ordering::Relaxed);
-        shm.write_u32(host_ctl::DESTROYS_HELD, self.destroys_held);
+        let waiting = if self.audit.is_some() {
+            self.sq.pending_destroys(shm, n)
+        } else {
+            0
+        };
+        shm.write_u32(
+            host_ctl::DESTROYS_HELD,
+            self.destroys_held.saturating_add(waiting),
+        );
     }
 
     fn take_one(

@@ -1128,3 +1128,20 @@ fn consumed_only_after_the_host_released_the_slot() {
     m.write_u32(host_ctl::SQ_HEAD, first.wrapping_add(5));
     assert!(!sq.consumed(&m, first.wrapping_add(3)));
 }
+
+#[test]
+fn pending_destroys_counts_only_destroys_not_yet_taken() {
+    let (m, l) = ring(4, 8);
+    let mut sq = SqProducer::new(l);
+    let mut host = SqConsumer::new(l);
+    for (op, space) in [(Op::Create, 5), (Op::Destroy, 5), (Op::Destroy, 6)] {
+        sq.push(&m, &req(op, 1, space, 0)).unwrap();
+    }
+    sq.publish(&m);
+    assert_eq!(host.pending_destroys(&m, host.pending(&m).unwrap()), 2);
+    host.pop(&m).unwrap();
+    host.pop(&m).unwrap();
+    assert_eq!(host.pending_destroys(&m, host.pending(&m).unwrap()), 1);
+    // It reads no more slots than the ring has, whatever the caller claims.
+    assert!(host.pending_destroys(&m, u32::MAX) <= l.sq_entries);
+}
