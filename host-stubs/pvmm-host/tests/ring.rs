@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The host's ring processing against a scripted guest in an in-memory window:
+//! The host's ring processing against a scripted guest (the shared test rig):
 //! the normal path, hostile entries and indices, injected faults, and the fuzz
 //! body on random input.
 
@@ -16,81 +16,13 @@ use pvmm_host::stats::Counters;
 use pvmm_wire::mem::MemShm;
 use pvmm_wire::*;
 
+mod common;
+use common::{req, Rig};
+
 type Shm = MemShm<Vec<AtomicU32>>;
-
-struct Rig {
-    shm: Shm,
-    layout: Layout,
-    host: RingHost,
-    counters: Arc<Counters>,
-    sq: SqProducer,
-    cq: CqConsumer,
-    irqs: u32,
-}
-
-impl Rig {
-    fn new() -> Rig {
-        Rig::with_fault(Fault::None)
-    }
-
-    fn with_fault(fault: Fault) -> Rig {
-        let layout = Layout::new(4, 8).unwrap();
-        let shm = MemShm::zeroed(layout.size as usize);
-        let counters = Arc::new(Counters::default());
-        let cfg = Config {
-            cost_us_per_mib: 0,
-            fault,
-            ..Config::default()
-        };
-        let host = RingHost::new("test", layout, cfg, Arc::clone(&counters));
-        host.init_shm(&shm);
-        let header = Header::read(&shm).unwrap();
-        guest_attach(&shm, header.features);
-        Rig {
-            sq: SqProducer::new(layout),
-            cq: CqConsumer::new(layout),
-            shm,
-            layout,
-            host,
-            counters,
-            irqs: 0,
-        }
-    }
-
-    fn submit(&mut self, reqs: &[Request]) {
-        for r in reqs {
-            self.sq.push(&self.shm, r).unwrap();
-        }
-        self.sq.publish(&self.shm);
-    }
-
-    fn process(&mut self) {
-        let mut irqs = 0;
-        self.host.process(&self.shm, &mut || irqs += 1, &|| false);
-        self.irqs += irqs;
-    }
-
-    fn completions(&mut self) -> Vec<Result<Completion, BadEntry>> {
-        let mut out = Vec::new();
-        while let Some(c) = self.cq.pop(&self.shm).unwrap() {
-            out.push(c);
-        }
-        self.cq.release(&self.shm);
-        out
-    }
-}
 
 fn ok(c: Vec<Result<Completion, BadEntry>>) -> Vec<Completion> {
     c.into_iter().map(Result::unwrap).collect()
-}
-
-fn req(op: Op, tag: u32, space: u64, pages: u64) -> Request {
-    Request {
-        op,
-        tag,
-        space,
-        pages,
-    }
 }
 
 #[test]
