@@ -1,6 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The debugfs directory `pvmm/`: one file per setting, `stats` and `device`.
+//! The debugfs directory `pvmm/`: `stats` and `device`.
+//!
+//! Counters and gauges are for tests and diagnosis, not a stable interface; the
+//! settings are module parameters (see `settings`). Without debugfs the driver works
+//! the same, only these files are missing.
 
 use core::{
     fmt::{self, Write},
@@ -66,27 +70,6 @@ impl debugfs::Show for StatsFile {
     }
 }
 
-/// A settings file: shows the value, takes a new one (`mode` takes a name).
-///
-/// # Locking
-///
-/// None: settings are atomics.
-struct SettingFile {
-    engine: Arc<Engine>,
-    knob: Knob,
-}
-
-impl debugfs::Show for SettingFile {
-    fn show(&self, w: &mut impl Write) -> fmt::Result {
-        self.engine.settings.show(self.knob, w)?;
-        writeln!(w)
-    }
-
-    fn store(&self, input: &[u8]) -> Result {
-        self.engine.settings.store(self.knob, input)
-    }
-}
-
 /// The `device` file: what the host announced at attach. Immutable.
 struct DeviceFile {
     peer: u32,
@@ -115,7 +98,6 @@ impl debugfs::Show for DeviceFile {
 pub(crate) struct DebugFiles {
     _stats: debugfs::File<StatsFile>,
     _device: debugfs::File<DeviceFile>,
-    _settings: KVec<debugfs::File<SettingFile>>,
     _dir: debugfs::Dir,
 }
 
@@ -124,19 +106,7 @@ impl DebugFiles {
     /// described in `header`.
     pub(crate) fn new(engine: &Arc<Engine>, peer: u32, header: wire::Header) -> Result<Self> {
         let dir = debugfs::Dir::new(c_str!("pvmm"));
-        let mut settings = KVec::with_capacity(Knob::ALL.len(), GFP_KERNEL)?;
-        for knob in Knob::ALL {
-            let file = SettingFile {
-                engine: engine.clone(),
-                knob,
-            };
-            settings.push(
-                dir.file(knob.info().file, 0o644, Arc::new(file, GFP_KERNEL)?)?,
-                GFP_KERNEL,
-            )?;
-        }
         Ok(DebugFiles {
-            _settings: settings,
             _stats: dir.file(
                 c_str!("stats"),
                 0o644,

@@ -18,10 +18,9 @@
 //! - `teardown`: the engine;
 //! - `ivshmem`: the device as the engine's transport, and its interrupt;
 //! - `debugfs`: the debugfs files;
-//! - this file: the module, its parameter, probe and detach.
+//! - this file: the module, probe and detach.
 
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use kernel::{c_str, dev_err, dev_info, irq, mm_hooks, module_param, pci, prelude::*, sync::Arc};
+use kernel::{c_str, dev_err, dev_info, irq, mm_hooks, pci, prelude::*, sync::Arc};
 
 mod debugfs;
 mod ivshmem;
@@ -38,7 +37,6 @@ mod wire;
 
 use debugfs::DebugFiles;
 use ivshmem::{regs, Completions, Engine, IvshmemBell, BAR_REGS, BAR_SHM};
-use settings::{Knob, Mode};
 use teardown::Deadline;
 
 kernel::module_pci_driver! {
@@ -48,26 +46,6 @@ kernel::module_pci_driver! {
     description: "Asynchronous paravirtualized address-space teardown",
     license: "GPL",
 }
-
-/// The `mode` module parameter: the teardown mode a device starts in (`insmod pvmm.ko
-/// mode=sync`, or `pvmm.mode=sync` on the kernel command line when built in). debugfs changes
-/// it at run time.
-///
-/// # Locking
-///
-/// A relaxed atomic: set while the module loads, read at each probe.
-struct ModeParam(AtomicU64);
-
-impl module_param::ParamType for ModeParam {
-    fn set(&self, value: &[u8]) -> Result {
-        let mode = Mode::parse(value).ok_or(EINVAL)?;
-        self.0.store(mode as u64, Relaxed);
-        Ok(())
-    }
-}
-
-static MODE_PARAM: ModeParam = ModeParam(AtomicU64::new(Mode::Async as u64));
-kernel::module_param!(MODE_PARAM, ModeParam, "pvmm", "mode");
 
 /// How long detaching waits for the host before releasing parked pgds anyway.
 const DRAIN_TIMEOUT_MS: u32 = 10_000;
@@ -154,7 +132,10 @@ impl pci::Driver for PvmmDriver {
         let nvec = dev.alloc_irq_vectors(1, 1, pci::IrqTypes::MSIX)?;
         let vector = dev.irq_vector(0)?;
         let bell = IvshmemBell::new(regs, header.host_peer);
-        let engine = Arc::pin_init(Engine::new(shm, bell, header.layout, features), GFP_KERNEL)?;
+        let engine = Arc::pin_init(
+            Engine::new(shm, bell, header.layout, features, &settings::SETTINGS),
+            GFP_KERNEL,
+        )?;
         // From here on a failure drops the device, which detaches from the host.
         let mut device = PvmmDevice {
             debugfs: None,
@@ -173,12 +154,6 @@ impl pci::Driver for PvmmDriver {
         )?);
         // Completions that arrived before the handler existed.
         engine.process_completions();
-        engine
-            .settings
-            .set(Knob::Mode, MODE_PARAM.0.load(Relaxed))
-            .inspect_err(|_| {
-                dev_err!(dev.as_ref(), "mode not available in this kernel\n");
-            })?;
 
         device.debugfs = Some(DebugFiles::new(&engine, peer, header)?);
         // Last, so that no address space is tracked by a device that failed to probe.

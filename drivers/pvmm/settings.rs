@@ -2,16 +2,20 @@
 
 //! Run-time settings: the teardown [`Mode`] and the tunables.
 //!
-//! Every setting is declared once, in the [`settings!`] table below: its name (also
-//! the name of its debugfs file), documentation, limits and default. The [`Knob`]
-//! enum, [`Knob::ALL`] and [`TUNABLES`] are generated from it, so they cannot
-//! disagree.
+//! Every setting is declared once, in the [`settings!`] table below: its name,
+//! description, limits and default. The [`Knob`] enum, [`Knob::ALL`], [`TUNABLES`],
+//! the [`SETTINGS`] that hold the values and one module parameter per setting are
+//! generated from it, so they cannot disagree.
+//!
+//! The module parameters are the driver's user interface: `insmod pvmm.ko batch=32`,
+//! `pvmm.batch=32` on the command line of a kernel with pvmm built in, and
+//! `/sys/module/pvmm/parameters/batch` at run time, whether or not a device is bound.
 
 use core::{
     fmt,
     sync::atomic::{AtomicU64, Ordering::Relaxed},
 };
-use kernel::{c_str, prelude::*};
+use kernel::{module_param, prelude::*};
 
 use crate::wire;
 
@@ -56,7 +60,7 @@ impl Mode {
         cfg!(CONFIG_PVMM_SYNC_BASELINES) || !matches!(self, Mode::Sync | Mode::Chunked)
     }
 
-    /// The name used in debugfs.
+    /// The name in the `mode` parameter and the `stats` file.
     pub(crate) fn name(self) -> &'static str {
         match self {
             Mode::Off => "off",
@@ -80,30 +84,28 @@ impl Mode {
     }
 }
 
-/// A run-time setting: its name, limits and default.
+/// A run-time setting: its name and limits.
 ///
 /// # Lifetime
 ///
 /// Only the `'static` entries of [`TUNABLES`] exist.
 pub(crate) struct Tunable {
-    /// The name in the `stats` file, and of the setting's own debugfs file.
+    /// The name of the module parameter, and in the `stats` file.
     pub(crate) name: &'static str,
-    /// `name` as the debugfs file name.
-    pub(crate) file: &'static CStr,
     pub(crate) min: u64,
     pub(crate) max: u64,
-    default: u64,
 }
 
-/// Generates [`Knob`], [`Knob::ALL`] and [`TUNABLES`] from one table, in its order.
+/// Generates [`Knob`], [`Knob::ALL`], [`TUNABLES`], [`SETTINGS`] and a module parameter
+/// per setting from one table, in its order.
 macro_rules! settings {
-    ($($(#[doc = $doc:literal])* $knob:ident = $name:ident {
-        min: $min:expr, max: $max:expr, default: $default:expr $(,)?
+    ($($knob:ident = $name:ident {
+        desc: $desc:literal, min: $min:expr, max: $max:expr, default: $default:expr $(,)?
     })*) => {
         /// Index of a setting in [`TUNABLES`]. A plain value.
         #[derive(Clone, Copy)]
         pub(crate) enum Knob {
-            $($(#[doc = $doc])* $knob,)*
+            $(#[doc = $desc] $knob,)*
         }
 
         impl Knob {
@@ -114,40 +116,79 @@ macro_rules! settings {
         /// The settings, indexed by [`Knob`].
         pub(crate) const TUNABLES: [Tunable; Knob::ALL.len()] = [$(Tunable {
             name: stringify!($name),
-            file: c_str!(stringify!($name)),
             min: $min,
             max: $max,
-            default: $default,
         }),*];
+
+        /// The driver's settings, shared by every bound device and kept across binds.
+        pub(crate) static SETTINGS: Settings = Settings([$(AtomicU64::new($default)),*]);
+
+        $(const _: () = {
+            static KNOB: KnobParam = KnobParam(Knob::$knob);
+            kernel::module_param!(KNOB, KnobParam, "pvmm", $name, 0o644, $desc);
+        };)*
     };
 }
 
 settings! {
-    /// [`Mode`] of teardowns started from now on.
-    Mode = mode { min: 0, max: 3, default: Mode::Async as u64 }
-    /// Submissions per doorbell while the host is idle.
-    Batch = batch { min: 1, max: wire::MAX_ENTRIES as u64, default: 16 }
-    /// Longest delay of a doorbell for an incomplete batch, microseconds.
-    FlushUs = flush_us { min: 1, max: 1_000_000, default: 1000 }
-    /// Cap on outstanding teardowns (address spaces).
-    CapSpaces = cap_spaces { min: 1, max: 1 << 20, default: 256 }
-    /// Cap on outstanding teardown work (pages).
-    CapPages = cap_pages { min: 1, max: wire::MAX_PAGES, default: 1 << 20 }
-    /// Longest interrupts-off stretch in `chunked` mode, microseconds.
-    ChunkUs = chunk_us { min: 1, max: 1_000_000, default: 100 }
-    /// Longest synchronous wait for the host before giving up, milliseconds.
-    ///
-    /// Interrupts stay off for up to this long in `sync`: well below the hard-lockup
-    /// detector (10 s) and RCU stall warnings (21 s), which a dead host must not trip.
-    SyncTimeoutMs = sync_timeout_ms { min: 1, max: 1_000, default: 1_000 }
-    /// Longest throttled wait of `pgd_alloc` before failing it, milliseconds.
-    ThrottleTimeoutMs = throttle_timeout_ms { min: 1, max: 3_600_000, default: 30_000 }
-    /// Time without an acknowledgment, with teardowns in flight, after which the host
-    /// is taken for dead and creation is no longer throttled, milliseconds.
-    ///
-    /// Long enough for the slowest host the benchmarks model (a starved worker at
-    /// 100 ms of CPU per teardown), short against a throttle timeout.
-    HostTimeoutMs = host_timeout_ms { min: 100, max: 3_600_000, default: 10_000 }
+    Mode = mode {
+        desc: "Teardown mode from now on: off, sync, chunked or async",
+        min: 0, max: 3, default: Mode::Async as u64,
+    }
+    Batch = batch {
+        desc: "Submissions per doorbell while the host is idle",
+        min: 1, max: wire::MAX_ENTRIES as u64, default: 16,
+    }
+    FlushUs = flush_us {
+        desc: "Longest delay of a doorbell for an incomplete batch (us)",
+        min: 1, max: 1_000_000, default: 1000,
+    }
+    CapSpaces = cap_spaces {
+        desc: "Cap on outstanding teardowns (address spaces)",
+        min: 1, max: 1 << 20, default: 256,
+    }
+    CapPages = cap_pages {
+        desc: "Cap on outstanding teardown work (pages)",
+        min: 1, max: wire::MAX_PAGES, default: 1 << 20,
+    }
+    ChunkUs = chunk_us {
+        desc: "Longest interrupts-off stretch in chunked mode (us)",
+        min: 1, max: 1_000_000, default: 100,
+    }
+    // Interrupts stay off for up to this long in `sync`: well below the hard-lockup
+    // detector (10 s) and RCU stall warnings (21 s), which a dead host must not trip.
+    SyncTimeoutMs = sync_timeout_ms {
+        desc: "Longest synchronous wait for the host before switching to async (ms)",
+        min: 1, max: 1_000, default: 1_000,
+    }
+    ThrottleTimeoutMs = throttle_timeout_ms {
+        desc: "Longest throttled wait of a fork or exec before it fails (ms)",
+        min: 1, max: 3_600_000, default: 30_000,
+    }
+    // Long enough for the slowest host the benchmarks model (a starved worker at
+    // 100 ms of CPU per teardown), short against a throttle timeout.
+    HostTimeoutMs = host_timeout_ms {
+        desc: "Time without an acknowledgment, with teardowns in flight, after which \
+               the host is taken for dead and creation is no longer throttled (ms)",
+        min: 100, max: 3_600_000, default: 10_000,
+    }
+}
+
+/// The module parameter of one setting: reads and writes [`SETTINGS`].
+///
+/// # Locking
+///
+/// None: settings are atomics.
+struct KnobParam(Knob);
+
+impl module_param::ParamType for KnobParam {
+    fn set(&self, value: &[u8]) -> Result {
+        SETTINGS.store(self.0, value)
+    }
+
+    fn show(&self, w: &mut impl fmt::Write) -> fmt::Result {
+        SETTINGS.show(self.0, w)
+    }
 }
 
 impl Knob {
@@ -163,15 +204,15 @@ impl Knob {
 /// # Locking
 ///
 /// Relaxed atomics, no lock: read from the hooks, the interrupt thread, the flush timer
-/// and the synchronous waits alike, written from debugfs and by a synchronous wait that
-/// gives up.
+/// and the synchronous waits alike, written through the module parameters and by a
+/// synchronous wait that gives up.
+///
+/// # Lifetime
+///
+/// The driver's are the `static` [`SETTINGS`].
 pub(crate) struct Settings([AtomicU64; TUNABLES.len()]);
 
 impl Settings {
-    pub(crate) fn new() -> Self {
-        Settings(TUNABLES.map(|t| AtomicU64::new(t.default)))
-    }
-
     /// The value of `knob`.
     pub(crate) fn get(&self, knob: Knob) -> u64 {
         self.0[knob as usize].load(Relaxed)

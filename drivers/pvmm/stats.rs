@@ -102,7 +102,8 @@ counters! {
     throttle_wait_us,
     /// Throttled `pgd_alloc` calls that failed after `throttle_timeout_ms`.
     throttle_timeouts,
-    /// Teardowns started in mode `off` (nothing to do).
+    /// Exits in mode `off`: nothing to do, unless the space was registered before the
+    /// switch, when its host object is destroyed as in `async`.
     teardowns_off,
     /// Teardowns started in mode `sync`.
     teardowns_sync,

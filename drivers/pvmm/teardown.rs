@@ -177,8 +177,8 @@ pub(crate) struct Teardown<M: SharedMemory + Send + Sync + 'static, B: Doorbell 
     /// synchronous waiter before the interrupt thread ran still answers that interrupt.
     /// Only the (oneshot) interrupt thread uses it.
     irq_acks: AtomicU64,
-    /// No lock.
-    pub(crate) settings: Settings,
+    /// No lock; the driver's are the module parameters.
+    pub(crate) settings: &'static Settings,
 }
 
 /// A point in wall time, `ms` after `start` (6.12's `Ktime` has no addition).
@@ -222,7 +222,13 @@ type InnerGuard<'a> = Guard<'a, Inner, SpinLockBackend>;
 
 impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M, B> {
     /// Creates the engine, continuing the rings where an earlier instance stopped.
-    pub(crate) fn new(shm: M, bell: B, layout: Layout, features: u32) -> impl PinInit<Self, Error> {
+    pub(crate) fn new(
+        shm: M,
+        bell: B,
+        layout: Layout,
+        features: u32,
+        settings: &'static Settings,
+    ) -> impl PinInit<Self, Error> {
         let sq = SqProducer::resume(layout, &shm);
         let cq = CqConsumer::resume(layout, &shm);
         let epoch = wire::guest_next_epoch(&shm);
@@ -257,7 +263,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             next_seq: AtomicU32::new(1),
             features,
             irq_acks: AtomicU64::new(0),
-            settings: Settings::new(),
+            settings,
         }? Error)
     }
 
@@ -422,7 +428,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             return false;
         };
         // Beyond the credits a DESTROY waits in the backlog; teardown itself goes on.
-        let fits = op == Op::Create || inner.credits.fits(space.pages, &self.settings);
+        let fits = op == Op::Create || inner.credits.fits(space.pages, self.settings);
         if space.queued.is_some() || inner.backlog_len != 0 || !fits {
             inner.enqueue(id, op);
             return false;
@@ -455,7 +461,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     /// Notifies the host of `n` published requests: at once when a batch is full,
     /// otherwise by the flush deadline.
     fn notify(&self, n: u32) {
-        notify::notify(&self.deadline, &self.settings, n);
+        notify::notify(&self.deadline, self.settings, n);
     }
 
     /// Publishes `n` written requests, drops the engine lock and notifies the host.
@@ -483,7 +489,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             };
             // FIFO: a DESTROY beyond the credits holds up those behind it, so that
             // none is overtaken for ever.
-            if op == Op::Destroy && !inner.credits.fits(space.pages, &self.settings) {
+            if op == Op::Destroy && !inner.credits.fits(space.pages, self.settings) {
                 break;
             }
             match inner.sq.push(self.io().shm(), &space.request(id, op)) {
@@ -837,7 +843,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     /// A host taken for dead ([`Self::host_is_dead`]) throttles nothing.
     fn throttle(&self, guard: &mut InnerGuard<'_>) -> Result {
         let pass = |this: &Self, inner: &mut Inner| {
-            !inner.outstanding.at_cap(&this.settings)
+            !inner.outstanding.at_cap(this.settings)
                 || inner.closing
                 || inner.broken
                 || this.host_is_dead(inner)
@@ -949,8 +955,10 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
         let c = match mode {
             Mode::Sync => &self.stats().teardowns_sync,
             Mode::Chunked => &self.stats().teardowns_chunked,
-            // A space registered before the switch to `off` still has a host object.
-            Mode::Async | Mode::Off => &self.stats().teardowns_async,
+            // A space registered before the switch to `off` still has a host object,
+            // which is destroyed as in `async`.
+            Mode::Off => &self.stats().teardowns_off,
+            Mode::Async => &self.stats().teardowns_async,
         };
         c.fetch_add(1, Relaxed);
         let tag = s.tag;
@@ -977,7 +985,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
         }
         sync::wait_for_ack(
             self.io(),
-            &self.settings,
+            self.settings,
             &self.layout,
             &waiter,
             id,

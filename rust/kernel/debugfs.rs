@@ -21,6 +21,9 @@
 //! A directory is removed only after all of its children have been dropped: each child holds a
 //! reference to its parent. Dropping the last handle removes the directory recursively.
 //!
+//! Without `CONFIG_DEBUG_FS` nothing is created, as with the C stubs, and everything else works
+//! the same.
+//!
 //! This is a local stand-in, for Linux 6.12, for the `debugfs` module of later kernels.
 //!
 //! C header: [`include/linux/debugfs.h`](srctree/include/linux/debugfs.h)
@@ -37,6 +40,41 @@ use crate::{
     uaccess::UserSlice,
 };
 use core::{fmt, ptr};
+
+/// The three debugfs calls used here; without debugfs they are `static inline` stubs in C,
+/// which bindgen does not see, so they are stubbed here the same way.
+#[cfg(CONFIG_DEBUG_FS)]
+mod raw {
+    pub(super) use crate::bindings::{debugfs_create_dir, debugfs_create_file, debugfs_remove};
+}
+
+#[cfg(not(CONFIG_DEBUG_FS))]
+mod raw {
+    use crate::{
+        bindings::{dentry, file_operations, umode_t},
+        ffi::{c_char, c_void},
+    };
+    use core::ptr;
+
+    /// Creates nothing; null is treated as failure.
+    pub(super) unsafe fn debugfs_create_dir(_: *const c_char, _: *mut dentry) -> *mut dentry {
+        ptr::null_mut()
+    }
+
+    /// Creates nothing; null is treated as failure.
+    pub(super) unsafe fn debugfs_create_file(
+        _: *const c_char,
+        _: umode_t,
+        _: *mut dentry,
+        _: *mut c_void,
+        _: *const file_operations,
+    ) -> *mut dentry {
+        ptr::null_mut()
+    }
+
+    /// Never called: nothing was created.
+    pub(super) unsafe fn debugfs_remove(_: *mut dentry) {}
+}
 
 /// A debugfs dentry that is removed when the last reference goes.
 ///
@@ -75,7 +113,7 @@ impl Drop for Entry {
         // SAFETY: By the type invariant, `dentry` is a live debugfs dentry. For a file this waits
         // for running file operations; for a directory, its children are already gone, since
         // each of them holds a reference to this entry.
-        unsafe { bindings::debugfs_remove(self.dentry) };
+        unsafe { raw::debugfs_remove(self.dentry) };
     }
 }
 
@@ -91,7 +129,7 @@ impl Dir {
     /// Creates directory `name` at the debugfs root.
     pub fn new(name: &CStr) -> Dir {
         // SAFETY: `name` is NUL-terminated and copied by debugfs; a null parent is the root.
-        let dentry = unsafe { bindings::debugfs_create_dir(name.as_char_ptr(), ptr::null_mut()) };
+        let dentry = unsafe { raw::debugfs_create_dir(name.as_char_ptr(), ptr::null_mut()) };
         let Some(entry) = Entry::new(dentry, None) else {
             return Dir { entry: None };
         };
@@ -123,7 +161,7 @@ impl Dir {
                 // alive; `node` stays at this address until the `File` drops it, after the
                 // dentry is removed; `FILE_OPS` is `'static`.
                 let dentry = unsafe {
-                    bindings::debugfs_create_file(
+                    raw::debugfs_create_file(
                         name.as_char_ptr(),
                         mode,
                         parent.dentry,

@@ -1,16 +1,19 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Module parameters with driver-defined parsing.
+//! Module parameters with driver-defined parsing, writable at run time.
 //!
 //! [`module_param!`](crate::module_param) places a `struct kernel_param` in the `__param`
 //! section, where the kernel finds it: for a loadable module, `insmod pvmm.ko mode=sync`; for a
-//! built-in one, `pvmm.mode=sync` on the kernel command line. The value is parsed by a
-//! [`ParamType`] before the module's init runs. Parameters made this way are not exposed in
-//! sysfs (permissions 0); a driver that wants to change a setting at run time offers its own
-//! interface.
+//! built-in one, `pvmm.mode=sync` on the kernel command line. A [`ParamType`] parses the value,
+//! before the module's init runs. With a non-zero permission the parameter is also a file in
+//! `/sys/module/<module>/parameters/`, read through [`ParamType::show`] and written through
+//! [`ParamType::set`] at any time, as C's `module_param_cb()` offers. `modinfo` lists its
+//! description.
 //!
-//! This is a local stand-in, for Linux 6.12, for the `params` support of later `module!`
-//! macros.
+//! This is a local stand-in, for Linux 6.12, for the `params` of later `module!` macros
+//! (`kernel::module_param`, 6.19). Those parse integers into a value that the module reads, and
+//! are not exposed in sysfs; a parameter here owns its parser and its storage, so that a driver
+//! can validate against limits and change a setting while running.
 //!
 //! C header: [`include/linux/moduleparam.h`](srctree/include/linux/moduleparam.h)
 
@@ -18,19 +21,29 @@ use crate::{
     bindings,
     error::from_result,
     ffi::{c_char, c_int, c_void},
+    page::PAGE_SIZE,
     prelude::*,
-    str::CStr,
+    str::{CStr, RawFormatter},
 };
-use core::ptr;
+use core::{fmt, ptr};
 
 /// The value behind a module parameter.
+///
+/// # Locking
+///
+/// The kernel serialises calls for one parameter (the module's parameter lock), but the driver
+/// may read and change the value concurrently, so implementations keep it in atomics or behind
+/// their own lock.
 pub trait ParamType: Sync + 'static {
     /// Parses and stores `value`.
     ///
     /// Called while the kernel command line (built-in) or the `insmod` arguments (module) are
-    /// parsed, before the module's init, under the kernel's parameter lock. An error rejects
-    /// the value: boot prints a warning, and `insmod` fails.
+    /// parsed, before the module's init, and on every write to the sysfs file. An error rejects
+    /// the value: boot prints a warning, `insmod` fails, and the write returns it.
     fn set(&self, value: &[u8]) -> Result;
+
+    /// Writes the current value, without a newline, for a read of the sysfs file.
+    fn show(&self, w: &mut impl fmt::Write) -> fmt::Result;
 }
 
 /// A `struct kernel_param` for the `__param` section. Made by
@@ -38,12 +51,13 @@ pub trait ParamType: Sync + 'static {
 #[repr(transparent)]
 pub struct KernelParam(bindings::kernel_param);
 
-// SAFETY: The kernel only reads the structure, and only its parameter parser calls `ops`,
-// under its own lock; `arg` points to a `ParamType`, which is `Sync`.
+// SAFETY: The kernel only reads the structure, and calls `ops` only under its own locks; `arg`
+// points to a `ParamType`, which is `Sync`.
 unsafe impl Sync for KernelParam {}
 
 impl KernelParam {
-    /// Describes parameter `name` with operations `ops` for the value at `data`.
+    /// Describes parameter `name`, with sysfs permissions `perm` (0 for none), whose operations
+    /// `ops` act on the value at `data`.
     ///
     /// # Safety
     ///
@@ -51,15 +65,17 @@ impl KernelParam {
     /// `'static`.
     pub const unsafe fn new(
         name: &'static CStr,
+        perm: u16,
         ops: &'static bindings::kernel_param_ops,
         data: *const c_void,
     ) -> Self {
         Self(bindings::kernel_param {
             name: name.as_char_ptr(),
-            // Only used for sysfs and its locking; these parameters have no sysfs file.
+            // Only chooses the lock taken around `set` at load time; without it that is the
+            // kernel's global parameter lock. `ParamType` needs neither.
             mod_: ptr::null_mut(),
             ops,
-            perm: 0,
+            perm,
             level: -1,
             flags: 0,
             __bindgen_anon_1: bindings::kernel_param__bindgen_ty_1 {
@@ -74,9 +90,19 @@ pub const fn ops<T: ParamType>() -> bindings::kernel_param_ops {
     bindings::kernel_param_ops {
         flags: 0,
         set: Some(set_callback::<T>),
-        get: None,
+        get: Some(get_callback::<T>),
         free: None,
     }
+}
+
+/// The `T` behind `kp`.
+///
+/// # Safety
+///
+/// `kp` must be a parameter made by [`KernelParam::new`] for a `T`.
+unsafe fn param_data<'a, T: ParamType>(kp: *const bindings::kernel_param) -> &'a T {
+    // SAFETY: Per the contract of `KernelParam::new`, `arg` points to a `'static` `T`.
+    unsafe { &*(*kp).__bindgen_anon_1.arg.cast::<T>() }
 }
 
 /// # Safety
@@ -91,48 +117,93 @@ unsafe extern "C" fn set_callback<T: ParamType>(
             // `name` without `=value`.
             return Err(EINVAL);
         }
-        // SAFETY: The parser passes a NUL-terminated string that lives during the call.
+        // SAFETY: The kernel passes a NUL-terminated string that lives during the call.
         let value = unsafe { CStr::from_char_ptr(val) };
-        // SAFETY: Per the contract of `KernelParam::new`, `arg` points to a `'static` `T`.
-        let data = unsafe { &*(*kp).__bindgen_anon_1.arg.cast::<T>() };
-        data.set(value.as_bytes())?;
+        // SAFETY: This is the `set` of a parameter made for a `T`.
+        unsafe { param_data::<T>(kp) }.set(value.as_bytes())?;
         Ok(0)
     })
 }
 
+/// # Safety
+///
+/// Only as `kernel_param_ops::get` of a parameter made by [`KernelParam::new`] for a `T`.
+unsafe extern "C" fn get_callback<T: ParamType>(
+    buffer: *mut c_char,
+    kp: *const bindings::kernel_param,
+) -> c_int {
+    from_result(|| {
+        // SAFETY: sysfs passes a buffer of `PAGE_SIZE` bytes, writable during the call.
+        let mut f = unsafe { RawFormatter::from_buffer(buffer.cast(), PAGE_SIZE) };
+        // SAFETY: This is the `get` of a parameter made for a `T`.
+        let data = unsafe { param_data::<T>(kp) };
+        data.show(&mut f).map_err(|_| EINVAL)?;
+        fmt::Write::write_str(&mut f, "\n").map_err(|_| EINVAL)?;
+        // The formatter counts what did not fit as well; that much was cut off.
+        let written = f.bytes_written().min(PAGE_SIZE);
+        Ok(c_int::try_from(written)?)
+    })
+}
+
+/// A NUL-terminated `.modinfo` entry as a byte array of its own length.
+pub const fn modinfo<const N: usize>(entry: &str) -> [u8; N] {
+    let bytes = entry.as_bytes();
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < bytes.len() && i < N - 1 {
+        out[i] = bytes[i];
+        i += 1;
+    }
+    out
+}
+
 /// Declares a module parameter `$param` of module `$modname` whose value is the static
-/// `$data` of type `$ty: ParamType`.
+/// `$data` of type `$ty: ParamType`, with sysfs permissions `$perm` (`0` for no sysfs file)
+/// and the `modinfo` description `$desc`.
 ///
 /// # Examples
 ///
 /// ```ignore
 /// static MODE: ModeParam = ModeParam::new();
-/// kernel::module_param!(MODE, ModeParam, "pvmm", "mode");
+/// kernel::module_param!(MODE, ModeParam, "pvmm", mode, 0o644, "teardown mode");
 /// ```
 #[macro_export]
 macro_rules! module_param {
-    ($data:path, $ty:ty, $modname:literal, $param:literal) => {
+    ($data:path, $ty:ty, $modname:literal, $param:ident, $perm:expr, $desc:literal) => {
         const _: () = {
             static OPS: $crate::bindings::kernel_param_ops = $crate::module_param::ops::<$ty>();
 
             // Built-in parameters carry the module name as a prefix, as with C's
-            // MODULE_PARAM_PREFIX.
+            // MODULE_PARAM_PREFIX; so do their `modinfo` entries.
             #[cfg(MODULE)]
-            const NAME: &$crate::str::CStr = $crate::c_str!($param);
+            const NAME: &$crate::str::CStr = $crate::c_str!(stringify!($param));
             #[cfg(not(MODULE))]
-            const NAME: &$crate::str::CStr = $crate::c_str!(concat!($modname, ".", $param));
+            const NAME: &$crate::str::CStr =
+                $crate::c_str!(concat!($modname, ".", stringify!($param)));
+            #[cfg(MODULE)]
+            const DESC: &str = concat!("parm=", stringify!($param), ":", $desc);
+            #[cfg(not(MODULE))]
+            const DESC: &str = concat!($modname, ".parm=", stringify!($param), ":", $desc);
 
-            #[used]
+            // `used(compiler)`, as `module!` does for `.modinfo`: plain `used` also marks
+            // each static's section to be retained, which leaves one section per
+            // parameter, while the module loader reads only one of each name.
+            #[used(compiler)]
             #[link_section = "__param"]
-            static PARAM: $crate::module_param::KernelParam =
+            static KERNEL_PARAM: $crate::module_param::KernelParam =
                 // SAFETY: `OPS` is made for `$ty` and `$data` is a `'static` `$ty`.
                 unsafe {
                     $crate::module_param::KernelParam::new(
                         NAME,
+                        $perm,
                         &OPS,
                         ::core::ptr::addr_of!($data).cast(),
                     )
                 };
+
+            #[used(compiler)]
+            #[link_section = ".modinfo"]
+            static MODINFO: [u8; DESC.len() + 1] = $crate::module_param::modinfo(DESC);
         };
     };
 }

@@ -261,8 +261,8 @@ static void print_caps(void)
 {
 	char spaces[32] = "?", pages[32] = "?";
 
-	pvmm_read_text(PVMM_DEBUGFS_DIR "/cap_spaces", spaces, sizeof(spaces));
-	pvmm_read_text(PVMM_DEBUGFS_DIR "/cap_pages", pages, sizeof(pages));
+	pvmm_knob_read("cap_spaces", spaces, sizeof(spaces));
+	pvmm_knob_read("cap_pages", pages, sizeof(pages));
 	printf("PVMM-BENCH-CAPS cap_spaces=%s cap_pages=%s\n", spaces, pages);
 }
 

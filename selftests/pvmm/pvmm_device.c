@@ -81,8 +81,7 @@ TEST_F(device, boot_mode)
 	if (!arg)
 		SKIP(return, "no pvmm.mode= on the kernel command line");
 	sscanf(arg + strlen("pvmm.mode="), "%31s", want);
-	ASSERT_EQ(0, pvmm_read_text(PVMM_DEBUGFS_DIR "/mode", mode,
-				    sizeof(mode)));
+	ASSERT_EQ(0, pvmm_knob_read("mode", mode, sizeof(mode)));
 	EXPECT_STREQ(want, mode);
 	ksft_print_msg("booted with pvmm.mode=%s, driver mode %s\n", want,
 		       mode);
@@ -123,6 +122,64 @@ TEST_F(device, stats_complete)
 	EXPECT_TRUE(pvmm_exists(path)) {
 		TH_LOG("%s is missing", path);
 	}
+}
+
+/*
+ * The settings are module parameters: one 0644 file each, whose value the
+ * stats file reports too; a write outside the limits or of a word that is no
+ * mode fails with EINVAL and changes nothing.
+ */
+TEST_F(device, settings_are_parameters)
+{
+	static const char *const names[] = {
+		"mode", "batch", "flush_us", "cap_spaces", "cap_pages",
+		"chunk_us", "sync_timeout_ms", "throttle_timeout_ms",
+		"host_timeout_ms", NULL,
+	};
+	static const char *const bad[] = { "0", "-1", "16x", "65537", " ",
+					   NULL };
+	char path[PATH_MAX], val[64], saved[64];
+	const struct pvmm_stat *st;
+	const char *const *n;
+	struct stat sb;
+
+	pvmm_snapshot(_metadata, &self->before);
+	for (n = names; *n; n++) {
+		snprintf(path, sizeof(path), "%s/%s", PVMM_PARAM_DIR, *n);
+		ASSERT_EQ(0, stat(path, &sb)) {
+			TH_LOG("%s: %s", path, strerror(errno));
+		}
+		EXPECT_EQ(0644U, sb.st_mode & 07777) {
+			TH_LOG("%s has mode %o", path, sb.st_mode & 07777);
+		}
+		ASSERT_EQ(0, pvmm_knob_read(*n, val, sizeof(val)));
+		st = pvmm_stats_find(&self->before, *n);
+		ASSERT_NE(NULL, st) {
+			TH_LOG("stats does not report %s", *n);
+		}
+		EXPECT_STREQ(st->word, val);
+	}
+
+	ASSERT_EQ(0, pvmm_knob_read("batch", saved, sizeof(saved)));
+	for (n = bad; *n; n++) {
+		EXPECT_EQ(-EINVAL, pvmm_knob_write("batch", *n)) {
+			TH_LOG("batch=\"%s\" was accepted", *n);
+		}
+	}
+	ASSERT_EQ(0, pvmm_knob_read("batch", val, sizeof(val)));
+	EXPECT_STREQ(saved, val);
+	ASSERT_EQ(0, pvmm_knob_write("batch", " 17\n"));
+	ASSERT_EQ(0, pvmm_knob_read("batch", val, sizeof(val)));
+	EXPECT_STREQ("17", val);
+	pvmm_snapshot(_metadata, &self->after);
+	EXPECT_EQ(17ULL, pvmm_stat(_metadata, &self->after, "batch"));
+	ASSERT_EQ(0, pvmm_knob_write("batch", saved));
+
+	ASSERT_EQ(0, pvmm_knob_read("mode", saved, sizeof(saved)));
+	EXPECT_EQ(-EINVAL, pvmm_knob_write("mode", "fast\n"));
+	EXPECT_EQ(-EINVAL, pvmm_knob_write("mode", "3\n"));
+	ASSERT_EQ(0, pvmm_knob_read("mode", val, sizeof(val)));
+	EXPECT_STREQ(saved, val);
 }
 
 /*

@@ -96,12 +96,11 @@ FIXTURE(never_ack) {
 FIXTURE_SETUP(never_ack)
 {
 	PVMM_REQUIRE_STATS();
-	ASSERT_EQ(0, pvmm_read_text(PVMM_DEBUGFS_DIR "/cap_spaces", self->cap,
-				    sizeof(self->cap)));
-	ASSERT_EQ(0, pvmm_read_text(PVMM_DEBUGFS_DIR "/throttle_timeout_ms",
-				    self->tmo, sizeof(self->tmo)));
-	ASSERT_EQ(0, pvmm_read_text(PVMM_DEBUGFS_DIR "/host_timeout_ms",
-				    self->htmo, sizeof(self->htmo)));
+	ASSERT_EQ(0, pvmm_knob_read("cap_spaces", self->cap, sizeof(self->cap)));
+	ASSERT_EQ(0, pvmm_knob_read("throttle_timeout_ms", self->tmo,
+				    sizeof(self->tmo)));
+	ASSERT_EQ(0, pvmm_knob_read("host_timeout_ms", self->htmo,
+				    sizeof(self->htmo)));
 	pvmm_snapshot(_metadata, &self->before);
 }
 
@@ -130,8 +129,7 @@ TEST_F_TIMEOUT(never_ack, sync_gives_up_and_degrades, 120)
 	ksft_print_msg("exit in sync mode took %llu ms (timeout %lu ms)\n",
 		       (unsigned long long)ms, timeout);
 	EXPECT_LE(ms, timeout + slack_ms());
-	ASSERT_EQ(0, pvmm_read_text(PVMM_DEBUGFS_DIR "/mode", mode,
-				    sizeof(mode)));
+	ASSERT_EQ(0, pvmm_knob_read("mode", mode, sizeof(mode)));
 	EXPECT_STREQ("async", mode);
 	/* Later exits no longer wait. */
 	ms = timed_child(_metadata);

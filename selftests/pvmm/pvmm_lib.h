@@ -45,6 +45,8 @@
 #define PVMM_DEBUGFS_MAGIC	0x64626720
 #define PVMM_PCI_DRIVER_DIR	"/sys/bus/pci/drivers/pvmm"
 #define PVMM_SYSFS_MODULE	"/sys/module/pvmm"
+/* The settings: module parameters, writable at run time. */
+#define PVMM_PARAM_DIR		PVMM_SYSFS_MODULE "/parameters"
 #define PVMM_MODULE_NAME	"pvmm"
 #define PVMM_MODULE_DEFAULT	"/lib/modules/pvmm.ko"
 #define PVMM_EXEC_EXIT_ARG	"--pvmm-exec-exit"
@@ -477,7 +479,22 @@ static inline int pvmm_write_text(const char *dir, const char *name,
 
 static inline int pvmm_knob_write(const char *name, const char *val)
 {
-	return pvmm_write_text(PVMM_DEBUGFS_DIR, name, val);
+	return pvmm_write_text(PVMM_PARAM_DIR, name, val);
+}
+
+/* The setting @name as text, without the newline. */
+static inline int pvmm_knob_read(const char *name, char *buf, size_t len)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/%s", PVMM_PARAM_DIR, name);
+	return pvmm_read_text(path, buf, len);
+}
+
+/* Restart the peak gauges and maxima in the stats file. */
+static inline int pvmm_reset_peaks(void)
+{
+	return pvmm_write_text(PVMM_DEBUGFS_DIR, "stats", "reset_peaks\n");
 }
 
 static inline int pvmm_knob_write_ul(const char *name, unsigned long v)

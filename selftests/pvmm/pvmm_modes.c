@@ -112,7 +112,7 @@ TEST_F_TIMEOUT(modes, storm_correct, 300)
 
 	pvmm_wait_drained(_metadata, &self->before, timeout, NULL, 0);
 	ASSERT_EQ(0, pvmm_knob_write("mode", variant->mode));
-	ASSERT_EQ(0, pvmm_knob_write("stats", "reset_peaks\n"));
+	ASSERT_EQ(0, pvmm_reset_peaks());
 	pvmm_snapshot(_metadata, &self->before);
 	storm(_metadata, self->res, 24, 4, 8);
 	pvmm_wait_drained(_metadata, &self->after, timeout, NULL, 0);
@@ -257,8 +257,7 @@ FIXTURE_SETUP(credits)
 	PVMM_REQUIRE_STATS();
 	self->res = pvmm_storm_res_alloc();
 	ASSERT_NE(NULL, self->res);
-	ASSERT_EQ(0, pvmm_read_text(PVMM_DEBUGFS_DIR "/cap_spaces", self->cap,
-				    sizeof(self->cap)));
+	ASSERT_EQ(0, pvmm_knob_read("cap_spaces", self->cap, sizeof(self->cap)));
 }
 
 FIXTURE_TEARDOWN(credits)
@@ -283,7 +282,7 @@ TEST_F_TIMEOUT(credits, bounded_under_slow_host, 300)
 	pvmm_wait_drained(_metadata, &self->before, timeout, NULL, 0);
 	ASSERT_EQ(0, pvmm_knob_write("mode", "async\n"));
 	ASSERT_EQ(0, pvmm_knob_write_ul("cap_spaces", cap));
-	ASSERT_EQ(0, pvmm_knob_write("stats", "reset_peaks\n"));
+	ASSERT_EQ(0, pvmm_reset_peaks());
 	pvmm_snapshot(_metadata, &self->before);
 	storm(_metadata, self->res, 64, parallel, 4);
 	pvmm_wait_drained(_metadata, &self->after, timeout, NULL, 0);

@@ -271,8 +271,7 @@ TEST_F_TIMEOUT(reload, mode_param, 120)
 
 	setenv("PVMM_MODULE_PARAMS", "mode=chunked", 1);
 	load(_metadata, 1, &self->before);
-	EXPECT_EQ(0, pvmm_read_text(PVMM_DEBUGFS_DIR "/mode", mode,
-				    sizeof(mode)));
+	EXPECT_EQ(0, pvmm_knob_read("mode", mode, sizeof(mode)));
 	EXPECT_STREQ("chunked", mode);
 	pvmm_run_child(_metadata, NULL, NULL);
 	pvmm_snapshot(_metadata, &self->after);
@@ -286,8 +285,7 @@ TEST_F_TIMEOUT(reload, mode_param, 120)
 	else
 		unsetenv("PVMM_MODULE_PARAMS");
 	load(_metadata, 2, &self->before);
-	EXPECT_EQ(0, pvmm_read_text(PVMM_DEBUGFS_DIR "/mode", mode,
-				    sizeof(mode)));
+	EXPECT_EQ(0, pvmm_knob_read("mode", mode, sizeof(mode)));
 	EXPECT_STREQ("async", mode);
 }
 
