@@ -62,6 +62,11 @@ done < <(sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) faile
 echo "# cargo test: $(grep -c '^test result' "$logs/cargo-test.log") suites"
 [ "$crc" = 0 ] || result "cargo test (exit status)" "$crc"
 step "build host stub" cargo build --release --manifest-path $cargo_dir/Cargo.toml
+# The wire handshakes under every interleaving loom allows (a target
+# directory of its own: --cfg loom rebuilds everything).
+step "loom models of the wire handshakes" env RUSTFLAGS="--cfg loom" \
+	CARGO_TARGET_DIR=$cargo_dir/target/loom cargo test --release \
+	--manifest-path $cargo_dir/Cargo.toml -p pvmm-wire --test loom
 # --- make bench: its parsing and report, on synthetic input ---------------------
 step "bench tests (run.py parsing, report.py)" /usr/bin/python3 -m unittest discover -s bench -p 'test_*.py'
 

@@ -49,6 +49,7 @@ impl debugfs::Show for StatsFile {
         writeln!(w, "peak_in_flight {}", g.peak_in_flight)?;
         writeln!(w, "peak_in_flight_pages {}", g.peak_in_flight_pages)?;
         writeln!(w, "peak_host_held {}", g.peak_host_held)?;
+        writeln!(w, "host_rejected {}", g.host_rejected)?;
         let m = e.maxima();
         writeln!(w, "sync_wait_max_us {}", m.sync_wait_max_us.load(Relaxed))?;
         writeln!(w, "irq_off_max_us {}", m.irq_off_max_us.load(Relaxed))?;

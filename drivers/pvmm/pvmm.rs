@@ -30,9 +30,9 @@ mod space;
 mod stats;
 mod sync;
 mod teardown;
-// One source for both ends: it is the public API of the host's `pvmm-wire` crate,
-// and the host's half of the protocol is unused here.
-#[allow(dead_code, unreachable_pub)]
+// The common part and the guest's half of the protocol; their items are `pub` because
+// they are also the public API of the host's `pvmm-wire` crate.
+#[allow(unreachable_pub)]
 mod wire;
 
 use debugfs::DebugFiles;

@@ -166,4 +166,6 @@ pub(crate) struct Gauges {
     pub(crate) host_dead: bool,
     pub(crate) closing: bool,
     pub(crate) peak_host_held: u32,
+    /// What the host says it rejected of ours; informational, like `peak_host_held`.
+    pub(crate) host_rejected: u32,
 }

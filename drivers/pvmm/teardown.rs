@@ -302,6 +302,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             host_dead: inner.host_dead,
             closing: inner.closing,
             peak_host_held: inner.peak_host_held,
+            host_rejected: wire::host_rejected(self.io().shm()),
         }
     }
 

@@ -98,8 +98,8 @@ fn a_flooding_slot_gets_its_share_and_the_other_stays_fast() {
         let stop = Arc::clone(&stop);
         let (shm, layout) = (Arc::clone(&a.shm), a.layout);
         std::thread::spawn(move || {
-            let mut sq = SqProducer::new(layout);
-            let mut cq = CqConsumer::new(layout);
+            let mut sq = SqProducer::resume(layout, &*shm);
+            let mut cq = CqConsumer::resume(layout, &*shm);
             let mut space = 1;
             while !stop.load(Ordering::Relaxed) {
                 while sq.space(&*shm).unwrap() >= 2 {
@@ -118,8 +118,8 @@ fn a_flooding_slot_gets_its_share_and_the_other_stays_fast() {
     };
 
     // Guest B: one small DESTROY at a time, timed until its completion.
-    let mut sq = SqProducer::new(b.layout);
-    let mut cq = CqConsumer::new(b.layout);
+    let mut sq = SqProducer::resume(b.layout, &*b.shm);
+    let mut cq = CqConsumer::resume(b.layout, &*b.shm);
     let mut lat = Vec::new();
     let mut space = 1;
     while start.elapsed() < RUN {

@@ -1,11 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! A safe in-memory shared-memory window over `AtomicU32` words.
+//!
+//! With `--cfg loom` the words are loom's atomics, so that the loom models
+//! (`tests/loom.rs`) run the protocol over this same window, access for access.
 
 extern crate alloc;
 
 use alloc::vec::Vec;
+#[cfg(not(loom))]
 use core::sync::atomic::{fence, AtomicU32, Ordering};
+#[cfg(loom)]
+use loom::sync::atomic::{fence, AtomicU32, Ordering};
 
 use crate::SharedMemory;
 
@@ -126,7 +132,8 @@ impl<S: AsRef<[AtomicU32]>> SharedMemory for MemShm<S> {
     }
 }
 
-#[cfg(test)]
+// loom's atomics work only inside a model.
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 

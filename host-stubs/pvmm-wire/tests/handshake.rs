@@ -8,7 +8,7 @@
 //! re-reading the producer's index. One of them must see the other's store,
 //! or a notification is lost.
 //!
-//! This is the store-buffering pattern: without the full fences in `wire.rs`,
+//! This is the store-buffering pattern: without the full fences in `wire/`,
 //! x86 lets each load pass the store before it, and both sides read the old
 //! value. [`MemShm`] stores are plain stores, so a missing fence shows up here
 //! (and `tests/loom.rs` proves the fences sufficient under the C++ memory
@@ -133,7 +133,7 @@ fn handshakes_race() {
 fn need_wakeup_races_publish() -> u32 {
     let (m, l) = window();
     let gm = Arc::clone(&m);
-    let mut gsq = SqProducer::new(l);
+    let mut gsq = SqProducer::resume(l, &*gm);
     let hsq = RefCell::new(SqConsumer::new(l));
     let rounds = race(
         move |i| {
@@ -159,7 +159,7 @@ fn need_irq_races_publish() -> u32 {
     let (m, l) = window();
     let hm = Arc::clone(&m);
     let mut hcq = CqProducer::new(l);
-    let gcq = RefCell::new(CqConsumer::new(l));
+    let gcq = RefCell::new(CqConsumer::resume(l, &*m));
     let done = |i| Completion {
         op: Op::Destroy,
         status: Status::Ok,

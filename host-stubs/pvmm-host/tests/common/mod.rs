@@ -50,8 +50,8 @@ impl Rig {
         let header = Header::read(&shm).unwrap();
         guest_attach(&shm, header.features);
         Rig {
-            sq: SqProducer::new(layout),
-            cq: CqConsumer::new(layout),
+            sq: SqProducer::resume(layout, &shm),
+            cq: CqConsumer::resume(layout, &shm),
             shm,
             layout,
             host,

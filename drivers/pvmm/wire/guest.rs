@@ -1,0 +1,337 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The guest's end of the pvmm wire format: it produces submissions and release log
+//! entries and consumes completions. See `common.rs` for the layout and the ordering
+//! rules.
+
+use super::common::{
+    check_space, guest_ctl, header, host_ctl, BadEntry, Completion, Consumer, Error, Header,
+    Layout, Op, Producer, Release, Request, Ring, SharedMemory, Status, FEATURES_ALL,
+    FEATURE_RELEASE_LOG, GUEST_NEED_IRQ, GUEST_READY, HOST_NEED_WAKEUP, MAGIC, VERSION,
+};
+
+impl Header {
+    /// Reads and validates the header in `shm`.
+    pub fn read(shm: &impl SharedMemory) -> Result<Header, Error> {
+        let magic = shm.load_acquire_u32(header::MAGIC);
+        if magic != MAGIC {
+            return Err(Error::BadMagic(magic));
+        }
+        let version = shm.read_u32(header::VERSION);
+        if version != VERSION {
+            return Err(Error::BadVersion(version));
+        }
+        let layout = Layout {
+            sq_entries: shm.read_u32(header::SQ_ENTRIES),
+            cq_entries: shm.read_u32(header::CQ_ENTRIES),
+            sq_off: shm.read_u32(header::SQ_OFF),
+            cq_off: shm.read_u32(header::CQ_OFF),
+            log_entries: shm.read_u32(header::LOG_ENTRIES),
+            log_off: shm.read_u32(header::LOG_OFF),
+            size: shm.read_u32(header::SIZE),
+        };
+        layout.validate(shm.size())?;
+        let mut features = shm.read_u32(header::FEATURES) & FEATURES_ALL;
+        if layout.log_entries == 0 {
+            features &= !FEATURE_RELEASE_LOG;
+        }
+        Ok(Header {
+            layout,
+            features,
+            host_peer: shm.read_u32(header::HOST_PEER) & 0xffff,
+        })
+    }
+}
+
+/// Bits of a tag below the epoch: the sequence number of the request's space.
+pub const TAG_SEQ_BITS: u32 = 24;
+
+/// The tag of the `seq`th space (modulo 2^24) of driver instance `epoch` (modulo 2^8).
+///
+/// A driver instance that could not reset the host leaves completions behind; the
+/// epoch in the top byte tells the next instance's records from them even when a page
+/// frame number and a sequence number repeat. The host compares tags only for equality.
+pub fn tag(epoch: u32, seq: u32) -> u32 {
+    epoch << TAG_SEQ_BITS | seq & ((1 << TAG_SEQ_BITS) - 1)
+}
+
+/// The driver instance epoch a tag carries.
+pub fn tag_epoch(tag: u32) -> u32 {
+    tag >> TAG_SEQ_BITS
+}
+
+/// Guest side: the epoch of a new driver instance, one past the last instance's, and
+/// records it.
+pub fn guest_next_epoch(shm: &impl SharedMemory) -> u32 {
+    let epoch = shm.read_u32(guest_ctl::EPOCH).wrapping_add(1) & 0xff;
+    shm.write_u32(guest_ctl::EPOCH, epoch);
+    epoch
+}
+
+impl Request {
+    /// Encodes into the four wire words.
+    pub fn encode(&self) -> [u64; 4] {
+        [
+            self.op as u64 | (self.tag as u64) << 32,
+            self.space,
+            self.pages,
+            0,
+        ]
+    }
+}
+
+impl Completion {
+    /// Decodes and validates two wire words.
+    pub fn decode(w: [u64; 2]) -> Result<Completion, BadEntry> {
+        let space = check_space(w[0])?;
+        let opcode = (w[1] >> 32) as u16;
+        let status = (w[1] >> 48) as u16;
+        Ok(Completion {
+            op: Op::from_raw(opcode).ok_or(BadEntry::Opcode(opcode))?,
+            status: Status::from_raw(status).ok_or(BadEntry::Status(status))?,
+            tag: w[1] as u32,
+            space,
+        })
+    }
+}
+
+impl Release {
+    /// Encodes into the two wire words.
+    pub fn encode(&self) -> [u64; 2] {
+        [self.space, self.tag as u64 | (self.why as u64) << 32]
+    }
+}
+
+/// Guest side of the submission ring.
+///
+/// Owns the producer index; the host owns `sq_head`.
+#[derive(Debug)]
+pub struct SqProducer(Producer);
+
+impl SqProducer {
+    /// Continues where an earlier guest instance stopped: at the index it last
+    /// published (zero on a fresh window).
+    pub fn resume(layout: Layout, shm: &impl SharedMemory) -> SqProducer {
+        SqProducer(Producer::at(
+            Ring::sq(&layout),
+            shm.read_u32(guest_ctl::SQ_TAIL),
+            guest_ctl::SQ_TAIL,
+            host_ctl::SQ_HEAD,
+        ))
+    }
+
+    /// The current producer index (including unpublished entries).
+    pub fn index(&self) -> u32 {
+        self.0.index()
+    }
+
+    /// Free slots, after validating the host's consumer index.
+    pub fn space(&self, shm: &impl SharedMemory) -> Result<u32, Error> {
+        self.0.space(shm)
+    }
+
+    /// Writes `req` into the next slot. It becomes visible at [`Self::publish`].
+    pub fn push(&mut self, shm: &impl SharedMemory, req: &Request) -> Result<(), Error> {
+        self.0.push(shm, &req.encode())
+    }
+
+    /// Publishes pushed entries. Returns whether the host asked for a doorbell.
+    pub fn publish(&self, shm: &impl SharedMemory) -> bool {
+        self.0.publish(shm);
+        host_needs_wakeup(shm)
+    }
+
+    /// Whether the host has consumed the entry pushed at index `pos`. A host releases
+    /// a request's slot before it publishes the completion, so a completion of a
+    /// request it has not consumed is forged.
+    pub fn consumed(&self, shm: &impl SharedMemory, pos: u32) -> bool {
+        let ahead = self.0.index().wrapping_sub(pos);
+        if ahead == 0 || ahead > u32::MAX / 2 {
+            // Not pushed yet.
+            return false;
+        }
+        if ahead > self.0.ring().entries() {
+            // Older than the ring: its slot was reused, so it was consumed.
+            return true;
+        }
+        let past = shm.load_acquire_u32(host_ctl::SQ_HEAD).wrapping_sub(pos);
+        past >= 1 && past <= ahead
+    }
+}
+
+/// Guest side of the completion ring.
+#[derive(Debug)]
+pub struct CqConsumer(Consumer);
+
+impl CqConsumer {
+    /// Continues where an earlier guest instance stopped, like [`SqProducer::resume`].
+    pub fn resume(layout: Layout, shm: &impl SharedMemory) -> CqConsumer {
+        CqConsumer(Consumer::at(
+            Ring::cq(&layout),
+            shm.read_u32(guest_ctl::CQ_HEAD),
+            guest_ctl::CQ_HEAD,
+            host_ctl::CQ_TAIL,
+        ))
+    }
+
+    /// Takes the next completion. `Ok(None)` means the ring is empty; a malformed
+    /// entry is consumed and returned as `Ok(Some(Err(_)))`.
+    #[allow(clippy::type_complexity)]
+    pub fn pop(
+        &mut self,
+        shm: &impl SharedMemory,
+    ) -> Result<Option<Result<Completion, BadEntry>>, Error> {
+        Ok(self.0.pop(shm)?.map(Completion::decode))
+    }
+
+    /// Releases consumed slots to the host.
+    pub fn release(&self, shm: &impl SharedMemory) {
+        self.0.release(shm);
+    }
+
+    /// After a reset: drops every completion the host published, unread, and
+    /// releases the slots. The host's index is taken as it is, since the reset
+    /// exists to recover from one that went wrong.
+    pub fn skip_all(&mut self, shm: &impl SharedMemory) {
+        self.0.skip_to(self.0.producer_index(shm));
+        self.0.release(shm);
+    }
+
+    /// Asks for (or waives) an interrupt on the next completion. When arming,
+    /// returns whether completions arrived meanwhile, so the caller polls again
+    /// instead of sleeping.
+    pub fn set_need_irq(&self, shm: &impl SharedMemory, want: bool) -> bool {
+        let flags = shm.read_u32(guest_ctl::FLAGS);
+        let flags = if want {
+            flags | GUEST_NEED_IRQ
+        } else {
+            flags & !GUEST_NEED_IRQ
+        };
+        shm.store_release_u32(guest_ctl::FLAGS, flags);
+        if !want {
+            return false;
+        }
+        shm.fence();
+        self.0.producer_index(shm) != self.0.index()
+    }
+}
+
+/// Guest side of the release log. Lossy by design: when the host does not keep up,
+/// entries are dropped and the guest counts them.
+#[derive(Debug)]
+pub struct LogProducer(Producer);
+
+impl LogProducer {
+    /// Continues at the index the guest last published.
+    pub fn resume(layout: Layout, shm: &impl SharedMemory) -> LogProducer {
+        LogProducer(Producer::at(
+            Ring::log(&layout),
+            shm.read_u32(guest_ctl::LOG_TAIL),
+            guest_ctl::LOG_TAIL,
+            host_ctl::LOG_HEAD,
+        ))
+    }
+
+    /// Writes and publishes one entry.
+    pub fn push(&mut self, shm: &impl SharedMemory, r: &Release) -> Result<(), Error> {
+        self.0.push(shm, &r.encode())?;
+        self.0.publish(shm);
+        Ok(())
+    }
+}
+
+/// Guest side: watches the completion ring for one completion without consuming it.
+///
+/// Only reads, and needs no consumer state: a guest that waits with interrupts off (and
+/// so must not take the consumer's lock) polls this. Each poll reads only entries it has
+/// not read before, at most a given number, whatever the host published; one poll with
+/// `max` = `cq_entries` reads the whole ring.
+#[derive(Debug)]
+pub struct CqWatch {
+    op: Op,
+    space: u64,
+    tag: u32,
+    /// The next index to read, once it lies between the consumer and producer indices.
+    next: Option<u32>,
+}
+
+impl CqWatch {
+    /// Watches for a completion of `op` for `space` with `tag`.
+    pub fn new(op: Op, space: u64, tag: u32) -> CqWatch {
+        CqWatch {
+            op,
+            space,
+            tag,
+            next: None,
+        }
+    }
+
+    /// Whether one of the next (at most `max`) unread entries after the guest's
+    /// published consumer index is the completion watched for.
+    pub fn poll(&mut self, shm: &impl SharedMemory, layout: &Layout, max: u32) -> bool {
+        let ring = Ring::cq(layout);
+        let head = shm.read_u32(guest_ctl::CQ_HEAD);
+        let tail = shm.load_acquire_u32(host_ctl::CQ_TAIL);
+        let Some(n) = ring.used(head, tail) else {
+            return false;
+        };
+        // Entries before `next` were read already, unless the consumer passed it.
+        let start = match self.next {
+            Some(i) if ring.used(head, i).is_some_and(|d| d <= n) => i,
+            _ => head,
+        };
+        let count = tail.wrapping_sub(start).min(max);
+        self.next = Some(start.wrapping_add(count));
+        (0..count).any(|i| {
+            matches!(Completion::decode(ring.read(shm, start.wrapping_add(i))),
+                Ok(c) if c.op == self.op && c.space == self.space && c.tag == self.tag)
+        })
+    }
+}
+
+/// Guest side: whether the host is idle and needs a doorbell for published submissions.
+/// Executes the full fence that orders it after the publication.
+pub fn host_needs_wakeup(shm: &impl SharedMemory) -> bool {
+    shm.fence();
+    shm.read_u32(host_ctl::FLAGS) & HOST_NEED_WAKEUP != 0
+}
+
+/// Guest side: accepts the offered features it knows and announces that it is
+/// attached and wants completion interrupts. Returns the accepted features.
+pub fn guest_attach(shm: &impl SharedMemory, offered: u32) -> u32 {
+    let accepted = offered & FEATURES_ALL;
+    shm.write_u32(guest_ctl::FEATURES, accepted);
+    shm.store_release_u32(guest_ctl::FLAGS, GUEST_READY | GUEST_NEED_IRQ);
+    accepted
+}
+
+/// Guest side: the DESTROYs the host says it holds unanswered (informational: a
+/// hostile host can say anything, so it is only ever shown, never acted on).
+pub fn host_destroys_held(shm: &impl SharedMemory) -> u32 {
+    shm.read_u32(host_ctl::DESTROYS_HELD)
+}
+
+/// Guest side: how many malformed submissions the host says it rejected
+/// (informational, like [`host_destroys_held`]).
+pub fn host_rejected(shm: &impl SharedMemory) -> u32 {
+    shm.read_u32(host_ctl::ERRORS)
+}
+
+/// Guest side: announces that nobody consumes completions any more.
+pub fn guest_detach(shm: &impl SharedMemory) {
+    shm.store_release_u32(guest_ctl::FLAGS, 0);
+}
+
+/// Guest side: asks the host to forget everything (see the module docs on reset).
+/// Returns the request's value, which [`guest_reset_done`] waits for; the caller then
+/// rings the doorbell.
+pub fn guest_request_reset(shm: &impl SharedMemory) -> u32 {
+    let seq = shm.read_u32(guest_ctl::RESET).wrapping_add(1);
+    shm.store_release_u32(guest_ctl::RESET, seq);
+    seq
+}
+
+/// Guest side: whether the host carried out reset request `seq`.
+pub fn guest_reset_done(shm: &impl SharedMemory, seq: u32) -> bool {
+    shm.load_acquire_u32(host_ctl::RESET_ACK) == seq
+}

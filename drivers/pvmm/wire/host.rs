@@ -1,0 +1,304 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The host's end of the pvmm wire format: it consumes submissions and release log
+//! entries and produces completions. See `common.rs` for the layout and the ordering
+//! rules. The guest driver does not compile this file.
+
+use super::common::{
+    check_space, guest_ctl, header, host_ctl, valid_entries, BadEntry, Completion, Consumer, Error,
+    Layout, Op, Producer, Release, Request, Ring, SharedMemory, Why, CACHELINE, CQE_SIZE,
+    FEATURES_ALL, GUEST_NEED_IRQ, HOST_NEED_WAKEUP, LOG_ENTRY_SIZE, MAGIC, MAX_PAGES, SQE_SIZE,
+    VERSION,
+};
+
+/// Offset of the submission ring in the default layout.
+pub const SQ_OFF: usize = 0x100;
+
+const fn align_up(v: usize, a: usize) -> usize {
+    (v + a - 1) & !(a - 1)
+}
+
+impl Layout {
+    /// The default layout for `sq_entries` submissions and `cq_entries` completions.
+    pub fn new(sq_entries: u32, cq_entries: u32) -> Result<Layout, Error> {
+        if !valid_entries(sq_entries) || !valid_entries(cq_entries) || cq_entries < sq_entries {
+            return Err(Error::BadLayout);
+        }
+        let cq_off = align_up(SQ_OFF + sq_entries as usize * SQE_SIZE, CACHELINE);
+        let size = cq_off + cq_entries as usize * CQE_SIZE;
+        Ok(Layout {
+            sq_entries,
+            cq_entries,
+            sq_off: SQ_OFF as u32,
+            cq_off: cq_off as u32,
+            log_entries: 0,
+            log_off: 0,
+            size: size as u32,
+        })
+    }
+
+    /// This layout with a release log of `entries` after the rings.
+    pub fn with_release_log(self, entries: u32) -> Result<Layout, Error> {
+        if !valid_entries(entries) {
+            return Err(Error::BadLayout);
+        }
+        let log_off = align_up(self.size as usize, CACHELINE);
+        let size = log_off + entries as usize * LOG_ENTRY_SIZE;
+        Ok(Layout {
+            log_entries: entries,
+            log_off: log_off as u32,
+            size: u32::try_from(size).map_err(|_| Error::BadLayout)?,
+            ..self
+        })
+    }
+
+    /// Host side: writes a fresh header and zeroed control lines.
+    pub fn init_header(&self, shm: &impl SharedMemory, features: u32, host_peer: u32) {
+        // Hide a previous header while this one is being written.
+        shm.store_release_u32(header::MAGIC, 0);
+        shm.write_u32(header::VERSION, VERSION);
+        shm.write_u32(header::FEATURES, features & FEATURES_ALL);
+        shm.write_u32(header::SQ_ENTRIES, self.sq_entries);
+        shm.write_u32(header::CQ_ENTRIES, self.cq_entries);
+        shm.write_u32(header::SQ_OFF, self.sq_off);
+        shm.write_u32(header::CQ_OFF, self.cq_off);
+        shm.write_u32(header::SIZE, self.size);
+        shm.write_u32(header::HOST_PEER, host_peer);
+        shm.write_u32(header::LOG_OFF, self.log_off);
+        shm.write_u32(header::LOG_ENTRIES, self.log_entries);
+        for off in (guest_ctl::BASE..host_ctl::BASE + CACHELINE).step_by(4) {
+            shm.write_u32(off, 0);
+        }
+        // The magic goes last so that a guest never sees a half-written header.
+        shm.store_release_u32(header::MAGIC, MAGIC);
+    }
+}
+
+impl Request {
+    /// Decodes and validates four wire words.
+    pub fn decode(w: [u64; 4]) -> Result<Request, BadEntry> {
+        let opcode = w[0] as u16;
+        let op = Op::from_raw(opcode).ok_or(BadEntry::Opcode(opcode))?;
+        if (w[0] >> 16) as u16 != 0 || w[3] != 0 {
+            return Err(BadEntry::Reserved);
+        }
+        let space = check_space(w[1])?;
+        let pages = w[2];
+        if pages > MAX_PAGES || (op == Op::Create && pages != 0) {
+            return Err(BadEntry::Pages(pages));
+        }
+        Ok(Request {
+            op,
+            tag: (w[0] >> 32) as u32,
+            space,
+            pages,
+        })
+    }
+}
+
+impl Completion {
+    /// Encodes into the two wire words.
+    pub fn encode(&self) -> [u64; 2] {
+        [
+            self.space,
+            self.tag as u64 | (self.op as u64) << 32 | (self.status as u64) << 48,
+        ]
+    }
+}
+
+impl Release {
+    /// Decodes and validates two wire words.
+    pub fn decode(w: [u64; 2]) -> Result<Release, BadEntry> {
+        let space = check_space(w[0])?;
+        let why = match (w[1] >> 32) as u32 {
+            0 => Why::Acked,
+            1 => Why::Reset,
+            2 => Why::Forced,
+            _ => return Err(BadEntry::Reserved),
+        };
+        Ok(Release {
+            space,
+            tag: w[1] as u32,
+            why,
+        })
+    }
+}
+
+/// Host side of the submission ring.
+#[derive(Debug)]
+pub struct SqConsumer(Consumer);
+
+impl SqConsumer {
+    /// Starts at index 0, for a host that has just written the header and zeroed
+    /// the control lines.
+    pub fn new(layout: Layout) -> SqConsumer {
+        SqConsumer(Consumer::at(
+            Ring::sq(&layout),
+            0,
+            host_ctl::SQ_HEAD,
+            guest_ctl::SQ_TAIL,
+        ))
+    }
+
+    /// Continues where an earlier host instance stopped: at the index it last
+    /// published (zero on a fresh window). That line is the host's own, so it is
+    /// trusted.
+    pub fn resume(layout: Layout, shm: &impl SharedMemory) -> SqConsumer {
+        SqConsumer(Consumer::at(
+            Ring::sq(&layout),
+            shm.read_u32(host_ctl::SQ_HEAD),
+            host_ctl::SQ_HEAD,
+            guest_ctl::SQ_TAIL,
+        ))
+    }
+
+    /// The current consumer index (including entries not yet released).
+    pub fn index(&self) -> u32 {
+        self.0.index()
+    }
+
+    /// Number of published, unconsumed entries, after validating the guest's tail.
+    pub fn pending(&self, shm: &impl SharedMemory) -> Result<u32, Error> {
+        self.0.pending(shm)
+    }
+
+    /// Takes the next entry if [`Self::pending`] said there is one. The slot is
+    /// handed back to the guest at [`Self::release`].
+    pub fn pop(&mut self, shm: &impl SharedMemory) -> Result<Request, BadEntry> {
+        Request::decode(self.0.take(shm))
+    }
+
+    /// Hands consumed slots back to the guest.
+    pub fn release(&self, shm: &impl SharedMemory) {
+        self.0.release(shm);
+    }
+
+    /// How many of the `pending` entries after the consumer index are DESTROYs. Reads
+    /// only their first words, at most `sq_entries` of them.
+    pub fn pending_destroys(&self, shm: &impl SharedMemory, pending: u32) -> u32 {
+        let ring = &self.0.ring;
+        (0..pending.min(ring.entries()))
+            .filter(|i| {
+                let w = shm.read_u64(ring.entry(self.0.index().wrapping_add(*i)));
+                w as u16 == Op::Destroy as u16
+            })
+            .count() as u32
+    }
+
+    /// Announces that the host is going idle (or busy). When going idle, returns
+    /// whether entries arrived meanwhile, so the caller polls again instead of sleeping.
+    pub fn set_need_wakeup(&self, shm: &impl SharedMemory, idle: bool) -> bool {
+        let flags = if idle { HOST_NEED_WAKEUP } else { 0 };
+        shm.store_release_u32(host_ctl::FLAGS, flags);
+        if !idle {
+            return false;
+        }
+        shm.fence();
+        self.0.producer_index(shm) != self.0.index()
+    }
+}
+
+/// Host side of the completion ring.
+#[derive(Debug)]
+pub struct CqProducer(Producer);
+
+impl CqProducer {
+    /// Starts at index 0, for a host that has just written the header and zeroed
+    /// the control lines.
+    pub fn new(layout: Layout) -> CqProducer {
+        CqProducer(Producer::at(
+            Ring::cq(&layout),
+            0,
+            host_ctl::CQ_TAIL,
+            guest_ctl::CQ_HEAD,
+        ))
+    }
+
+    /// Continues where an earlier host instance stopped, like [`SqConsumer::resume`].
+    pub fn resume(layout: Layout, shm: &impl SharedMemory) -> CqProducer {
+        CqProducer(Producer::at(
+            Ring::cq(&layout),
+            shm.read_u32(host_ctl::CQ_TAIL),
+            host_ctl::CQ_TAIL,
+            guest_ctl::CQ_HEAD,
+        ))
+    }
+
+    /// The current producer index (including unpublished entries).
+    pub fn index(&self) -> u32 {
+        self.0.index()
+    }
+
+    /// Free slots, after validating the guest's consumer index.
+    pub fn space(&self, shm: &impl SharedMemory) -> Result<u32, Error> {
+        self.0.space(shm)
+    }
+
+    /// Writes `c` into the next slot; it becomes visible at [`Self::publish`].
+    pub fn push(&mut self, shm: &impl SharedMemory, c: &Completion) -> Result<(), Error> {
+        self.0.push(shm, &c.encode())
+    }
+
+    /// Publishes pushed completions. Returns whether the guest asked for an interrupt.
+    pub fn publish(&self, shm: &impl SharedMemory) -> bool {
+        self.0.publish(shm);
+        shm.fence();
+        shm.read_u32(guest_ctl::FLAGS) & GUEST_NEED_IRQ != 0
+    }
+}
+
+/// Host side of the release log.
+#[derive(Debug)]
+pub struct LogConsumer(Consumer);
+
+impl LogConsumer {
+    /// Starts at index 0, for a host that has just written the header and zeroed
+    /// the control lines.
+    pub fn new(layout: Layout) -> LogConsumer {
+        LogConsumer(Consumer::at(
+            Ring::log(&layout),
+            0,
+            host_ctl::LOG_HEAD,
+            guest_ctl::LOG_TAIL,
+        ))
+    }
+
+    /// Continues at the index the host last published (zero on a fresh window).
+    pub fn resume(layout: Layout, shm: &impl SharedMemory) -> LogConsumer {
+        LogConsumer(Consumer::at(
+            Ring::log(&layout),
+            shm.read_u32(host_ctl::LOG_HEAD),
+            host_ctl::LOG_HEAD,
+            guest_ctl::LOG_TAIL,
+        ))
+    }
+
+    /// Takes the next entry. `Ok(None)` means the log is empty.
+    #[allow(clippy::type_complexity)]
+    pub fn pop(
+        &mut self,
+        shm: &impl SharedMemory,
+    ) -> Result<Option<Result<Release, BadEntry>>, Error> {
+        Ok(self.0.pop(shm)?.map(Release::decode))
+    }
+
+    /// Hands consumed slots back to the guest.
+    pub fn release(&self, shm: &impl SharedMemory) {
+        self.0.release(shm);
+    }
+}
+
+/// Host side: the reset request the guest published, if it differs from `acked`,
+/// the last one carried out.
+pub fn host_reset_requested(shm: &impl SharedMemory, acked: u32) -> Option<u32> {
+    let seq = shm.load_acquire_u32(guest_ctl::RESET);
+    (seq != acked).then_some(seq)
+}
+
+/// Host side: completes reset request `seq` once the host holds nothing of the guest's.
+/// `sq` is moved past every unconsumed submission; the caller interrupts the guest.
+pub fn host_ack_reset(shm: &impl SharedMemory, sq: &mut SqConsumer, seq: u32) {
+    sq.0.skip_to(sq.0.producer_index(shm));
+    sq.0.release(shm);
+    shm.store_release_u32(host_ctl::RESET_ACK, seq);
+}
