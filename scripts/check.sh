@@ -284,6 +284,13 @@ if [ -n "$tests" ] && [ -n "$build_m" ] && [ -n "$ko" ]; then
 	run_pair "$build_m/arch/x86/boot/bzImage" "$PVMM_OUT/initramfs-m.cpio.gz"
 	run_guest "no-device" "$build_m/arch/x86/boot/bzImage" \
 		"$PVMM_OUT/initramfs-m.cpio.gz" skip NO_DEVICE=1
+	# An ivshmem-doorbell device whose memory carries no pvmm header is
+	# someone else's: the driver refuses it at probe and every test skips.
+	run_guest "foreign-device" "$build_m/arch/x86/boot/bzImage" \
+		"$PVMM_OUT/initramfs-m.cpio.gz" skip HOST_ARGS="--fault no-header"
+	grep -q 'pvmm .*no usable pvmm host: bad magic 0x0' \
+		"$logs/guest-foreign-device.log.txt"
+	result "guest foreign-device: pvmm refused the unmarked device" $?
 fi
 
 finish

@@ -117,15 +117,16 @@ impl pci::Driver for PvmmDriver {
     }
 
     fn probe(dev: &pci::Device, _id: &pci::DeviceId) -> Result<Self::Data> {
+        // The PCI id is any ivshmem-doorbell device's: a pvmm host marks its device
+        // with the header in shared memory, which is checked before anything else.
         dev.enable_device_mem()?;
-        dev.set_master();
-        let regs = dev.iomap_region_sized::<{ regs::SIZE }>(BAR_REGS, c_str!("pvmm"))?;
         let shm = dev.memremap_bar(BAR_SHM)?;
-
         let header = wire::Header::read(&shm).map_err(|e| {
             dev_err!(dev.as_ref(), "no usable pvmm host: {e}\n");
             ENODEV
         })?;
+        dev.set_master();
+        let regs = dev.iomap_region_sized::<{ regs::SIZE }>(BAR_REGS, c_str!("pvmm"))?;
         let peer = regs.read32(regs::IVPOSITION);
         let features = wire::guest_attach(&shm, header.features);
 

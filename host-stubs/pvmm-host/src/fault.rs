@@ -51,6 +51,9 @@ pub enum Fault {
     BreakRingBack(u64),
     /// After the first DESTROY, serve nothing for this long; once.
     Stall(Duration),
+    /// Never write the header: the device looks like any other user's
+    /// ivshmem-doorbell device, which pvmm must leave alone.
+    NoHeader,
 }
 
 /// Most requests before a `break-ring` or `break-ring-back`.
@@ -84,6 +87,7 @@ impl FromStr for Fault {
             "irq-storm" => Fault::IrqStorm,
             "dup-ack" => Fault::DupAck,
             "forged-ack" => Fault::ForgedAck,
+            "no-header" => Fault::NoHeader,
             _ => {
                 let ms = |v| Duration::from_millis(v);
                 if let Some(v) = numbered(s, "late-ack", 1..=MAX_LATE_MS) {
@@ -97,7 +101,8 @@ impl FromStr for Fault {
                 } else {
                     return Err(format!(
                         "unknown fault {s:?}: expected none, never-ack, late-ack:MS, cq-flood, \
-                         irq-storm, dup-ack, forged-ack, break-ring:N, break-ring-back:N or stall:MS"
+                         irq-storm, dup-ack, forged-ack, break-ring:N, break-ring-back:N, \
+                         stall:MS or no-header"
                     ));
                 }
             }
@@ -119,6 +124,7 @@ impl fmt::Display for Fault {
             Fault::BreakRing(n) => write!(f, "break-ring:{n}"),
             Fault::BreakRingBack(n) => write!(f, "break-ring-back:{n}"),
             Fault::Stall(d) => write!(f, "stall:{}", d.as_millis()),
+            Fault::NoHeader => f.write_str("no-header"),
         }
     }
 }
@@ -145,6 +151,7 @@ impl Fault {
                 "after the given number of requests an impossible SQ head is published"
             }
             Fault::Stall(_) => "after the first DESTROY nothing is served for the given time",
+            Fault::NoHeader => "no header is written: the device is not marked for pvmm",
         }
     }
 }
@@ -312,6 +319,7 @@ impl Injector {
             | Fault::NeverAck
             | Fault::DupAck
             | Fault::ForgedAck
+            | Fault::NoHeader
             | Fault::BreakRing(_)
             | Fault::BreakRingBack(_) => return None,
         };
@@ -396,6 +404,7 @@ mod tests {
         assert_eq!(ok("break-ring:1"), Fault::BreakRing(1));
         assert_eq!(ok("break-ring-back:20"), Fault::BreakRingBack(20));
         assert_eq!(ok("stall:3000"), Fault::Stall(Duration::from_secs(3)));
+        assert_eq!(ok("no-header"), Fault::NoHeader);
         for s in [
             "none",
             "never-ack",
@@ -407,6 +416,7 @@ mod tests {
             "break-ring:7",
             "break-ring-back:4294967296",
             "stall:600000",
+            "no-header",
         ] {
             assert_eq!(ok(s).to_string(), s, "round trip");
         }

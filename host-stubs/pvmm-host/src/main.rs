@@ -101,7 +101,8 @@ struct Args {
     /// (after N requests, publish an impossible CQ tail once); break-ring-back:N
     /// (after N requests, publish an impossible SQ head until the guest
     /// resets); stall:MS (after the first DESTROY, serve nothing for MS ms,
-    /// 1 to 600000; once).
+    /// 1 to 600000; once); no-header (never write the header, so the device
+    /// is not marked for pvmm).
     #[arg(long, default_value_t = Fault::None, value_name = "SPEC")]
     fault: Fault,
     /// Offer the release log and check every page directory the guest

@@ -304,8 +304,12 @@ impl RingHost {
     }
 
     /// Writes the header and zeroed control lines. The release log is
-    /// offered only if the layout has one (`--audit-releases`).
+    /// offered only if the layout has one (`--audit-releases`). With the
+    /// `no-header` fault the window stays as it is (zeroed).
     pub fn init_shm(&self, shm: &impl SharedMemory) {
+        if self.cfg.fault == Fault::NoHeader {
+            return;
+        }
         let mut features = FEATURES_ALL;
         if self.layout.log_entries == 0 {
             features &= !FEATURE_RELEASE_LOG;
