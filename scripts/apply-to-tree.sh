@@ -3,6 +3,9 @@
 # then the overlay (rust/kernel, rust/helpers, drivers/pvmm).  Safe to run
 # again: applied patches are detected, and overlay files are only rewritten
 # when their content changed, so incremental kernel builds stay incremental.
+# The patches also carry the overlay's files (scripts/series.py), but those
+# sections are left out here and the files copied instead, so that an edited
+# overlay file is an incremental change, not a different series.
 #
 # usage: scripts/apply-to-tree.sh KSRC
 set -euo pipefail
@@ -17,11 +20,14 @@ case "$ver" in
 *) echo "$ksrc: Linux $ver; pvmm needs 6.12.y" >&2; exit 1 ;;
 esac
 
+wiring=$(mktemp)
+trap 'rm -f "$wiring"' EXIT
 for p in "$top"/kernel/patches/*.patch; do
-	if patch -d "$ksrc" -p1 -R -s -f --dry-run <"$p" >/dev/null 2>&1; then
+	"$top/scripts/series.py" wiring "$p" >"$wiring"
+	if patch -d "$ksrc" -p1 -R -s -f --dry-run <"$wiring" >/dev/null 2>&1; then
 		continue
 	fi
-	patch -d "$ksrc" -p1 -N -s <"$p" || {
+	patch -d "$ksrc" -p1 -N -s <"$wiring" || {
 		echo "$(basename "$p") does not apply to $ksrc" >&2
 		exit 1
 	}

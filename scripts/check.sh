@@ -93,6 +93,10 @@ done
 for p in kernel/patches/*.patch; do
 	step "checkpatch $(basename "$p")" "$PVMM_TOP/scripts/checkpatch.sh" "$p"
 done
+step "kernel/patches carry the overlay as it is (scripts/series.py check)" \
+	"$PVMM_TOP/scripts/series.py" check
+step "kernel/patches apply to pristine linux-source-6.12 on their own" \
+	"$PVMM_TOP/scripts/series.py" verify /usr/src/linux-source-6.12.tar.xz
 step "checkpatch -f rust/kernel, rust/helpers, drivers/pvmm" \
 	"$PVMM_TOP/scripts/checkpatch.sh" --overlay
 

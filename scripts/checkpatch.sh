@@ -4,7 +4,7 @@
 # usage: scripts/checkpatch.sh PATCH     a patch of kernel/patches
 #        scripts/checkpatch.sh --overlay the overlay's sources as files (-f):
 #                                        rust/kernel/*.rs, rust/helpers/*.c,
-#                                        drivers/pvmm/*.rs
+#                                        drivers/pvmm/**/*.rs
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 src=$(ls -d "$PVMM_CACHE"/src/linux-* 2>/dev/null | head -n 1)
@@ -19,7 +19,7 @@ fi
 # non-zero on any error, warning or check.
 cd "$PVMM_TOP"
 rc=0
-for f in rust/kernel/*.rs rust/helpers/*.c drivers/pvmm/*.rs; do
+for f in rust/kernel/*.rs rust/helpers/*.c $(find drivers/pvmm -name '*.rs' | sort); do
 	"$src/scripts/checkpatch.pl" "${opts[@]}" --terse -f "$f" || rc=1
 done
 [ "$rc" = 0 ] && echo "checkpatch clean: the overlay's sources"

@@ -20,7 +20,11 @@ case "$variant" in y|m|kasan) ;; *) die "variant must be y, m or kasan" ;; esac
 pvmm=$variant
 [ "$variant" = kasan ] && pvmm=y
 
-patch_hash=$(cat "$PVMM_TOP"/kernel/patches/*.patch | hash_stdin)
+# The overlay's files in the patches do not count: apply-to-tree.sh copies
+# them, and an edited one must not look like a new series.
+patch_hash=$(for p in "$PVMM_TOP"/kernel/patches/*.patch; do
+	"$PVMM_TOP/scripts/series.py" wiring "$p"
+done | hash_stdin)
 
 if [ -n "${KSRC:-}" ]; then
 	src=$KSRC
