@@ -5,9 +5,9 @@
 //! completion interrupt.
 
 use kernel::{
+    device::Device,
     io::{IoMem, SharedMem},
     irq::{IrqReturn, ThreadedHandler, ThreadedIrqReturn},
-    sync::Arc,
 };
 
 use crate::{notify::Doorbell, teardown::Teardown, wire};
@@ -87,27 +87,19 @@ impl wire::SharedMemory for SharedMem {
     }
 }
 
-/// Completion interrupt (MSI-X vector 0): everything happens in the thread.
-///
-/// # Locking
-///
-/// The oneshot interrupt thread takes the engine lock through
-/// [`Teardown::interrupt`]; the hard handler takes none.
-///
-/// # Lifetime
-///
-/// Holds a reference to the engine; the registration is dropped last when detaching.
-pub(crate) struct Completions(pub(crate) Arc<Engine>);
-
-impl ThreadedHandler for Completions {
-    fn handle(&self) -> ThreadedIrqReturn {
+/// Completion interrupt (MSI-X vector 0): everything happens in the thread, which
+/// takes the engine lock through [`Teardown::interrupt`]; the hard handler takes
+/// none. The registration holds the engine by an `Arc` and is dropped last when
+/// detaching.
+impl ThreadedHandler for Engine {
+    fn handle(&self, _dev: &Device) -> ThreadedIrqReturn {
         ThreadedIrqReturn::WakeThread
     }
 
-    fn handle_threaded(&self) -> IrqReturn {
+    fn handle_threaded(&self, _dev: &Device) -> IrqReturn {
         // An interrupt that brought nothing valid is reported as not ours, so that
         // the interrupt core notices a host that raises them in a storm.
-        if self.0.interrupt() {
+        if self.interrupt() {
             IrqReturn::Handled
         } else {
             IrqReturn::None

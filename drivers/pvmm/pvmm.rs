@@ -36,11 +36,11 @@ mod teardown;
 mod wire;
 
 use debugfs::DebugFiles;
-use ivshmem::{regs, Completions, Engine, IvshmemBell, BAR_REGS, BAR_SHM};
+use ivshmem::{regs, Engine, IvshmemBell, BAR_REGS, BAR_SHM};
 use teardown::Deadline;
 
 kernel::module_pci_driver! {
-    type: PvmmDriver,
+    type: PvmmDevice,
     name: "pvmm",
     author: "pvmm developers",
     description: "Asynchronous paravirtualized address-space teardown",
@@ -63,13 +63,14 @@ const RESET_MIN_MS: u32 = 500;
 ///
 /// # Lifetime
 ///
-/// Owned by the PCI core from a successful probe until removal; the optional fields
-/// are set by probe, in the order they are declared in reverse, and taken by `Drop`.
+/// Owned, pinned, by the PCI core from a successful probe until unbind; the optional
+/// fields are set by probe, in the order they are declared in reverse, and taken by
+/// `Drop`.
 struct PvmmDevice {
     debugfs: Option<DebugFiles>,
     hooks: Option<Pin<KBox<mm_hooks::Registration<Engine>>>>,
     engine: Arc<Engine>,
-    irq: Option<Pin<KBox<irq::ThreadedRegistration<Completions>>>>,
+    irq: Option<Pin<KBox<irq::ThreadedRegistration<Arc<Engine>>>>>,
 }
 
 impl PvmmDevice {
@@ -100,23 +101,34 @@ impl Drop for PvmmDevice {
     }
 }
 
-struct PvmmDriver;
-
 // The ivshmem-doorbell device (the plain ivshmem-plain variant has no doorbell).
-kernel::pci_device_table!(PVMM_PCI_IDS, [pci::DeviceId::from_id(0x1af4, 0x1110)]);
+kernel::pci_device_table!(
+    PVMM_PCI_TABLE,
+    MODULE_PVMM_PCI_TABLE,
+    <PvmmDevice as pci::Driver>::IdInfo,
+    [(pci::DeviceId::from_id(0x1af4, 0x1110), ())]
+);
 
-impl pci::Driver for PvmmDriver {
-    type Data = Pin<KBox<PvmmDevice>>;
+impl pci::Driver for PvmmDevice {
+    type IdInfo = ();
     const NAME: &'static CStr = c_str!("pvmm");
-    const ID_TABLE: pci::IdTable = PVMM_PCI_IDS;
+    const ID_TABLE: pci::IdTable<Self::IdInfo> = &PVMM_PCI_TABLE;
+
+    fn probe(dev: &pci::Device, _info: &Self::IdInfo) -> impl PinInit<Self, Error> {
+        Self::attach(dev)
+    }
 
     /// A reboot or power-off with teardowns outstanding: the host still gets them, and
     /// forgets this guest, as on unload. The hooks stay, untracking from now on.
-    fn shutdown(_dev: &pci::Device, data: &Self::Data) {
-        data.quiesce();
+    fn shutdown(_dev: &pci::Device, this: Pin<&Self>) {
+        this.quiesce();
     }
+}
 
-    fn probe(dev: &pci::Device, _id: &pci::DeviceId) -> Result<Self::Data> {
+impl PvmmDevice {
+    /// Attaches to the host behind `dev`, step by step; a failure at any step detaches
+    /// through `Drop`.
+    fn attach(dev: &pci::Device) -> Result<Self> {
         // The PCI id is any ivshmem-doorbell device's: a pvmm host marks its device
         // with the header in shared memory, which is checked before anything else.
         dev.enable_device_mem()?;
@@ -131,7 +143,6 @@ impl pci::Driver for PvmmDriver {
         let features = wire::guest_attach(&shm, header.features);
 
         let nvec = dev.alloc_irq_vectors(1, 1, pci::IrqTypes::MSIX)?;
-        let vector = dev.irq_vector(0)?;
         let bell = IvshmemBell::new(regs, header.host_peer);
         let engine = Arc::pin_init(
             Engine::new(shm, bell, header.layout, features, &settings::SETTINGS),
@@ -146,10 +157,10 @@ impl pci::Driver for PvmmDriver {
         };
         device.irq = Some(KBox::pin_init(
             irq::ThreadedRegistration::new(
-                vector,
+                dev.irq_vector(0)?,
                 irq::Flags::ONESHOT,
                 c_str!("pvmm"),
-                Completions(engine.clone()),
+                engine.clone(),
             ),
             GFP_KERNEL,
         )?);
@@ -170,6 +181,6 @@ impl pci::Driver for PvmmDriver {
             header.layout.sq_entries,
             header.layout.cq_entries
         );
-        Ok(KBox::pin(device, GFP_KERNEL)?)
+        Ok(device)
     }
 }

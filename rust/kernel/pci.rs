@@ -2,19 +2,23 @@
 
 //! PCI drivers.
 //!
-//! A driver implements [`Driver`] with a table of [`DeviceId`]s, and its module keeps a pinned
-//! [`Registration`]. While a device is bound, [`Driver::probe`] and [`Driver::remove`] get a
-//! borrowed [`Device`] through which the driver enables the device, claims and maps its BARs and
-//! allocates interrupt vectors. Everything the device binding acquires through [`Device`] is
-//! released by the driver core after `remove` has returned and the driver's data has been
-//! dropped: interrupt vectors are freed, BAR regions released and the device disabled, in that
-//! order (devres, reverse order of acquisition). The same happens if `probe` fails.
+//! A driver implements [`Driver`] for the type of its per-device data, with a table of
+//! [`DeviceId`]s, and its module keeps a pinned [`Registration`]. [`Driver::probe`],
+//! [`Driver::unbind`] and [`Driver::shutdown`] get a borrowed [`Device`] through which the driver
+//! enables the device, claims and maps its BARs and allocates interrupt vectors. Everything the
+//! binding acquires through [`Device`] is released by the driver core after `unbind` has
+//! returned and the driver's data has been dropped: interrupt vectors are freed, BAR regions
+//! released and the device disabled, in that order (devres, reverse order of acquisition). The
+//! same happens if `probe` fails.
 //!
 //! Mappings ([`IoMem`], [`SharedMem`]) and interrupt registrations ([`crate::irq`]) are owned by
-//! the driver: keep them in [`Driver::Data`], so they are gone before the resources they use.
+//! the driver: keep them in its data, so they are gone before the resources they use.
 //!
-//! This is a local stand-in, for Linux 6.12, for the `pci` module of later kernels, in a reduced
-//! form (no `Devres`, no device contexts).
+//! This is a local stand-in, for Linux 6.12, for the `pci` module of later kernels, with their
+//! shapes: the driver type is the device data, `probe` returns an initialiser and receives the
+//! matched id's information (`IdInfo`), `unbind` before the data is dropped, and id tables made
+//! by `pci_device_table!` in upstream's form. It is reduced where 6.12 lacks the ground: no
+//! `Devres` (mappings are owned by the driver's data instead) and no device contexts.
 //!
 //! C header: [`include/linux/pci.h`](srctree/include/linux/pci.h)
 
@@ -24,6 +28,7 @@ use crate::{
     ffi::{c_int, c_void},
     init::pin_init_from_closure,
     io::{IoMem, ResourceSize, SharedMem},
+    irq::IrqRequest,
     prelude::*,
     str::CStr,
     types::Opaque,
@@ -71,81 +76,109 @@ impl DeviceId {
     }
 }
 
-/// A zero-terminated array of `N` [`DeviceId`]s, laid out as C expects a `pci_device_id` table.
-///
-/// Usually made by [`pci_device_table!`](crate::pci_device_table).
+/// `N` [`DeviceId`]s followed by the all-zero id that ends a table, laid out as C expects a
+/// `pci_device_id` table.
 ///
 /// # Invariants
 ///
-/// `sentinel` is all zeroes and directly follows `ids` (same type, `repr(C)`, so no padding).
+/// `sentinel` is all zeroes and directly follows `ids` (same type, `repr(C)`, so no padding);
+/// the `driver_data` of `ids[i]` is `i`.
 #[repr(C)]
-pub struct IdArray<const N: usize> {
+pub struct RawIdArray<const N: usize> {
     ids: [DeviceId; N],
     sentinel: DeviceId,
 }
 
-impl<const N: usize> IdArray<N> {
-    /// Builds the table from `ids`.
+impl<const N: usize> RawIdArray<N> {
+    /// Builds the table from `ids`, numbering them in `driver_data`.
     pub const fn new(ids: [DeviceId; N]) -> Self {
-        // INVARIANT: The sentinel is the zero id and follows `ids`.
+        let mut ids = ids;
+        let mut i = 0;
+        while i < N {
+            ids[i].0.driver_data = i as _;
+            i += 1;
+        }
+        // INVARIANT: The sentinel is the zero id and follows `ids`, numbered above.
         Self {
             ids,
             sentinel: DeviceId::zero(),
         }
     }
+}
 
-    /// Returns a type-erased handle to the table, for [`Driver::ID_TABLE`].
-    pub const fn table(&'static self) -> IdTable {
-        // INVARIANT: By the invariant of `IdArray`, `ids` is followed by a zero sentinel.
-        IdTable { ids: &self.ids }
+/// A table of `N` [`DeviceId`]s, each with the driver's information `U` about the devices it
+/// matches. Usually made by [`pci_device_table!`](crate::pci_device_table).
+pub struct IdArray<U: 'static, const N: usize> {
+    raw: RawIdArray<N>,
+    infos: [U; N],
+}
+
+impl<U, const N: usize> IdArray<U, N> {
+    /// Builds the table from pairs of an id and its information.
+    pub const fn new(ids: [DeviceId; N], infos: [U; N]) -> Self {
+        Self {
+            raw: RawIdArray::new(ids),
+            infos,
+        }
     }
 }
 
-/// A `'static`, zero-terminated table of [`DeviceId`]s of any length.
+/// A table of device ids with information of type `U`, whatever its length.
 ///
-/// # Invariants
-///
-/// `ids` is directly followed in memory by an all-zero `pci_device_id`.
-#[derive(Clone, Copy)]
-pub struct IdTable {
-    ids: &'static [DeviceId],
+/// Implemented by [`IdArray`]; a driver names it through [`IdTable`].
+pub trait IdInfos<U>: Sync {
+    /// The zero-terminated `pci_device_id` table.
+    fn as_ptr(&self) -> *const bindings::pci_device_id;
+
+    /// The information of the id whose `driver_data` is `index`, if there is one.
+    fn info(&self, index: usize) -> Option<&U>;
 }
 
-impl IdTable {
+impl<U: Sync, const N: usize> IdInfos<U> for IdArray<U, N> {
     fn as_ptr(&self) -> *const bindings::pci_device_id {
-        self.ids.as_ptr().cast()
+        // By the invariant of `RawIdArray`, the ids are followed by the sentinel.
+        self.raw.ids.as_ptr().cast()
+    }
+
+    fn info(&self, index: usize) -> Option<&U> {
+        self.infos.get(index)
     }
 }
 
-/// Defines a constant [`IdTable`] named `$name` and, in a module, the `MODULE_DEVICE_TABLE`
-/// symbol from which modpost generates the module aliases for autoloading.
+/// The id table of a [`Driver`], as upstream spells it.
+pub type IdTable<U> = &'static dyn IdInfos<U>;
+
+/// Defines the id table `$table` with information of type `$info` per id, and, in a module,
+/// the `MODULE_DEVICE_TABLE` symbol `$module_table` from which modpost generates the module
+/// aliases for autoloading.
 ///
 /// # Examples
 ///
 /// ```ignore
-/// kernel::pci_device_table!(PVMM_PCI_IDS, [kernel::pci::DeviceId::from_id(0x1af4, 0x1110)]);
+/// kernel::pci_device_table!(
+///     PVMM_PCI_TABLE,
+///     MODULE_PVMM_PCI_TABLE,
+///     <PvmmDevice as kernel::pci::Driver>::IdInfo,
+///     [(kernel::pci::DeviceId::from_id(0x1af4, 0x1110), ())]
+/// );
 ///
-/// impl kernel::pci::Driver for Pvmm {
+/// impl kernel::pci::Driver for PvmmDevice {
+///     type IdInfo = ();
+///     const ID_TABLE: kernel::pci::IdTable<Self::IdInfo> = &PVMM_PCI_TABLE;
 ///     // ...
-///     const ID_TABLE: kernel::pci::IdTable = PVMM_PCI_IDS;
 /// }
 /// ```
 #[macro_export]
 macro_rules! pci_device_table {
-    ($name:ident, [$($id:expr),+ $(,)?]) => {
-        const $name: $crate::pci::IdTable = {
-            const IDS: $crate::pci::IdArray<{ [$($id),+].len() }> =
-                $crate::pci::IdArray::new([$($id),+]);
-            $crate::pci::IdArray::table(&IDS)
-        };
+    ($table:ident, $module_table:ident, $info:ty, [$(($id:expr, $data:expr)),+ $(,)?]) => {
+        const $table: $crate::pci::IdArray<$info, { [$($id),+].len() }> =
+            $crate::pci::IdArray::new([$($id),+], [$($data),+]);
 
         #[cfg(MODULE)]
-        const _: () = {
-            #[used]
-            #[export_name = concat!("__mod_pci__", stringify!($name), "_device_table")]
-            static TABLE: $crate::pci::IdArray<{ [$($id),+].len() }> =
-                $crate::pci::IdArray::new([$($id),+]);
-        };
+        #[used]
+        #[export_name = concat!("__mod_pci__", stringify!($module_table), "_device_table")]
+        static $module_table: $crate::pci::RawIdArray<{ [$($id),+].len() }> =
+            $crate::pci::RawIdArray::new([$($id),+]);
     };
 }
 
@@ -163,7 +196,8 @@ impl IrqTypes {
     }
 }
 
-/// A PCI device during [`Driver::probe`] or [`Driver::remove`] (`struct pci_dev`).
+/// A PCI device during [`Driver::probe`], [`Driver::unbind`] or [`Driver::shutdown`]
+/// (`struct pci_dev`).
 ///
 /// Only ever lent out by the bus callbacks, so it cannot outlive them, and it is neither [`Send`]
 /// nor [`Sync`]: the driver core serialises probe and remove of a device. To refer to the device
@@ -270,15 +304,17 @@ impl Device {
         Ok(ret as u32)
     }
 
-    /// Returns the Linux interrupt number of vector `index` (`pci_irq_vector()`), for
+    /// Returns the interrupt line of vector `index` (`pci_irq_vector()`), for
     /// [`crate::irq::ThreadedRegistration::new`].
-    pub fn irq_vector(&self, index: u32) -> Result<u32> {
+    pub fn irq_vector(&self, index: u32) -> Result<IrqRequest<'_>> {
         // SAFETY: By the type invariant, `pdev` is valid.
         let ret = unsafe { bindings::pci_irq_vector(self.as_raw(), index) };
         if ret < 0 {
             return Err(Error::from_errno(ret));
         }
-        Ok(ret as u32)
+        // SAFETY: `pci_irq_vector()` returned an interrupt number of this device's vectors,
+        // which stay allocated until it is unbound.
+        Ok(unsafe { IrqRequest::new(self.as_ref(), ret as u32) })
     }
 
     fn bar_index(bar: u32) -> Result<c_int> {
@@ -359,73 +395,89 @@ unsafe extern "C" fn free_irq_vectors_action(pdev: *mut c_void) {
     unsafe { bindings::pci_free_irq_vectors(pdev.cast()) };
 }
 
-/// A PCI driver.
+/// A PCI driver: its type is the data of a bound device.
+///
+/// The bus allocates `Self` pinned for each device it binds, initialises it with the
+/// initialiser [`Driver::probe`] returns, and drops it after [`Driver::unbind`].
 ///
 /// # Examples
 ///
 /// ```ignore
-/// use kernel::{c_str, pci, prelude::*};
+/// use kernel::{c_str, io::IoMem, pci, prelude::*};
 ///
-/// kernel::pci_device_table!(IDS, [pci::DeviceId::from_id(0x1af4, 0x1110)]);
+/// kernel::pci_device_table!(
+///     IDS,
+///     MODULE_IDS,
+///     <Sample as pci::Driver>::IdInfo,
+///     [(pci::DeviceId::from_id(0x1af4, 0x1110), ())]
+/// );
 ///
-/// struct Sample;
+/// struct Sample {
+///     regs: IoMem<16>,
+/// }
 ///
 /// impl pci::Driver for Sample {
-///     type Data = kernel::io::IoMem<16>;
+///     type IdInfo = ();
 ///     const NAME: &'static CStr = c_str!("sample");
-///     const ID_TABLE: pci::IdTable = IDS;
+///     const ID_TABLE: pci::IdTable<Self::IdInfo> = &IDS;
 ///
-///     fn probe(dev: &pci::Device, _id: &pci::DeviceId) -> Result<Self::Data> {
-///         dev.enable_device_mem()?;
-///         let regs = dev.iomap_region_sized::<16>(0, Self::NAME)?;
-///         kernel::dev_info!(dev.as_ref(), "peer id {}\n", regs.read32(8));
-///         Ok(regs)
+///     fn probe(dev: &pci::Device, _info: &Self::IdInfo) -> impl PinInit<Self, Error> {
+///         let regs = dev
+///             .enable_device_mem()
+///             .and_then(|()| dev.iomap_region_sized::<16>(0, Self::NAME));
+///         regs.map(|regs| Sample { regs })
 ///     }
 /// }
 /// ```
-pub trait Driver {
-    /// Per-device data, made by `probe` and dropped after `remove`.
-    type Data: Send + 'static;
+pub trait Driver: Send + Sync + Sized + 'static {
+    /// What the driver knows about the devices an id matches, one per id of
+    /// [`Driver::ID_TABLE`].
+    type IdInfo: 'static;
 
     /// Driver name; also used for the regions [`Device::memremap_bar`] claims. Use the module
-    /// name.
+    /// name. (Upstream takes the module's name; 6.12's `module!` gives a driver no access to
+    /// it.)
     const NAME: &'static CStr;
 
     /// The devices this driver binds to.
-    const ID_TABLE: IdTable;
+    const ID_TABLE: IdTable<Self::IdInfo>;
 
-    /// Binds the driver to `dev`, which matched `id`. Process context, may sleep.
+    /// Binds the driver to `dev`, whose id in [`Driver::ID_TABLE`] came with `id_info`:
+    /// returns the initialiser of the device's data. Process context, may sleep.
     ///
     /// On error, whatever was acquired through `dev` is released again.
-    fn probe(dev: &Device, id: &DeviceId) -> Result<Self::Data>;
+    fn probe(dev: &Device, id_info: &Self::IdInfo) -> impl PinInit<Self, Error>;
 
     /// Unbinds the driver from `dev`. Process context, may sleep.
     ///
-    /// `data` is dropped right after this returns; then the device's resources are released.
-    fn remove(dev: &Device, data: &Self::Data) {
-        let _ = (dev, data);
+    /// `this` is dropped right after this returns; then the device's resources are released.
+    fn unbind(dev: &Device, this: Pin<&Self>) {
+        let _ = (dev, this);
     }
 
     /// Quiesces `dev` before a reboot or power-off (`pci_driver::shutdown`). Process
-    /// context, may sleep.
+    /// context, may sleep. (Not in upstream's Rust PCI driver yet.)
     ///
-    /// The device stays bound and `data` alive afterwards; the system may go on running
+    /// The device stays bound and `this` alive afterwards; the system may go on running
     /// (kexec), so the device must stay safe to use.
-    fn shutdown(dev: &Device, data: &Self::Data) {
-        let _ = (dev, data);
+    fn shutdown(dev: &Device, this: Pin<&Self>) {
+        let _ = (dev, this);
     }
 }
 
 /// What the driver core holds for a bound device (its `drvdata`).
-struct Bound<D> {
-    data: D,
+#[pin_data]
+struct Bound<T> {
+    #[pin]
+    data: T,
+    /// The regions requested through the device while probing.
     requested: u8,
 }
 
 /// The registration of a PCI driver with the PCI core.
 ///
 /// Registering probes all matching devices; dropping unregisters the driver, which removes it
-/// from every bound device (calling [`Driver::remove`]) before it returns. Keep it pinned in the
+/// from every bound device (calling [`Driver::unbind`]) before it returns. Keep it pinned in the
 /// module, e.g. as `Pin<KBox<Registration<T>>>` made with `KBox::pin_init`, or use
 /// [`module_pci_driver!`](crate::module_pci_driver).
 ///
@@ -500,18 +552,26 @@ unsafe extern "C" fn probe_callback<T: Driver>(
             name: T::NAME,
             requested: Cell::new(0),
         };
-        // SAFETY: The PCI core passes the matching entry, valid during the call; `DeviceId` is a
-        // transparent wrapper.
-        let id = unsafe { &*id.cast::<DeviceId>() };
-        // Allocate first, so a successful probe is not undone for want of memory.
-        let slot = KBox::<Bound<T::Data>>::new_uninit(GFP_KERNEL)?;
-        let data = T::probe(&dev, id)?;
-        let bound = slot.write(Bound {
-            data,
-            requested: dev.requested.get(),
-        });
-        // SAFETY: `pdev` is valid; the driver core owns drvdata while the device is bound to us.
-        unsafe { bindings::pci_set_drvdata(pdev.as_ptr(), KBox::into_raw(bound).cast()) };
+        // SAFETY: The PCI core passes the matching entry of `T::ID_TABLE`, valid during the
+        // call, whose `driver_data` `RawIdArray::new` set to its index.
+        let index = unsafe { (*id).driver_data };
+        let info = T::ID_TABLE.info(index).ok_or(EINVAL)?;
+        let bound = KBox::pin_init(
+            // Fields are initialised in this order: `requested` after probe.
+            try_pin_init!(Bound {
+                data <- T::probe(&dev, info),
+                requested: dev.requested.get(),
+            }? Error),
+            GFP_KERNEL,
+        )?;
+        // SAFETY: `pdev` is valid; the driver core owns drvdata while the device is bound to
+        // us. The box stays pinned: only `remove_callback` takes it back, as a pinned box.
+        unsafe {
+            bindings::pci_set_drvdata(
+                pdev.as_ptr(),
+                KBox::into_raw(Pin::into_inner_unchecked(bound)).cast(),
+            )
+        };
         Ok(0)
     })
 }
@@ -523,10 +583,12 @@ unsafe extern "C" fn remove_callback<T: Driver>(pdev: *mut bindings::pci_dev) {
     let Some(pdev) = NonNull::new(pdev) else {
         return;
     };
-    // SAFETY: `pdev` is bound to `T`, so probe succeeded and its drvdata is the `Bound` it
-    // stored, which is ours to take back.
+    // SAFETY: `pdev` is bound to `T`, so probe succeeded and its drvdata is the pinned
+    // `Bound` it stored, which is ours to take back, pinned again.
     let bound = unsafe {
-        KBox::from_raw(bindings::pci_get_drvdata(pdev.as_ptr()).cast::<Bound<T::Data>>())
+        Pin::new_unchecked(KBox::from_raw(
+            bindings::pci_get_drvdata(pdev.as_ptr()).cast::<Bound<T>>(),
+        ))
     };
     // INVARIANT: The PCI core calls remove with a valid device bound to `T`.
     let dev = Device {
@@ -534,7 +596,9 @@ unsafe extern "C" fn remove_callback<T: Driver>(pdev: *mut bindings::pci_dev) {
         name: T::NAME,
         requested: Cell::new(bound.requested),
     };
-    T::remove(&dev, &bound.data);
+    // SAFETY: `data` is structurally pinned: nothing moves it out of the pinned box.
+    let data = unsafe { bound.as_ref().map_unchecked(|b| &b.data) };
+    T::unbind(&dev, data);
     drop(bound);
     // The driver core now releases the devres-managed resources.
 }
@@ -547,16 +611,20 @@ unsafe extern "C" fn shutdown_callback<T: Driver>(pdev: *mut bindings::pci_dev) 
         return;
     };
     // SAFETY: The driver core calls shutdown only for a device whose probe succeeded, so its
-    // drvdata is the `Bound` probe stored; it stays owned by the driver core (only `remove`
-    // takes it back, never concurrently with shutdown), so it is only borrowed here.
-    let bound = unsafe { &*bindings::pci_get_drvdata(pdev.as_ptr()).cast::<Bound<T::Data>>() };
+    // drvdata is the pinned `Bound` probe stored; it stays owned by the driver core (only
+    // `remove` takes it back, never concurrently with shutdown), so it is only borrowed here.
+    let bound = unsafe {
+        Pin::new_unchecked(&*bindings::pci_get_drvdata(pdev.as_ptr()).cast::<Bound<T>>())
+    };
     // INVARIANT: The PCI core calls shutdown with a valid device bound to `T`.
     let dev = Device {
         pdev,
         name: T::NAME,
         requested: Cell::new(bound.requested),
     };
-    T::shutdown(&dev, &bound.data);
+    // SAFETY: As in `remove_callback`.
+    let data = unsafe { bound.map_unchecked(|b| &b.data) };
+    T::shutdown(&dev, data);
 }
 
 /// Declares a module that registers one PCI driver.
