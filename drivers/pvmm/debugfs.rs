@@ -6,10 +6,7 @@
 //! settings are module parameters (see `settings`). Without debugfs the driver works
 //! the same, only these files are missing.
 
-use core::{
-    fmt::{self, Write},
-    sync::atomic::Ordering::Relaxed,
-};
+use core::{fmt, sync::atomic::Ordering::Relaxed};
 use kernel::{c_str, debugfs, prelude::*, sync::Arc};
 
 use crate::{ivshmem::Engine, settings::Knob, wire};
@@ -22,8 +19,8 @@ use crate::{ivshmem::Engine, settings::Knob, wire};
 /// maxima are read without it.
 struct StatsFile(Arc<Engine>);
 
-impl debugfs::Show for StatsFile {
-    fn show(&self, w: &mut impl Write) -> fmt::Result {
+impl fmt::Display for StatsFile {
+    fn fmt(&self, w: &mut fmt::Formatter<'_>) -> fmt::Result {
         let e = &self.0;
         let g = e.gauges();
         for knob in Knob::ALL {
@@ -60,9 +57,11 @@ impl debugfs::Show for StatsFile {
         writeln!(w, "resetting {}", u8::from(g.resetting))?;
         writeln!(w, "host_dead {}", u8::from(g.host_dead))
     }
+}
 
+impl debugfs::Reader for StatsFile {
     /// `reset_peaks` restarts the peak gauges and the maxima.
-    fn store(&self, input: &[u8]) -> Result {
+    fn read_from_slice(&self, input: &[u8]) -> Result {
         if crate::settings::trim(input) != b"reset_peaks" {
             return Err(EINVAL);
         }
@@ -77,8 +76,8 @@ struct DeviceFile {
     header: wire::Header,
 }
 
-impl debugfs::Show for DeviceFile {
-    fn show(&self, w: &mut impl Write) -> fmt::Result {
+impl fmt::Display for DeviceFile {
+    fn fmt(&self, w: &mut fmt::Formatter<'_>) -> fmt::Result {
         let h = &self.header;
         writeln!(w, "peer {}", self.peer)?;
         writeln!(w, "host_peer {}", h.host_peer)?;
@@ -108,16 +107,8 @@ impl DebugFiles {
     pub(crate) fn new(engine: &Arc<Engine>, peer: u32, header: wire::Header) -> Result<Self> {
         let dir = debugfs::Dir::new(c_str!("pvmm"));
         Ok(DebugFiles {
-            _stats: dir.file(
-                c_str!("stats"),
-                0o644,
-                Arc::new(StatsFile(engine.clone()), GFP_KERNEL)?,
-            )?,
-            _device: dir.file(
-                c_str!("device"),
-                0o444,
-                Arc::new(DeviceFile { peer, header }, GFP_KERNEL)?,
-            )?,
+            _stats: dir.read_write_file(c_str!("stats"), StatsFile(engine.clone()))?,
+            _device: dir.read_only_file(c_str!("device"), DeviceFile { peer, header })?,
             _dir: dir,
         })
     }

@@ -2,13 +2,14 @@
 
 //! Debugfs directories and files.
 //!
-//! A [`Dir`] is a debugfs directory; a [`File`] is a file in it whose content comes from a
-//! [`Show`] implementation. Both are removed when dropped.
+//! A [`Dir`] is a debugfs directory; a [`File`] is a file in it that owns its data: read-only
+//! files show it through [`Writer`], which every [`core::fmt::Display`] type is, and read-write
+//! files also parse what is written to them through [`Reader`]. Both are removed when dropped.
 //!
 //! Following kernel convention, debugfs errors are not reported to the caller: a directory or
 //! file that could not be created is simply absent, and everything still works otherwise
 //! (children of a missing directory are missing too). Only allocation of the per-file state can
-//! fail [`Dir::file`].
+//! fail [`Dir::read_only_file`] and [`Dir::read_write_file`].
 //!
 //! Lifetime: files are created with `debugfs_create_file()`, i.e. behind debugfs' full proxy,
 //! which takes a reference on the file around every `open`/`read`/`write`/`llseek` call. Removing
@@ -24,7 +25,10 @@
 //! Without `CONFIG_DEBUG_FS` nothing is created, as with the C stubs, and everything else works
 //! the same.
 //!
-//! This is a local stand-in, for Linux 6.12, for the `debugfs` module of later kernels.
+//! This is a local stand-in, for Linux 6.12, for the `debugfs` module of later kernels (6.18),
+//! with its names: `Dir`, `File`, `read_only_file`, `read_write_file`, `Writer`, `Reader`.
+//! Upstream's files take an in-place initialiser of their data and are pinned, and `Reader`
+//! reads from a user slice; here the data is boxed and `Reader` gets the copied bytes.
 //!
 //! C header: [`include/linux/debugfs.h`](srctree/include/linux/debugfs.h)
 
@@ -139,18 +143,38 @@ impl Dir {
         }
     }
 
-    /// Creates file `name` with permissions `mode` (e.g. `0o444`) inside `self`, whose content is
-    /// rendered by `data`'s [`Show::show`] and whose writes go to [`Show::store`].
+    /// Creates the read-only (`0444`) file `name` inside `self`, which shows `data` as its
+    /// [`Writer`] (any [`fmt::Display`]) renders it.
     ///
     /// Fails only with `ENOMEM`; if debugfs cannot create the file, the returned [`File`] holds
     /// `data` without a dentry.
-    pub fn file<T: Show + 'static>(&self, name: &CStr, mode: u16, data: Arc<T>) -> Result<File<T>> {
+    pub fn read_only_file<T>(&self, name: &CStr, data: T) -> Result<File<T>>
+    where
+        T: Writer + Send + Sync + 'static,
+    {
+        self.file(name, 0o444, data, None)
+    }
+
+    /// Creates the read-write (`0644`) file `name` inside `self`, which shows `data` as
+    /// [`Dir::read_only_file`] does and hands what is written to it to its [`Reader`].
+    pub fn read_write_file<T>(&self, name: &CStr, data: T) -> Result<File<T>>
+    where
+        T: Writer + Reader + Send + Sync + 'static,
+    {
+        self.file(name, 0o644, data, Some(store_shim::<T>))
+    }
+
+    fn file<T>(&self, name: &CStr, mode: u16, data: T, store: Option<StoreFn>) -> Result<File<T>>
+    where
+        T: Writer + Send + Sync + 'static,
+    {
+        let data = KBox::new(data, GFP_KERNEL)?;
         let data_ptr: *const T = &*data;
         let node = KBox::new(
             Node {
                 data: data_ptr.cast(),
                 show: show_shim::<T>,
-                store: store_shim::<T>,
+                store,
             },
             GFP_KERNEL,
         )?;
@@ -181,37 +205,41 @@ impl Dir {
     }
 }
 
-/// The content of a debugfs [`File`].
+/// What a debugfs file shows: implemented for everything that is [`fmt::Display`].
 ///
-/// Called in process context and possibly concurrently from several readers and writers, hence
-/// `Send + Sync`; use interior mutability with proper synchronisation for state.
-pub trait Show: Send + Sync {
-    /// Writes the whole content of the file to `w`.
-    ///
-    /// Called for each `read()`, so a reader that uses several calls can see content from
-    /// different moments; readers that want a snapshot read at least one page at a time (as
-    /// `cat` does). May sleep.
-    fn show(&self, w: &mut impl fmt::Write) -> fmt::Result;
+/// Called in process context for each `read()`, possibly from several readers at once, so a
+/// reader that uses several calls can see content from different moments; readers that want a
+/// snapshot read at least one page at a time (as `cat` does). May sleep.
+pub trait Writer {
+    /// Writes the whole content of the file.
+    fn write(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result;
+}
 
-    /// Handles one `write()` call with its `input`, at most one page long; the file offset is
-    /// ignored. May sleep.
-    ///
-    /// The default refuses with `EPERM`, which root could otherwise bypass the file mode for.
-    fn store(&self, input: &[u8]) -> Result {
-        let _ = input;
-        Err(EPERM)
+impl<T: fmt::Display + ?Sized> Writer for T {
+    fn write(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
-/// A debugfs file backed by a [`Show`] implementation, removed on drop.
+/// What a writable debugfs file does with what is written to it.
+///
+/// Called in process context, possibly concurrently with reads and other writes; use interior
+/// mutability with proper synchronisation for state.
+pub trait Reader {
+    /// Handles one `write()` call with its `input`, at most one page long; the file offset is
+    /// ignored. May sleep.
+    fn read_from_slice(&self, input: &[u8]) -> Result;
+}
+
+/// A debugfs file that owns its data, removed on drop.
 ///
 /// Holds `data` until the file is removed and all running reads and writes have returned, so
 /// the callbacks never see a dropped `T`. Drop it in process context (removal may sleep).
-pub struct File<T: Show> {
+pub struct File<T> {
     // Field order is drop order: the dentry goes first.
     _entry: Option<Entry>,
     _node: KBox<Node>,
-    _data: Arc<T>,
+    _data: KBox<T>,
 }
 
 /// Type-erased per-file state; debugfs hands a pointer to it to the file operations.
@@ -223,29 +251,43 @@ pub struct File<T: Show> {
 struct Node {
     data: *const c_void,
     show: unsafe fn(*const c_void, &mut Buffer) -> fmt::Result,
-    store: unsafe fn(*const c_void, &[u8]) -> Result,
+    /// `None` for a read-only file.
+    store: Option<StoreFn>,
 }
 
-// SAFETY: `data` points to a `T: Show`, which is `Send + Sync`; the rest are function pointers.
+/// The type-erased [`Reader::read_from_slice`] of a file's data.
+type StoreFn = unsafe fn(*const c_void, &[u8]) -> Result;
+
+// SAFETY: `data` points to a `T` that is `Send + Sync`; the rest are function pointers.
 unsafe impl Send for Node {}
 
 // SAFETY: As for `Send`; the node is never mutated after creation.
 unsafe impl Sync for Node {}
 
-/// # Safety
-///
-/// `data` must point to a live `T`.
-unsafe fn show_shim<T: Show>(data: *const c_void, w: &mut Buffer) -> fmt::Result {
-    // SAFETY: Guaranteed by the caller.
-    unsafe { &*data.cast::<T>() }.show(w)
+/// Renders a [`Writer`] with `{}`.
+struct Shown<'a, T>(&'a T);
+
+impl<T: Writer> fmt::Display for Shown<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.write(f)
+    }
 }
 
 /// # Safety
 ///
 /// `data` must point to a live `T`.
-unsafe fn store_shim<T: Show>(data: *const c_void, input: &[u8]) -> Result {
+unsafe fn show_shim<T: Writer>(data: *const c_void, w: &mut Buffer) -> fmt::Result {
     // SAFETY: Guaranteed by the caller.
-    unsafe { &*data.cast::<T>() }.store(input)
+    let data = unsafe { &*data.cast::<T>() };
+    fmt::Write::write_fmt(w, format_args!("{}", Shown(data)))
+}
+
+/// # Safety
+///
+/// `data` must point to a live `T`.
+unsafe fn store_shim<T: Reader>(data: *const c_void, input: &[u8]) -> Result {
+    // SAFETY: Guaranteed by the caller.
+    unsafe { &*data.cast::<T>() }.read_from_slice(input)
 }
 
 /// The growable kernel buffer a file is rendered into.
@@ -338,8 +380,12 @@ unsafe extern "C" fn file_write(
     if let Err(e) = UserSlice::new(ubuf as usize, count).read_all(&mut input, GFP_KERNEL) {
         return err_ret(e);
     }
+    let Some(store) = node.store else {
+        // Read-only: root could otherwise bypass the file mode.
+        return err_ret(EPERM);
+    };
     // SAFETY: By the invariant of `Node`, `data` is the live `T` that `store` expects.
-    match unsafe { (node.store)(node.data, &input) } {
+    match unsafe { store(node.data, &input) } {
         // At most a page, so it fits.
         Ok(()) => count as isize,
         Err(e) => err_ret(e),
