@@ -12,7 +12,7 @@ use kernel::{irq::with_local_irqs_disabled, mm_hooks::SpaceId, prelude::*, time:
 use crate::{
     notify::{Doorbell, Notifier},
     settings::{Knob, Mode, Settings},
-    stats::count_problem,
+    stats::{count_problem, Maxima, Stats},
     wire::{self, Layout, Op, SharedMemory},
 };
 
@@ -20,21 +20,31 @@ use crate::{
 /// a synchronous wait.
 pub(crate) const CQ_PASS: u32 = 32;
 
-/// A synchronous teardown's host call: rings the host and spins until `waiter` is set
-/// or the acknowledgment of the DESTROY of `id` tagged `tag` is in the ring, with
+/// What a synchronous teardown waits for: its `waiter` flag, set when the engine
+/// consumes the acknowledgment, or the acknowledgment itself, the DESTROY completion
+/// of `id` tagged `tag`, still in the ring. A plain value.
+pub(crate) struct Awaited<'a> {
+    pub(crate) waiter: &'a AtomicBool,
+    pub(crate) id: SpaceId,
+    pub(crate) tag: u32,
+}
+
+/// A synchronous teardown's host call: rings the host and spins until what is
+/// [`Awaited`] happens, with
 /// interrupts off from the doorbell on, as a hypercall would; in `chunked` mode for at
 /// most `chunk_us` at a time, as a hypercall with continuations would. Accounts for
 /// the time waited, measured before interrupts were on again. The caller has
 /// published the request and dropped the engine lock.
 pub(crate) fn wait_for_ack<M: SharedMemory + Send + Sync, B: Doorbell>(
     io: &Notifier<M, B>,
+    stats: &Stats,
+    maxima: &Maxima,
     settings: &Settings,
     layout: &Layout,
-    waiter: &AtomicBool,
-    id: SpaceId,
-    tag: u32,
+    awaited: Awaited<'_>,
     mode: Mode,
 ) {
+    let Awaited { waiter, id, tag } = awaited;
     let chunk_ns = match mode {
         Mode::Chunked => {
             i64::try_from(settings.get(Knob::ChunkUs).saturating_mul(1000)).unwrap_or(i64::MAX)
@@ -44,7 +54,6 @@ pub(crate) fn wait_for_ack<M: SharedMemory + Send + Sync, B: Doorbell>(
     let timeout_ns = i64::try_from(settings.get(Knob::SyncTimeoutMs).saturating_mul(1_000_000))
         .unwrap_or(i64::MAX);
     let shm = io.shm();
-    let stats = io.stats();
     let start = Ktime::ktime_get();
     let mut first = true;
     let mut watch = wire::CqWatch::new(Op::Destroy, id, tag);
@@ -53,7 +62,7 @@ pub(crate) fn wait_for_ack<M: SharedMemory + Send + Sync, B: Doorbell>(
         let (done, off_ns, end) = with_local_irqs_disabled(|| {
             let t0 = Ktime::ktime_get();
             if core::mem::take(&mut first) {
-                io.ring_now();
+                io.ring_now(stats);
             }
             loop {
                 // A bounded read per poll: a host that floods the ring must
@@ -71,7 +80,7 @@ pub(crate) fn wait_for_ack<M: SharedMemory + Send + Sync, B: Doorbell>(
         });
         // Interrupts are on again here: pending ones have just been taken.
         let off_us = u64::try_from(off_ns / 1000).unwrap_or(0);
-        io.maxima().irq_off_max_us.fetch_max(off_us, Relaxed);
+        maxima.irq_off_max_us.fetch_max(off_us, Relaxed);
         stats.irq_off_stretches.fetch_add(1, Relaxed);
         if off_us >= 1000 {
             stats.irq_off_long.fetch_add(1, Relaxed);
@@ -95,5 +104,5 @@ pub(crate) fn wait_for_ack<M: SharedMemory + Send + Sync, B: Doorbell>(
     };
     let us = u64::try_from((end - start).to_ns() / 1000).unwrap_or(0);
     stats.sync_wait_us.fetch_add(us, Relaxed);
-    io.maxima().sync_wait_max_us.fetch_max(us, Relaxed);
+    maxima.sync_wait_max_us.fetch_max(us, Relaxed);
 }

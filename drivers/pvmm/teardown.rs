@@ -20,18 +20,18 @@ use kernel::{
     static_lock_class,
     sync::{
         lock::{spinlock::SpinLockBackend, Guard},
-        Arc, CondVar, CondVarTimeoutResult, SpinLock,
+        Arc, ArcBorrow, CondVar, CondVarTimeoutResult, SpinLock,
     },
     time::{msecs_to_jiffies, Ktime},
-    timer::Timer,
+    timer::{Timer, TimerCallback},
 };
 
 use crate::{
-    notify::{self, Doorbell, Notifier},
+    notify::{Doorbell, Notifier, Pending},
     settings::{Knob, Mode, Settings},
     space::{Space, State, Tally},
     stats::{count_problem, Gauges, Maxima, Stats},
-    sync::{self, CQ_PASS},
+    sync::{self, Awaited, CQ_PASS},
     wire::{
         self, BadEntry, Completion, CqConsumer, Layout, LogProducer, Op, Release, SharedMemory,
         SqProducer, Status, Why,
@@ -147,19 +147,26 @@ impl Inner {
 /// the threaded interrupt handler. It is never taken in hard interrupt context, with
 /// interrupts off, or from the timer, and nothing is allocated under it. Doorbells
 /// are rung after the lock is dropped. `progress` is notified whenever outstanding
-/// work completes; throttled `pgd_alloc` calls wait on it. `settings` and the
-/// [`Notifier`] need no lock.
+/// work completes; throttled `pgd_alloc` calls wait on it. `settings`, the
+/// [`Notifier`], the counters and the timer need no lock.
 ///
 /// # Lifetime
 ///
-/// Shared through an `Arc` by the hook registration, the interrupt handler and the
-/// debugfs files; the hooks and the interrupt are torn down before the device is
-/// unmapped, and the deadline timer is shut down when the engine is dropped.
+/// Shared through an `Arc` by the hook registration, the interrupt handler, the
+/// debugfs files and, while it is armed, the flush-deadline timer; the hooks and the
+/// interrupt are torn down before the device is unmapped, and the timer is cancelled
+/// when detaching.
 #[pin_data]
 pub(crate) struct Teardown<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> {
-    /// The flush-deadline timer; owns the [`Notifier`]. No lock.
+    /// The flush deadline of an incomplete batch, armed by the hooks. No lock.
     #[pin]
-    deadline: Timer<Notifier<M, B>>,
+    deadline: Timer<Self>,
+    /// Shared memory, doorbell and batching. No lock.
+    notifier: Notifier<M, B>,
+    /// Event counters. No lock (atomics).
+    stats: Stats,
+    /// Longest synchronous stretches. No lock (atomics).
+    maxima: Maxima,
     /// Fixed at attach.
     layout: Layout,
     #[pin]
@@ -236,7 +243,10 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             .then(|| wire::LogProducer::resume(layout, &shm));
         let notifier = Notifier::new(shm, bell, features);
         try_pin_init!(Self {
-            deadline <- Timer::new(notifier, c_str!("pvmm_flush"), static_lock_class!()),
+            deadline <- Timer::new(c_str!("pvmm_flush"), static_lock_class!()),
+            notifier,
+            stats: Stats::default(),
+            maxima: Maxima::default(),
             layout,
             inner <- new_spinlock!(Inner {
                 sq,
@@ -267,18 +277,14 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         }? Error)
     }
 
-    fn io(&self) -> &Notifier<M, B> {
-        self.deadline.handler()
-    }
-
     /// Event counters.
     pub(crate) fn stats(&self) -> &Stats {
-        self.io().stats()
+        &self.stats
     }
 
     /// Longest synchronous stretches since the last reset.
     pub(crate) fn maxima(&self) -> &Maxima {
-        self.io().maxima()
+        &self.maxima
     }
 
     /// Current gauges.
@@ -302,7 +308,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             host_dead: inner.host_dead,
             closing: inner.closing,
             peak_host_held: inner.peak_host_held,
-            host_rejected: wire::host_rejected(self.io().shm()),
+            host_rejected: wire::host_rejected(self.notifier.shm()),
         }
     }
 
@@ -334,9 +340,9 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     fn request_reset(&self, inner: &mut Inner) {
         inner.broken = true;
         if self.features & wire::FEATURE_RESET != 0 && inner.reset.is_none() {
-            inner.reset = Some(wire::guest_request_reset(self.io().shm()));
+            inner.reset = Some(wire::guest_request_reset(self.notifier.shm()));
             // Rare enough to ring under the lock; the host may be idle.
-            self.io().ring_now();
+            self.notifier.ring_now(&self.stats);
         }
     }
 
@@ -344,7 +350,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     /// so every parked page directory is released and every record dropped. Returns
     /// whether the reset is done (or none was pending).
     fn poll_reset(&self, inner: &mut Inner) -> bool {
-        let shm = self.io().shm();
+        let shm = self.notifier.shm();
         let Some(seq) = inner.reset else {
             return true;
         };
@@ -386,7 +392,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                 tag,
                 why,
             };
-            if log.push(self.io().shm(), &r).is_err() {
+            if log.push(self.notifier.shm(), &r).is_err() {
                 self.stats().release_log_dropped.fetch_add(1, Relaxed);
             }
         }
@@ -434,7 +440,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             inner.enqueue(id, op);
             return false;
         }
-        match inner.sq.push(self.io().shm(), &space.request(id, op)) {
+        match inner.sq.push(self.notifier.shm(), &space.request(id, op)) {
             Ok(()) => {
                 self.submitted(inner, id, op);
                 true
@@ -455,21 +461,33 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     fn publish(&self, inner: &Inner, n: u32) {
         if n != 0 {
             // The wakeup flag is read again when deciding, closer to the doorbell.
-            let _ = inner.sq.publish(self.io().shm());
+            let _ = inner.sq.publish(self.notifier.shm());
         }
     }
 
     /// Notifies the host of `n` published requests: at once when a batch is full,
-    /// otherwise by the flush deadline.
-    fn notify(&self, n: u32) {
-        notify::notify(&self.deadline, self.settings, n);
+    /// otherwise by the flush deadline, which the engine's timer keeps while it holds a
+    /// reference from `this`.
+    fn notify(this: ArcBorrow<'_, Self>, n: u32) {
+        if let Pending::Defer(us) = this.notifier.published(this.settings, &this.stats, n) {
+            let ms = u32::try_from(us.div_ceil(1000)).unwrap_or(u32::MAX);
+            Timer::arm_within(this, msecs_to_jiffies(ms).max(1));
+        }
+    }
+
+    /// Notifies the host of `n` published requests now: for requests moved out of the
+    /// backlog, one batch that needs no deadline, since the host has just been busy.
+    fn notify_now(&self, n: u32) {
+        if let Pending::Defer(_) = self.notifier.published(self.settings, &self.stats, n) {
+            self.notifier.flush(&self.stats);
+        }
     }
 
     /// Publishes `n` written requests, drops the engine lock and notifies the host.
-    fn hand_over(&self, guard: InnerGuard<'_>, n: u32) {
-        self.publish(&guard, n);
+    fn hand_over(this: ArcBorrow<'_, Self>, guard: InnerGuard<'_>, n: u32) {
+        this.publish(&guard, n);
         drop(guard);
-        self.notify(n);
+        Self::notify(this, n);
     }
 
     /// Moves queued requests into the ring, oldest first, while it has room and the
@@ -493,7 +511,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             if op == Op::Destroy && !inner.credits.fits(space.pages, self.settings) {
                 break;
             }
-            match inner.sq.push(self.io().shm(), &space.request(id, op)) {
+            match inner.sq.push(self.notifier.shm(), &space.request(id, op)) {
                 Ok(()) => {}
                 Err(wire::Error::Full) => break,
                 Err(e) => {
@@ -600,7 +618,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                 Op::Destroy => {
                     s.state == State::Destroying
                         && s.in_flight
-                        && inner.sq.consumed(self.io().shm(), s.sq_pos)
+                        && inner.sq.consumed(self.notifier.shm(), s.sq_pos)
                 }
             },
             _ => false,
@@ -641,7 +659,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     /// `cq_entries` entries per call in all: whatever a hostile host adds beyond that
     /// waits for the next interrupt, which it asks for by re-arming.
     pub(crate) fn process_completions(&self) {
-        let shm = self.io().shm();
+        let shm = self.notifier.shm();
         let mut budget = self.layout.cq_entries;
         let mut valid = false;
         loop {
@@ -686,7 +704,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                 let _ = inner.cq.set_need_irq(shm, true);
             }
             drop(guard);
-            self.notify(n);
+            self.notify_now(n);
             if !more || budget == 0 {
                 if more {
                     self.stats().completion_passes_cut.fetch_add(1, Relaxed);
@@ -724,7 +742,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         const STEP_MS: i64 = 20;
         loop {
             self.process_completions();
-            self.io().flush();
+            self.notifier.flush(&self.stats);
             let mut inner = self.inner.lock();
             if done(self, &inner) {
                 return true;
@@ -778,7 +796,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     /// acknowledged, counted and logged, and leaves the ring.
     pub(crate) fn finish(&self) {
         self.process_completions();
-        self.deadline.cancel_sync();
+        Timer::cancel_sync(self);
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
         let mut forced = 0u64;
@@ -794,7 +812,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             }
         }
         drop(guard);
-        wire::guest_detach(self.io().shm());
+        wire::guest_detach(self.notifier.shm());
         if forced != 0 {
             pr_warn!("released {forced} page directories the host never acknowledged\n");
         }
@@ -804,7 +822,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     /// completion it will post (CREATEs included) is in the ring already. A host that
     /// never goes idle keeps the drain waiting until its deadline.
     fn host_settled(&self, inner: &Inner) -> bool {
-        let shm = self.io().shm();
+        let shm = self.notifier.shm();
         let taken = inner
             .sq
             .space(shm)
@@ -886,16 +904,16 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
 }
 
 impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for Teardown<M, B> {
-    fn pgd_alloc(&self, space: &AddressSpace) -> Result {
-        if self.settings.mode() == Mode::Off {
-            self.stats().spaces_untracked.fetch_add(1, Relaxed);
+    fn pgd_alloc(this: ArcBorrow<'_, Self>, space: &AddressSpace) -> Result {
+        if this.settings.mode() == Mode::Off {
+            this.stats().spaces_untracked.fetch_add(1, Relaxed);
             return Ok(());
         }
         let id = space.id();
-        let record = Space::new(wire::tag(self.epoch, self.next_seq.fetch_add(1, Relaxed)))?;
+        let record = Space::new(wire::tag(this.epoch, this.next_seq.fetch_add(1, Relaxed)))?;
         let node = RBTreeNode::new(id, record, GFP_KERNEL)?;
-        let mut guard = self.inner.lock();
-        self.throttle(&mut guard)?;
+        let mut guard = this.inner.lock();
+        this.throttle(&mut guard)?;
         let inner = &mut *guard;
         if inner.closing || inner.broken {
             return Ok(());
@@ -910,16 +928,16 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
         }
         inner.spaces.insert(node);
         inner.spaces_live += 1;
-        self.stats().spaces_created.fetch_add(1, Relaxed);
-        let n = u32::from(self.submit(inner, id, Op::Create));
-        self.hand_over(guard, n);
+        this.stats().spaces_created.fetch_add(1, Relaxed);
+        let n = u32::from(this.submit(inner, id, Op::Create));
+        Self::hand_over(this, guard, n);
         Ok(())
     }
 
-    fn exit_mmap(&self, space: &AddressSpace) {
+    fn exit_mmap(this: ArcBorrow<'_, Self>, space: &AddressSpace) {
         let id = space.id();
         let pages = space.rss_pages();
-        let mode = self.settings.mode();
+        let mode = this.settings.mode();
         let blocking = matches!(mode, Mode::Sync | Mode::Chunked);
         // A blocking teardown's flag, allocated before the lock, under which nothing is
         // allocated. Without it the teardown goes asynchronous.
@@ -928,14 +946,14 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
         } else {
             None
         };
-        let mut guard = self.inner.lock();
+        let mut guard = this.inner.lock();
         let inner = &mut *guard;
         let Some(s) = inner.spaces.get_mut(&id) else {
             drop(guard);
             let c = if mode == Mode::Off {
-                &self.stats().teardowns_off
+                &this.stats().teardowns_off
             } else {
-                &self.stats().untracked_exits
+                &this.stats().untracked_exits
             };
             c.fetch_add(1, Relaxed);
             return;
@@ -950,56 +968,60 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
             s.pages = pages;
             inner.outstanding.add(pages);
             drop(guard);
-            self.stats().fallback_exits.fetch_add(1, Relaxed);
+            this.stats().fallback_exits.fetch_add(1, Relaxed);
             return;
         }
         let c = match mode {
-            Mode::Sync => &self.stats().teardowns_sync,
-            Mode::Chunked => &self.stats().teardowns_chunked,
+            Mode::Sync => &this.stats().teardowns_sync,
+            Mode::Chunked => &this.stats().teardowns_chunked,
             // A space registered before the switch to `off` still has a host object,
             // which is destroyed as in `async`.
-            Mode::Off => &self.stats().teardowns_off,
-            Mode::Async => &self.stats().teardowns_async,
+            Mode::Off => &this.stats().teardowns_off,
+            Mode::Async => &this.stats().teardowns_async,
         };
         c.fetch_add(1, Relaxed);
         let tag = s.tag;
         match &waiter {
             Some(w) => s.waiter = Some(w.clone()),
             None if blocking => {
-                self.stats().sync_fallbacks.fetch_add(1, Relaxed);
+                this.stats().sync_fallbacks.fetch_add(1, Relaxed);
             }
             None => {}
         }
-        let n = u32::from(self.start_destroy(inner, id, pages));
+        let n = u32::from(this.start_destroy(inner, id, pages));
         let Some(waiter) = waiter else {
-            return self.hand_over(guard, n);
+            return Self::hand_over(this, guard, n);
         };
         // The blocking call rings itself, and must not spin under the lock.
-        self.publish(inner, n);
+        this.publish(inner, n);
         drop(guard);
         if n == 0 {
             // Queued behind a full ring (or nothing to do): completes asynchronously.
             if !waiter.load(Acquire) {
-                self.stats().sync_fallbacks.fetch_add(1, Relaxed);
+                this.stats().sync_fallbacks.fetch_add(1, Relaxed);
             }
             return;
         }
         sync::wait_for_ack(
-            self.io(),
-            self.settings,
-            &self.layout,
-            &waiter,
-            id,
-            tag,
+            &this.notifier,
+            &this.stats,
+            &this.maxima,
+            this.settings,
+            &this.layout,
+            Awaited {
+                waiter: &waiter,
+                id,
+                tag,
+            },
             mode,
         );
         // Consume the acknowledgment now rather than at the next interrupt.
-        self.process_completions();
+        this.process_completions();
     }
 
-    fn pgd_free(&self, pgd: PageDirectory) {
+    fn pgd_free(this: ArcBorrow<'_, Self>, pgd: PageDirectory) {
         let id = pgd.id();
-        let mut guard = self.inner.lock();
+        let mut guard = this.inner.lock();
         let inner = &mut *guard;
         let Some(mut state) = inner.spaces.get(&id).map(|s| s.state) else {
             // Not tracked: nothing on the host refers to it.
@@ -1018,7 +1040,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
             } else {
                 // Freed without exit_mmap (fork or exec failed after pgd_alloc): the
                 // host still has its object, so destroy it now.
-                n = u32::from(self.start_destroy(inner, id, 0));
+                n = u32::from(this.start_destroy(inner, id, 0));
             }
             state = inner.spaces.get(&id).map_or(State::Acked, |s| s.state);
         }
@@ -1026,31 +1048,47 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
             (State::Destroying, Some(s)) if inner.reset.is_some() || !inner.broken => {
                 s.pgd = Some(pgd);
                 inner.pending_pgds += 1;
-                self.stats().pgds_parked.fetch_add(1, Relaxed);
+                this.stats().pgds_parked.fetch_add(1, Relaxed);
             }
             (State::Destroying, Some(_)) => {
                 // A stopped ring that no reset can restart: nothing will ever
                 // acknowledge this space.
                 let tag = inner.untrack(id).map_or(0, |s| s.tag);
-                if self.release_forced(inner, id, tag, pgd) {
+                if this.release_forced(inner, id, tag, pgd) {
                     pr_warn!("released a page directory the host never acknowledged\n");
                 }
-                self.stats().pgds_returned.fetch_add(1, Relaxed);
+                this.stats().pgds_returned.fetch_add(1, Relaxed);
             }
             _ => {
                 // The host is already done (or never heard of it): release now.
                 match inner.untrack(id) {
                     Some(Space {
                         tag, unsent: false, ..
-                    }) => self.release(inner, id, tag, pgd, Why::Acked),
+                    }) => this.release(inner, id, tag, pgd, Why::Acked),
                     _ => {
                         drop(pgd);
-                        self.stats().pgds_released.fetch_add(1, Relaxed);
+                        this.stats().pgds_released.fetch_add(1, Relaxed);
                     }
                 }
-                self.stats().pgds_returned.fetch_add(1, Relaxed);
+                this.stats().pgds_returned.fetch_add(1, Relaxed);
             }
         }
-        self.hand_over(guard, n);
+        Self::hand_over(this, guard, n);
     }
+}
+
+impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> TimerCallback
+    for Teardown<M, B>
+{
+    /// The flush deadline passed: hands the incomplete batch over.
+    fn run(this: Arc<Self>) {
+        if this.notifier.flush(&this.stats) {
+            this.stats.deadline_flushes.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+kernel::impl_has_timer! {
+    impl{M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static}
+        HasTimer<Self> for Teardown<M, B> { self.deadline }
 }

@@ -13,7 +13,7 @@ use crate::{
     ffi::{c_int, c_void},
     page::PAGE_SHIFT,
     prelude::*,
-    sync::Arc,
+    sync::{Arc, ArcBorrow},
     types::Opaque,
 };
 use core::{marker::PhantomData, ptr::NonNull};
@@ -103,17 +103,21 @@ impl Drop for PageDirectory {
 }
 
 /// Callbacks of a driver that keeps host-side state per address space.
+///
+/// Each gets the driver's state as an [`ArcBorrow`] of the `Arc` that the
+/// [`Registration`] holds, so that a callback can hand out references of its own (to
+/// a timer it arms, for instance).
 pub trait MmHooks: Send + Sync {
     /// A new address space got its page directory.
     ///
     /// Process context (fork, exec); may sleep. An error makes the creation fail.
-    fn pgd_alloc(&self, space: &AddressSpace) -> Result;
+    fn pgd_alloc(this: ArcBorrow<'_, Self>, space: &AddressSpace) -> Result;
 
     /// The address space is about to be torn down.
     ///
     /// Process context with the mmap lock held for reading; may sleep, but should
     /// not wait for the host.
-    fn exit_mmap(&self, space: &AddressSpace);
+    fn exit_mmap(this: ArcBorrow<'_, Self>, space: &AddressSpace);
 
     /// The page directory of a dead address space is about to be freed.
     ///
@@ -122,7 +126,7 @@ pub trait MmHooks: Send + Sync {
     /// from here on: dropping it, now or later, frees it. Ownership is the only
     /// way back, so no driver can free a page directory twice or free another one
     /// in its place.
-    fn pgd_free(&self, pgd: PageDirectory);
+    fn pgd_free(this: ArcBorrow<'_, Self>, pgd: PageDirectory);
 }
 
 /// A registration of [`MmHooks`].
@@ -185,10 +189,11 @@ impl<T: MmHooks> Registration<T> {
     /// # Safety
     ///
     /// `data` must be the `ops.data` of a live registration of `Self`.
-    unsafe fn hooks<'a>(data: *mut c_void) -> &'a T {
-        // SAFETY: Per the type invariant `data` points to a `T` kept alive by the
-        // registration, which outlives every callback.
-        unsafe { &*data.cast::<T>() }
+    unsafe fn hooks<'a>(data: *mut c_void) -> ArcBorrow<'a, T> {
+        // SAFETY: Per the type invariant `data` came from `Arc::into_raw` on an
+        // `Arc<T>` that the registration owns, and the registration outlives every
+        // callback.
+        unsafe { ArcBorrow::from_raw(data.cast::<T>()) }
     }
 
     /// # Safety
@@ -204,7 +209,7 @@ impl<T: MmHooks> Registration<T> {
         let hooks = unsafe { Self::hooks(data) };
         // SAFETY: `mm` is valid and has its pgd set for the duration of the call.
         let space = unsafe { AddressSpace::from_raw(mm) };
-        match hooks.pgd_alloc(space) {
+        match T::pgd_alloc(hooks, space) {
             Ok(()) => 0,
             Err(e) => e.to_errno(),
         }
@@ -217,7 +222,7 @@ impl<T: MmHooks> Registration<T> {
         // SAFETY: As in `pgd_alloc_cb`.
         let hooks = unsafe { Self::hooks(data) };
         // SAFETY: `mm` is valid and has its pgd set for the duration of the call.
-        hooks.exit_mmap(unsafe { AddressSpace::from_raw(mm) });
+        T::exit_mmap(hooks, unsafe { AddressSpace::from_raw(mm) });
     }
 
     /// # Safety
@@ -235,7 +240,7 @@ impl<T: MmHooks> Registration<T> {
         };
         // INVARIANT: Returning true below hands `pgd` over to us; the
         // `PageDirectory` releases it exactly once, when it is dropped.
-        hooks.pgd_free(PageDirectory { ptr });
+        T::pgd_free(hooks, PageDirectory { ptr });
         true
     }
 }

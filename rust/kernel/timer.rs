@@ -1,56 +1,122 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Kernel timers (`struct timer_list`) that call a pinned handler.
+//! Kernel timers (`struct timer_list`) embedded in the structure they call back.
 //!
-//! A [`Timer`] owns its handler. The timer is shut down (`timer_shutdown_sync()`) before the
-//! handler is dropped, so the handler never runs after the drop has begun.
+//! A [`Timer<T>`] is a field of a `T` that lives in an [`Arc`]; [`impl_has_timer!`] tells the
+//! timer where it is, and [`TimerCallback::run`] is called with the `Arc<T>` when it expires.
+//! While the timer is pending it holds a reference to its `T`, taken when it is armed
+//! ([`Timer::arm_within`]) and given back when it runs or is cancelled ([`Timer::cancel_sync`]),
+//! so the `T` outlives every expiry and nothing needs to be shut down when it is dropped.
 //!
-//! This is a local stand-in, for Linux 6.12, for the timer abstractions of later kernels.
+//! This is a local stand-in, for Linux 6.12, shaped like upstream's `kernel::time::hrtimer`
+//! (6.15): the timer is embedded in its owner, found by a `HasTimer` implementation that a
+//! macro writes, and started through the owner's `Arc`. It drives a `timer_list`, for which
+//! upstream has no abstraction yet, and rearms with `timer_reduce()` (the earlier expiry wins),
+//! which the flush deadline of a batch needs.
 //!
 //! C header: [`include/linux/timer.h`](srctree/include/linux/timer.h)
 
-use crate::{bindings, prelude::*, str::CStr, sync::LockClassKey, time::Jiffies, types::Opaque};
-use core::marker::PhantomPinned;
+use crate::{
+    bindings,
+    prelude::*,
+    str::CStr,
+    sync::{Arc, ArcBorrow, LockClassKey},
+    time::Jiffies,
+    types::Opaque,
+};
+use core::marker::{PhantomData, PhantomPinned};
 
-/// The callback of a [`Timer`].
-pub trait TimerHandler: Sync {
-    /// The timer expired.
+/// What a [`Timer`] calls when it expires.
+pub trait TimerCallback: HasTimer<Self> + Send + Sync + Sized + 'static {
+    /// The timer embedded in `this` expired.
     ///
     /// Runs in softirq context (a kernel thread on `PREEMPT_RT`): must not sleep.
-    fn expired(&self);
+    fn run(this: Arc<Self>);
 }
 
-/// A one-shot kernel timer with handler `T`.
+/// A type that embeds a [`Timer<T>`].
 ///
-/// Arming and cancelling take `&self` and may race with each other and with the handler; the
-/// timer core serialises them. Drop it in process context (shutting down waits for a running
-/// handler).
+/// # Safety
+///
+/// [`HasTimer::OFFSET`] must be the offset of a field of type `Timer<T>` in `Self`. Implement it
+/// with [`impl_has_timer!`], which computes it.
+pub unsafe trait HasTimer<T> {
+    /// Offset of the `Timer<T>` field in `Self`.
+    const OFFSET: usize;
+
+    /// The embedded timer.
+    fn timer(&self) -> &Timer<T> {
+        let this: *const Self = self;
+        // SAFETY: By the trait's contract, there is a `Timer<T>` at `OFFSET` within `*self`.
+        unsafe { &*this.cast::<u8>().add(Self::OFFSET).cast::<Timer<T>>() }
+    }
+}
+
+/// Implements [`HasTimer`] for a type, naming its [`Timer`] field.
+///
+/// # Examples
+///
+/// ```ignore
+/// struct Flusher {
+///     timer: Timer<Flusher>,
+/// }
+///
+/// kernel::impl_has_timer! {
+///     impl HasTimer<Self> for Flusher { self.timer }
+/// }
+/// ```
+#[macro_export]
+macro_rules! impl_has_timer {
+    (impl$({$($generics:tt)*})? HasTimer<$timer_type:ty> for $self:ty { self.$field:ident }) => {
+        // SAFETY: `OFFSET` is the offset of the field `$field`, of type `Timer<$timer_type>`,
+        // which `assert_timer_field` checks.
+        unsafe impl$(<$($generics)*>)? $crate::timer::HasTimer<$timer_type> for $self {
+            const OFFSET: usize = {
+                $crate::timer::assert_timer_field::<Self, $timer_type, _>(&|this| &this.$field);
+                ::core::mem::offset_of!(Self, $field)
+            };
+        }
+    };
+}
+
+/// Compiles only if `field` borrows a [`Timer<U>`] out of a `T`; for [`impl_has_timer!`].
+#[doc(hidden)]
+pub const fn assert_timer_field<T, U, F: for<'a> Fn(&'a T) -> &'a Timer<U>>(_field: &F) {}
+
+/// A one-shot kernel timer embedded in a `T`.
+///
+/// Arming and cancelling take `&self` and may race with each other and with the callback; the
+/// timer core serialises them. Initialise it with [`Timer::new`] in the pinned initialiser of
+/// its `T`.
 ///
 /// # Invariants
 ///
-/// `raw` was initialised by `init_timer_key()` with [`expired_callback::<T>`] as its function
-/// and is embedded in this pinned `Timer<T>`.
-#[pin_data(PinnedDrop)]
-pub struct Timer<T: TimerHandler + 'static> {
+/// `raw` was initialised by `init_timer_key()` with [`expired_callback::<T>`] as its function,
+/// and this timer is the field of a `T` at [`HasTimer::OFFSET`]. While `raw` is pending, it owns
+/// one reference to that `T`'s `Arc`, made by [`Arc::into_raw`].
+#[pin_data]
+pub struct Timer<T> {
     #[pin]
     raw: Opaque<bindings::timer_list>,
-    handler: T,
+    _owner: PhantomData<T>,
     #[pin]
     _pin: PhantomPinned,
 }
 
-// SAFETY: The timer core synchronises every access to `raw`; `T: Sync` and the handler is only
-// used through shared references.
-unsafe impl<T: TimerHandler + Send + 'static> Send for Timer<T> {}
+// SAFETY: The timer core synchronises every access to `raw`; the `T` is reached only through
+// `Arc<T>` with `T: Send + Sync` (see `TimerCallback`).
+unsafe impl<T> Send for Timer<T> {}
 
 // SAFETY: All methods taking `&self` call timer functions that do their own locking.
-unsafe impl<T: TimerHandler + 'static> Sync for Timer<T> {}
+unsafe impl<T> Sync for Timer<T> {}
 
-impl<T: TimerHandler + 'static> Timer<T> {
-    /// Creates an unarmed timer for `handler`.
-    pub fn new(handler: T, name: &'static CStr, key: &'static LockClassKey) -> impl PinInit<Self> {
+impl<T: TimerCallback> Timer<T> {
+    /// An unarmed timer; `name` and `key` are for lockdep.
+    pub fn new(name: &'static CStr, key: &'static LockClassKey) -> impl PinInit<Self> {
         pin_init!(Self {
             // SAFETY: `slot` is valid for writes and pinned; `name` and `key` are `'static`.
+            // INVARIANT: The callback is `expired_callback::<T>`; the caller embeds the timer
+            // in a `T`, which `HasTimer` (required by `TimerCallback`) locates.
             raw <- Opaque::ffi_init(|slot| unsafe {
                 bindings::init_timer_key(
                     slot,
@@ -60,48 +126,52 @@ impl<T: TimerHandler + 'static> Timer<T> {
                     key.as_ptr(),
                 )
             }),
-            handler,
+            _owner: PhantomData,
             _pin: PhantomPinned,
         })
     }
 
-    /// Returns the handler.
-    pub fn handler(&self) -> &T {
-        &self.handler
-    }
-
-    /// Arms the timer to expire in `delay` jiffies, unless it is already armed to expire
-    /// earlier (`timer_reduce()`). Any context.
-    pub fn arm_within(&self, delay: Jiffies) {
+    /// Arms the timer of `this` to expire in `delay` jiffies, unless it is already armed to
+    /// expire earlier (`timer_reduce()`). Any context.
+    pub fn arm_within(this: ArcBorrow<'_, T>, delay: Jiffies) {
+        let timer = this.timer();
+        // A reference for the timer to own if this arms it.
+        let owned = Arc::into_raw(Arc::<T>::from(this));
         // SAFETY: `jiffies` is a kernel variable that is always valid to read.
         let now = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(bindings::jiffies)) };
         // SAFETY: By the type invariant, `raw` is an initialised timer.
-        unsafe { bindings::timer_reduce(self.raw.get(), now.wrapping_add(delay)) };
+        let was_pending =
+            unsafe { bindings::timer_reduce(timer.raw.get(), now.wrapping_add(delay)) } != 0;
+        if was_pending {
+            // It already owns a reference; `owned` is surplus.
+            // SAFETY: `owned` came from `Arc::into_raw` above and was not handed over.
+            drop(unsafe { Arc::from_raw(owned) });
+        }
+        // INVARIANT: Otherwise the timer was idle and now is pending with `owned`.
     }
 
-    /// Disarms the timer and waits for a running handler to return. May sleep.
-    pub fn cancel_sync(&self) {
+    /// Disarms the timer of `this` and waits for a running callback to return. May sleep; must
+    /// not be called from the callback.
+    pub fn cancel_sync(this: &T) {
+        let timer = this.timer();
         // SAFETY: By the type invariant, `raw` is an initialised timer.
-        unsafe { bindings::timer_delete_sync(self.raw.get()) };
-    }
-}
-
-#[pinned_drop]
-impl<T: TimerHandler + 'static> PinnedDrop for Timer<T> {
-    fn drop(self: Pin<&mut Self>) {
-        // SAFETY: By the type invariant, `raw` is an initialised timer. After this returns it
-        // can be neither armed again nor running, so `handler` may be dropped.
-        unsafe { bindings::timer_shutdown_sync(self.raw.get()) };
+        let was_pending = unsafe { bindings::timer_delete_sync(timer.raw.get()) } != 0;
+        if was_pending {
+            // SAFETY: By the type invariant, a pending timer owns one reference to `this`,
+            // which is no longer pending now: the reference is ours to give back.
+            drop(unsafe { Arc::from_raw(this as *const T) });
+        }
     }
 }
 
 /// # Safety
 ///
-/// Only as the function of a `timer_list` embedded in a live `Timer<T>`.
-unsafe extern "C" fn expired_callback<T: TimerHandler + 'static>(raw: *mut bindings::timer_list) {
-    let offset = core::mem::offset_of!(Timer<T>, raw);
-    // SAFETY: By the type invariant, `raw` is the `raw` field of a `Timer<T>`; `Opaque` is
-    // transparent, so stepping back by the field offset gives the timer.
-    let timer = unsafe { &*raw.cast::<u8>().sub(offset).cast::<Timer<T>>() };
-    timer.handler.expired();
+/// Only as the function of a `timer_list` made by [`Timer::new`] for a `T`.
+unsafe extern "C" fn expired_callback<T: TimerCallback>(raw: *mut bindings::timer_list) {
+    // `raw` is the first field of `Timer<T>` up to `Opaque`'s transparency.
+    let offset = core::mem::offset_of!(Timer<T>, raw) + T::OFFSET;
+    // SAFETY: By the type invariant, `raw` is embedded in a `T` at `offset`, and the timer,
+    // which has just stopped being pending, owned one reference to its `Arc`, now ours.
+    let this = unsafe { Arc::from_raw(raw.cast::<u8>().sub(offset).cast::<T>()) };
+    T::run(this);
 }
