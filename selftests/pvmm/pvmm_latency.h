@@ -433,7 +433,7 @@ static inline int pvmm_phase_run(const struct pvmm_phase_cfg *p,
 	if (!ret)
 		ret = pvmm_knob_write("mode", p->mode);
 	if (!ret)
-		ret = pvmm_knob_write("stats", "reset_peaks\n");
+		ret = pvmm_reset_peaks();
 	if (!ret)
 		ret = pvmm_stats_read(&before, err, sizeof(err));
 	if (ret)
