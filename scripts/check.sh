@@ -151,6 +151,17 @@ check_console() {
 			;;
 		esac
 	done <"$console.txt"
+	# KUnit at boot: each suite passed as a whole, and nothing in it failed.
+	while read -r line; do
+		local suite=${line#*suite=} passed=${line#*passed=} failed=${line#*failed=}
+		suite=${suite%% *}
+		passed=${passed%% *}
+		result "guest $name: KUnit $suite: $passed ok, $failed not ok" \
+			"$([ "$failed" = 0 ] && [ "$passed" -gt 0 ] && echo 0 || echo 1)"
+	done < <(grep -o 'PVMM-KUNIT suite=.*' "$console.txt")
+	if [ "${KUNIT:-}" = 1 ] && ! grep -q 'PVMM-KUNIT suite=rust_doctests_kernel' "$console.txt"; then
+		result "guest $name: the kernel crate's doctests ran" 1
+	fi
 	line=$(grep -o 'PVMM-KMEMLEAK leaks=[0-9]*' "$console.txt" | tail -n 1)
 	if [ -n "$line" ]; then
 		result "guest $name: kmemleak finds no leak (${line#PVMM-KMEMLEAK })" \
@@ -235,18 +246,19 @@ LATENCY_HOST="$AUDIT ${PVMM_CHECK_LATENCY_HOST_ARGS:---cost-base-us 100000 --wor
 EXCLUDE_OWN_HOST=pvmm.env.PVMM_EXCLUDE=pvmm_latency,pvmm_faults
 if [ -n "$tests" ] && [ -n "$build_y" ]; then
 	scripts/initramfs.sh "$PVMM_OUT/initramfs-y.cpio.gz" "$tests"
-	# The debug kernel (kmemleak, lockdep, DEBUG_VM, page poisoning):
-	# every report fails the guest. Its big storm touches 8 MiB per
+	# The debug kernel (kmemleak, lockdep, DEBUG_VM, page poisoning, and
+	# the kernel crate's doctests as KUnit tests at boot): every report
+	# fails the guest. Its big storm touches 8 MiB per
 	# process rather than 32, since under TCG every page these checks
 	# poison costs several times more. pvmm_reload needs a module.
-	KMEMLEAK=1 run_guest "pvmm=y,debug,smp=2" "$build_y/arch/x86/boot/bzImage" \
+	KMEMLEAK=1 KUNIT=1 run_guest "pvmm=y,debug,smp=2" "$build_y/arch/x86/boot/bzImage" \
 		"$PVMM_OUT/initramfs-y.cpio.gz" pass SMP=2 HOST_ARGS="$SLOW_HOST" \
 		KERNEL_ARGS="pvmm.mode=chunked page_poison=1 pvmm.env.PVMM_STORM_MIB=8 $EXCLUDE_OWN_HOST,pvmm_reload"
 fi
 if [ -n "$tests" ] && [ -n "$build_kasan" ]; then
 	# KASAN slows exits down so much that only a ten times slower host
 	# still gets ahead of them and makes the credits throttle.
-	KMEMLEAK=1 run_guest "pvmm=y,kasan,smp=2" "$build_kasan/arch/x86/boot/bzImage" \
+	KMEMLEAK=1 KUNIT=1 run_guest "pvmm=y,kasan,smp=2" "$build_kasan/arch/x86/boot/bzImage" \
 		"$PVMM_OUT/initramfs-y.cpio.gz" pass SMP=2 \
 		HOST_ARGS="$AUDIT --cost-base-us 50000" \
 		KERNEL_ARGS="pvmm.mode=chunked page_poison=1 pvmm.env.PVMM_STORM_MIB=8 $EXCLUDE_OWN_HOST,pvmm_reload"

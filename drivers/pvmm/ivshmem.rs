@@ -6,8 +6,9 @@
 
 use kernel::{
     device::Device,
-    io::{IoMem, SharedMem},
+    io::SharedMem,
     irq::{IrqReturn, ThreadedHandler, ThreadedIrqReturn},
+    pci,
 };
 
 use crate::{notify::Doorbell, teardown::Teardown, wire};
@@ -40,13 +41,13 @@ pub(crate) type Engine = Teardown<SharedMem, IvshmemBell>;
 ///
 /// Owned by the engine; the register mapping lives as long as it.
 pub(crate) struct IvshmemBell {
-    regs: IoMem<{ regs::SIZE }>,
+    regs: pci::Bar<{ regs::SIZE }>,
     value: u32,
 }
 
 impl IvshmemBell {
     /// A doorbell that interrupts vector 0 of `host_peer`.
-    pub(crate) fn new(regs: IoMem<{ regs::SIZE }>, host_peer: u32) -> Self {
+    pub(crate) fn new(regs: pci::Bar<{ regs::SIZE }>, host_peer: u32) -> Self {
         IvshmemBell {
             regs,
             value: host_peer << 16,

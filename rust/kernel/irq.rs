@@ -12,7 +12,7 @@
 //!
 //! This is a local stand-in, for Linux 6.12, for the `irq` module of later kernels (6.18), with
 //! its names and shapes: `IrqRequest`, `ThreadedHandler` with the device as an argument, and
-//! handlers behind `Arc` and `KBox`. 6.12 has no bound-device typestate, so handlers get a plain
+//! handlers behind `Arc`. 6.12 has no bound-device typestate, so handlers get a plain
 //! `&Device`, and a registration is not revoked when the device is unbound: the driver keeps it
 //! in its per-device data, which is dropped on unbind before the bus frees the interrupt vectors.
 //!
@@ -52,11 +52,6 @@ impl<'a> IrqRequest<'a> {
     pub unsafe fn new(dev: &'a Device, irq: u32) -> Self {
         // INVARIANT: Guaranteed by the caller.
         IrqRequest { dev, irq }
-    }
-
-    /// The interrupt number.
-    pub fn irq(&self) -> u32 {
-        self.irq
     }
 }
 
@@ -98,7 +93,7 @@ impl Flags {
 }
 
 /// An interrupt handler with a "hard" part and a threaded part, called with the device whose
-/// interrupt it is.
+/// interrupt it is. An `Arc<T>` is a handler when `T` is.
 pub trait ThreadedHandler: Sync {
     /// Handles the interrupt in hard interrupt context (an interrupt thread on `PREEMPT_RT`).
     ///
@@ -115,16 +110,6 @@ pub trait ThreadedHandler: Sync {
 }
 
 impl<T: ?Sized + ThreadedHandler + Send> ThreadedHandler for Arc<T> {
-    fn handle(&self, device: &Device) -> ThreadedIrqReturn {
-        T::handle(self, device)
-    }
-
-    fn handle_threaded(&self, device: &Device) -> IrqReturn {
-        T::handle_threaded(self, device)
-    }
-}
-
-impl<T: ?Sized + ThreadedHandler> ThreadedHandler for KBox<T> {
     fn handle(&self, device: &Device) -> ThreadedIrqReturn {
         T::handle(self, device)
     }
@@ -224,24 +209,6 @@ impl<T: ThreadedHandler + 'static> ThreadedRegistration<T> {
             },
             _pin: PhantomPinned,
         })
-    }
-
-    /// Returns the handler.
-    pub fn handler(&self) -> &T {
-        &self.handler
-    }
-
-    /// Returns the interrupt number.
-    pub fn irq(&self) -> u32 {
-        self.irq
-    }
-
-    /// Waits until running invocations of the handler, hard and threaded, have returned.
-    ///
-    /// May sleep.
-    pub fn synchronize(&self) {
-        // SAFETY: By the type invariant, `irq` is a requested interrupt line.
-        unsafe { bindings::synchronize_irq(self.irq) };
     }
 }
 

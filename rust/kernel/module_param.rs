@@ -29,6 +29,58 @@ use core::{fmt, ptr};
 
 /// The value behind a module parameter.
 ///
+/// # Examples
+///
+/// The operations of a parameter, called as the kernel calls them on `insmod` and on reads and
+/// writes of its sysfs file:
+///
+/// ```
+/// use core::{fmt, ptr, sync::atomic::{AtomicU32, Ordering::Relaxed}};
+/// use kernel::{bindings, c_str, module_param::{ops, KernelParam, ParamType}, page::PAGE_SIZE};
+/// use kernel::prelude::*;
+///
+/// struct Level(AtomicU32);
+///
+/// impl ParamType for Level {
+///     fn set(&self, value: &[u8]) -> Result {
+///         let text = core::str::from_utf8(value).map_err(|_| EINVAL)?;
+///         let level = text.trim().parse::<u32>().map_err(|_| EINVAL)?;
+///         self.0.store(level, Relaxed);
+///         Ok(())
+///     }
+///
+///     fn show(&self, w: &mut impl fmt::Write) -> fmt::Result {
+///         write!(w, "{}", self.0.load(Relaxed))
+///     }
+/// }
+///
+/// static LEVEL: Level = Level(AtomicU32::new(3));
+/// static OPS: bindings::kernel_param_ops = ops::<Level>();
+/// // SAFETY: `OPS` is made for `Level`, and `LEVEL` is a `'static` `Level`.
+/// static PARAM: KernelParam =
+///     unsafe { KernelParam::new(c_str!("level"), 0o644, &OPS, ptr::addr_of!(LEVEL).cast()) };
+///
+/// let kp: *const bindings::kernel_param = ptr::addr_of!(PARAM).cast();
+/// let (set, get) = (OPS.set.unwrap(), OPS.get.unwrap());
+/// let mut page = KVec::<u8>::with_capacity(PAGE_SIZE, GFP_KERNEL)?;
+/// // SAFETY: `kp` is a parameter made for these operations; the values are NUL-terminated
+/// // strings and `page` has room for a page, as the kernel's callers guarantee.
+/// unsafe {
+///     assert_eq!(set(c_str!(" 7\n").as_char_ptr(), kp), 0);
+///     assert_eq!(LEVEL.0.load(Relaxed), 7);
+///     // A bad value, or none (`level` without `=`), changes nothing.
+///     assert_eq!(set(c_str!("seven").as_char_ptr(), kp), EINVAL.to_errno());
+///     assert_eq!(set(ptr::null(), kp), EINVAL.to_errno());
+///     assert_eq!(LEVEL.0.load(Relaxed), 7);
+///     // A read shows the value and a newline.
+///     let n = get(page.as_mut_ptr().cast(), kp);
+///     assert_eq!(n, 2);
+///     page.set_len(2);
+/// }
+/// assert_eq!(&page[..], b"7\n");
+/// # Ok::<(), Error>(())
+/// ```
+///
 /// # Locking
 ///
 /// The kernel serialises calls for one parameter (the module's parameter lock), but the driver
@@ -146,6 +198,16 @@ unsafe extern "C" fn get_callback<T: ParamType>(
 }
 
 /// A NUL-terminated `.modinfo` entry as a byte array of its own length.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::module_param::modinfo;
+///
+/// const ENTRY: &str = "parm=level:verbosity";
+/// const BYTES: [u8; ENTRY.len() + 1] = modinfo(ENTRY);
+/// assert_eq!(&BYTES[..], b"parm=level:verbosity\0");
+/// ```
 pub const fn modinfo<const N: usize>(entry: &str) -> [u8; N] {
     let bytes = entry.as_bytes();
     let mut out = [0u8; N];

@@ -182,6 +182,12 @@ macro_rules! pci_device_table {
     };
 }
 
+/// A mapped memory BAR of at least `SIZE` bytes, made by [`Device::iomap_region_sized`].
+///
+/// Upstream's `Bar<SIZE>` is a type of its own behind `Devres`, revoked when the device is
+/// unbound; without `Devres` in 6.12 it is the mapping itself, owned by the driver's data.
+pub type Bar<const SIZE: usize> = IoMem<SIZE>;
+
 /// Interrupt types for [`Device::alloc_irq_vectors`] (`PCI_IRQ_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IrqTypes(u32);
@@ -241,14 +247,14 @@ impl Device {
     }
 
     /// Returns the physical start address of `bar`, or `EINVAL` for an invalid BAR index.
-    pub fn resource_start(&self, bar: u32) -> Result<ResourceSize> {
+    fn resource_start(&self, bar: u32) -> Result<ResourceSize> {
         let bar = Self::bar_index(bar)?;
         // SAFETY: By the type invariant, `pdev` is valid; `bar` is in range.
         Ok(unsafe { bindings::pci_resource_start(self.as_raw(), bar) })
     }
 
     /// Returns the length of `bar` in bytes (0 if unused), or `EINVAL` for an invalid BAR index.
-    pub fn resource_len(&self, bar: u32) -> Result<ResourceSize> {
+    fn resource_len(&self, bar: u32) -> Result<ResourceSize> {
         let bar = Self::bar_index(bar)?;
         // SAFETY: By the type invariant, `pdev` is valid; `bar` is in range.
         Ok(unsafe { bindings::pci_resource_len(self.as_raw(), bar) })
@@ -264,7 +270,7 @@ impl Device {
         &self,
         bar: u32,
         name: &'static CStr,
-    ) -> Result<IoMem<SIZE>> {
+    ) -> Result<Bar<SIZE>> {
         let (start, len) = self.mem_bar(bar)?;
         self.claim(bar, name)?;
         // SAFETY: `[start, start + len)` is the memory BAR `bar` of our device, and its region is
@@ -403,7 +409,7 @@ unsafe extern "C" fn free_irq_vectors_action(pdev: *mut c_void) {
 /// # Examples
 ///
 /// ```ignore
-/// use kernel::{c_str, io::IoMem, pci, prelude::*};
+/// use kernel::{c_str, pci, prelude::*};
 ///
 /// kernel::pci_device_table!(
 ///     IDS,
@@ -413,7 +419,7 @@ unsafe extern "C" fn free_irq_vectors_action(pdev: *mut c_void) {
 /// );
 ///
 /// struct Sample {
-///     regs: IoMem<16>,
+///     regs: pci::Bar<16>,
 /// }
 ///
 /// impl pci::Driver for Sample {

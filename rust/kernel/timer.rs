@@ -52,19 +52,8 @@ pub unsafe trait HasTimer<T> {
     }
 }
 
-/// Implements [`HasTimer`] for a type, naming its [`Timer`] field.
-///
-/// # Examples
-///
-/// ```ignore
-/// struct Flusher {
-///     timer: Timer<Flusher>,
-/// }
-///
-/// kernel::impl_has_timer! {
-///     impl HasTimer<Self> for Flusher { self.timer }
-/// }
-/// ```
+/// Implements [`HasTimer`] for a type, naming its [`Timer`] field; see [`Timer`] for an
+/// example.
 #[macro_export]
 macro_rules! impl_has_timer {
     (impl$({$($generics:tt)*})? HasTimer<$timer_type:ty> for $self:ty { self.$field:ident }) => {
@@ -85,9 +74,62 @@ pub const fn assert_timer_field<T, U, F: for<'a> Fn(&'a T) -> &'a Timer<U>>(_fie
 
 /// A one-shot kernel timer embedded in a `T`.
 ///
-/// Arming and cancelling take `&self` and may race with each other and with the callback; the
-/// timer core serialises them. Initialise it with [`Timer::new`] in the pinned initialiser of
-/// its `T`.
+/// Arming and cancelling may race with each other and with the callback; the timer core
+/// serialises them. Initialise it with [`Timer::new`] in the pinned initialiser of its `T`.
+///
+/// # Examples
+///
+/// ```
+/// use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
+/// use kernel::{
+///     c_str, prelude::*, static_lock_class,
+///     sync::Arc,
+///     task,
+///     time::Ktime,
+///     timer::{Timer, TimerCallback},
+/// };
+///
+/// #[pin_data]
+/// struct Ticker {
+///     #[pin]
+///     timer: Timer<Ticker>,
+///     runs: AtomicU32,
+/// }
+///
+/// kernel::impl_has_timer! {
+///     impl HasTimer<Self> for Ticker { self.timer }
+/// }
+///
+/// impl TimerCallback for Ticker {
+///     fn run(this: Arc<Self>) {
+///         this.runs.fetch_add(1, Relaxed);
+///     }
+/// }
+///
+/// let ticker = Arc::pin_init(
+///     pin_init!(Ticker {
+///         timer <- Timer::new(c_str!("ticker"), static_lock_class!()),
+///         runs: AtomicU32::new(0),
+///     }),
+///     GFP_KERNEL,
+/// )?;
+///
+/// // Armed twice before it expires, it runs once, at the earlier time.
+/// Timer::arm_within(ticker.as_arc_borrow(), 1);
+/// Timer::arm_within(ticker.as_arc_borrow(), 100_000);
+/// let start = Ktime::ktime_get();
+/// while ticker.runs.load(Relaxed) == 0 && (Ktime::ktime_get() - start).to_ms() < 5_000 {
+///     task::cond_resched();
+/// }
+/// assert_eq!(ticker.runs.load(Relaxed), 1);
+///
+/// // Cancelled while pending, it gives back the reference it held.
+/// Timer::arm_within(ticker.as_arc_borrow(), 100_000);
+/// Timer::cancel_sync(&*ticker);
+/// assert_eq!(ticker.runs.load(Relaxed), 1);
+/// assert!(ticker.into_unique_or_drop().is_some());
+/// # Ok::<(), Error>(())
+/// ```
 ///
 /// # Invariants
 ///
