@@ -61,11 +61,19 @@ mod raw {
     use core::ptr;
 
     /// Creates nothing; null is treated as failure.
+    ///
+    /// # Safety
+    ///
+    /// None needed: `unsafe` only to match the C function it stands in for.
     pub(super) unsafe fn debugfs_create_dir(_: *const c_char, _: *mut dentry) -> *mut dentry {
         ptr::null_mut()
     }
 
     /// Creates nothing; null is treated as failure.
+    ///
+    /// # Safety
+    ///
+    /// As for [`debugfs_create_dir`].
     pub(super) unsafe fn debugfs_create_file(
         _: *const c_char,
         _: umode_t,
@@ -77,6 +85,10 @@ mod raw {
     }
 
     /// Never called: nothing was created.
+    ///
+    /// # Safety
+    ///
+    /// As for [`debugfs_create_dir`].
     pub(super) unsafe fn debugfs_remove(_: *mut dentry) {}
 }
 
