@@ -11,23 +11,24 @@
 use crate::{
     bindings,
     ffi::{c_int, c_void},
-    page::PAGE_SHIFT,
     prelude::*,
     sync::Arc,
     types::Opaque,
 };
 use core::{marker::PhantomData, ptr::NonNull};
 
-/// Identifies an address space: the page frame number of its page directory.
+/// Identifies an address space: the physical address of its page directory.
 ///
 /// The page directory is not freed before the driver releases it, so an id is
-/// never reused while the driver still tracks the address space it names.
+/// never reused while the driver still tracks the address space it names. It is
+/// the address, not the page frame, because a page directory may be smaller than a
+/// page: arm64 allocates it from a `kmem_cache` then (e.g. 4K pages with 52-bit
+/// virtual addresses), and several share a page.
 pub type SpaceId = u64;
 
-fn pfn_of(pgd: *mut bindings::pgd_t) -> SpaceId {
+fn phys_of(pgd: *mut bindings::pgd_t) -> SpaceId {
     // SAFETY: `virt_to_phys` is pure address arithmetic on a direct-map address.
-    let phys = unsafe { bindings::virt_to_phys(pgd.cast()) };
-    phys >> PAGE_SHIFT
+    unsafe { bindings::virt_to_phys(pgd.cast()) }
 }
 
 /// An address space (`struct mm_struct`) and its page directory, as seen from a hook.
@@ -72,7 +73,7 @@ impl AddressSpace {
 
     /// The id of this address space.
     pub fn id(&self) -> SpaceId {
-        pfn_of(self.pgd)
+        phys_of(self.pgd)
     }
 
     /// Resident pages (file, anonymous and shmem), a measure of teardown cost.
@@ -105,7 +106,7 @@ unsafe impl Sync for PageDirectory {}
 impl PageDirectory {
     /// The id of the address space this page directory belonged to.
     pub fn id(&self) -> SpaceId {
-        pfn_of(self.ptr.as_ptr())
+        phys_of(self.ptr.as_ptr())
     }
 }
 
