@@ -1,26 +1,31 @@
 #!/usr/bin/env bash
 # Build a pvmm guest kernel.
 #
-# usage: [ARCH=x86_64|arm64] scripts/kernel.sh y|m|kasan
+# usage: [ARCH=x86_64|arm64] scripts/kernel.sh y|m|kasan|y-plain
 #   y: CONFIG_PVMM=y (driver built in), the debug kernel
 #   m: CONFIG_PVMM=m (driver as a module, also built out of tree)
 #   kasan: the debug kernel with KASAN as well (make check-full)
+#   y-plain: CONFIG_PVMM=y on the module kernel's configuration, without
+#   the debug options: ccache serves nearly all of its C from the m build
 #   ARCH: the guest architecture (default x86_64); arm64 is cross-built
 #   with LLVM=1 and needs no cross binutils.
 #
 # The source is Debian's linux-source-6.12 (whatever 6.12.y is installed) or
 # $KSRC, with kernel/patches and the overlay applied by apply-to-tree.sh.
 # Build directories are keyed by kernel version, architecture, patches and
-# config, and reused: make's own dependency tracking rebuilds what the overlay changed.
+# config, and reused: make's own dependency tracking rebuilds what the
+# overlay changed.
 # Prints the build directory on stdout.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-variant=${1:?usage: $0 y|m|kasan}
-case "$variant" in y|m|kasan) ;; *) die "variant must be y, m or kasan" ;; esac
+variant=${1:?usage: $0 y|m|kasan|y-plain}
+case "$variant" in
+y | m) pvmm=$variant ;;
 # The KASAN kernel is the built-in debug kernel plus kasan.config.
-pvmm=$variant
-[ "$variant" = kasan ] && pvmm=y
+kasan | y-plain) pvmm=y ;;
+*) die "variant must be y, m, kasan or y-plain" ;;
+esac
 
 patch_hash=$(cat "$PVMM_TOP"/kernel/patches/*.patch | hash_stdin)
 
@@ -45,10 +50,12 @@ kver=$(make -s -C "$src" kernelversion)
 
 # The built-in kernel is the debug one (lockdep, sleep-in-atomic checks,
 # kmemleak, DEBUG_VM, page poisoning); the module kernel is what a user would
-# run.
+# run, and y-plain is that configuration with the driver built in.
 fragments=("$PVMM_TOP/kernel/configs/pvmm.config"
 	"$PVMM_TOP/kernel/configs/$PVMM_ARCH.config")
-[ "$pvmm" = y ] && fragments+=("$PVMM_TOP/kernel/configs/debug.config")
+case "$variant" in
+y | kasan) fragments+=("$PVMM_TOP/kernel/configs/debug.config") ;;
+esac
 [ "$variant" = kasan ] && fragments+=("$PVMM_TOP/kernel/configs/kasan.config")
 cfg_hash=$( (echo "$kver $PVMM_ARCH $variant $patch_hash"; cat "${fragments[@]}") |
 	hash_stdin)
