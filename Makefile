@@ -3,6 +3,7 @@
 # pvmm top level.
 #
 #   make demo            build everything, boot a guest, run a teardown storm
+#                        (ARCH=arm64: an arm64 guest on QEMU's virt board)
 #   make check           run every test; ends with "N passed, N failed"
 #   make check-full      make check, plus the debug kernel once more with KASAN
 #                        (a third kernel build: about twice as long)
@@ -11,6 +12,8 @@
 #                        PRESET=smoke, 2 minutes, to check the pipeline)
 #   make KDIR=<tree>     build drivers/pvmm out of tree against a built
 #                        6.12 kernel that has kernel/patches applied
+#                        (ARCH=arm64 for an arm64 tree; found from its
+#                        .config when not given)
 #   make host            build the host stub
 #   make fuzz            the host's fuzz body on FUZZ_EXECS random scripts
 #                        (default 10 million, a few minutes; not in check)
@@ -19,6 +22,11 @@
 
 KDIR ?=
 LLVM ?= 1
+# A build directory does not record its ARCH: take it from the command line
+# or the environment, else from the tree's .config (arm64), else the host's.
+KARCH := $(or $(patsubst aarch64,arm64,$(filter-out x86_64,$(ARCH))),$(if $(KDIR),$(shell \
+	grep -qs '^CONFIG_ARM64=y' $(KDIR)/.config && echo arm64)))
+KARGS := M=$(CURDIR) LLVM=$(LLVM) $(if $(KARCH),ARCH=$(KARCH))
 FUZZ_EXECS ?= 10000000
 
 .PHONY: default module clippy demo check check-full bench host fuzz deps clean distclean
@@ -27,14 +35,14 @@ default:
 ifneq ($(KDIR),)
 	$(MAKE) module
 else
-	@sed -n '3,16p' Makefile
+	@sed -n '3,19p' Makefile
 endif
 
 module:
-	$(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=$(LLVM) modules
+	$(MAKE) -C $(KDIR) $(KARGS) modules
 
 clippy:
-	$(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=$(LLVM) CLIPPY=1 modules
+	$(MAKE) -C $(KDIR) $(KARGS) CLIPPY=1 modules
 
 deps:
 	scripts/install-deps.sh
@@ -64,7 +72,7 @@ bench:
 # Module objects only: the test runner cleans between builds and must keep
 # the host stub.
 clean:
-	@if [ -n "$(KDIR)" ]; then $(MAKE) -C $(KDIR) M=$(CURDIR) clean; fi
+	@if [ -n "$(KDIR)" ]; then $(MAKE) -C $(KDIR) $(KARGS) clean; fi
 
 distclean: clean
 	cargo clean --manifest-path host-stubs/Cargo.toml

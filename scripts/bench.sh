@@ -10,14 +10,17 @@ cd "$PVMM_TOP"
 
 preset=${PRESET:-quick}
 scripts/install-deps.sh
-build=$(scripts/build-guest.sh "$PVMM_OUT/initramfs-bench.cpio.gz" | tail -n 1)
+# The benchmark's guest is x86_64.
+set_arch x86_64
+export ARCH=$PVMM_ARCH
+build=$(scripts/build-guest.sh "$PVMM_AOUT/initramfs-bench.cpio.gz" | tail -n 1)
 out=$PVMM_CACHE/bench/$(date -u +%Y%m%dT%H%M%SZ)-$preset
 mkdir -p "$out"
 ln -sfn "$out" "$PVMM_CACHE/bench/latest"
 log "results in $out"
 rc=0
 /usr/bin/python3 bench/run.py --build "$build" \
-	--initrd "$PVMM_OUT/initramfs-bench.cpio.gz" --out "$out" --preset "$preset" \
+	--initrd "$PVMM_AOUT/initramfs-bench.cpio.gz" --out "$out" --preset "$preset" \
 	--command "make bench PRESET=$preset" || rc=$?
 /usr/bin/python3 bench/report.py "$out"
 log "report: $out/report.md"

@@ -4,9 +4,14 @@
 # the summary line "N passed, N failed" that CI reads.
 #
 # env: PVMM_CACHE (build cache, default ~/.cache/pvmm), JOBS, TIMEOUT
+#
+# Both guest architectures are tested: x86_64 first, then arm64 on QEMU's
+# virt board.  Every command is given its ARCH explicitly.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$PVMM_TOP"
+unset ARCH
+set_arch x86_64
 
 pass=0
 fail=0
@@ -114,7 +119,7 @@ if [ -n "$build_m" ]; then
 fi
 
 # --- selftests in the guest -----------------------------------------------------
-tests=$PVMM_OUT/selftests
+tests=$PVMM_AOUT/selftests
 src=$(cat "$build_m/pvmm-src" 2>/dev/null || true)
 step "build selftests" make -C selftests/pvmm KSRC="${src:-}" O="$tests" || tests=
 
@@ -245,33 +250,33 @@ LATENCY_HOST="$AUDIT ${PVMM_CHECK_LATENCY_HOST_ARGS:---cost-base-us 100000 --wor
 # Tests that need a host of their own run only in their own guests.
 EXCLUDE_OWN_HOST=pvmm.env.PVMM_EXCLUDE=pvmm_latency,pvmm_faults
 if [ -n "$tests" ] && [ -n "$build_y" ]; then
-	scripts/initramfs.sh "$PVMM_OUT/initramfs-y.cpio.gz" "$tests"
+	scripts/initramfs.sh "$PVMM_AOUT/initramfs-y.cpio.gz" "$tests"
 	# The debug kernel (kmemleak, lockdep, DEBUG_VM, page poisoning, and
 	# the kernel crate's doctests as KUnit tests at boot): every report
 	# fails the guest. Its big storm touches 8 MiB per
 	# process rather than 32, since under TCG every page these checks
 	# poison costs several times more. pvmm_reload needs a module.
-	KMEMLEAK=1 KUNIT=1 run_guest "pvmm=y,debug,smp=2" "$build_y/arch/x86/boot/bzImage" \
-		"$PVMM_OUT/initramfs-y.cpio.gz" pass SMP=2 HOST_ARGS="$SLOW_HOST" \
+	KMEMLEAK=1 KUNIT=1 run_guest "pvmm=y,debug,smp=2" "$build_y/$KIMAGE" \
+		"$PVMM_AOUT/initramfs-y.cpio.gz" pass SMP=2 HOST_ARGS="$SLOW_HOST" \
 		KERNEL_ARGS="pvmm.mode=chunked page_poison=1 pvmm.env.PVMM_STORM_MIB=8 $EXCLUDE_OWN_HOST,pvmm_reload"
 fi
 if [ -n "$tests" ] && [ -n "$build_kasan" ]; then
 	# KASAN slows exits down so much that only a ten times slower host
 	# still gets ahead of them and makes the credits throttle.
-	KMEMLEAK=1 KUNIT=1 run_guest "pvmm=y,kasan,smp=2" "$build_kasan/arch/x86/boot/bzImage" \
-		"$PVMM_OUT/initramfs-y.cpio.gz" pass SMP=2 \
+	KMEMLEAK=1 KUNIT=1 run_guest "pvmm=y,kasan,smp=2" "$build_kasan/$KIMAGE" \
+		"$PVMM_AOUT/initramfs-y.cpio.gz" pass SMP=2 \
 		HOST_ARGS="$AUDIT --cost-base-us 50000" \
 		KERNEL_ARGS="pvmm.mode=chunked page_poison=1 pvmm.env.PVMM_STORM_MIB=8 $EXCLUDE_OWN_HOST,pvmm_reload"
 fi
 if [ -n "$tests" ] && [ -n "$build_m" ] && [ -n "$ko" ]; then
-	scripts/initramfs.sh "$PVMM_OUT/initramfs-m.cpio.gz" "$tests" "$ko"
-	run_guest "pvmm=m,smp=4" "$build_m/arch/x86/boot/bzImage" \
-		"$PVMM_OUT/initramfs-m.cpio.gz" pass SMP=4 HOST_ARGS="$SLOW_HOST" \
+	scripts/initramfs.sh "$PVMM_AOUT/initramfs-m.cpio.gz" "$tests" "$ko"
+	run_guest "pvmm=m,smp=4" "$build_m/$KIMAGE" \
+		"$PVMM_AOUT/initramfs-m.cpio.gz" pass SMP=4 HOST_ARGS="$SLOW_HOST" \
 		KERNEL_ARGS="$EXCLUDE_OWN_HOST"
 	# Latency beside a storm in every mode, against a host slow enough
 	# that a blocking teardown stands out of the emulator's noise.
-	run_guest "latency,smp=1" "$build_m/arch/x86/boot/bzImage" \
-		"$PVMM_OUT/initramfs-m.cpio.gz" pass SMP=1 HOST_ARGS="$LATENCY_HOST" \
+	run_guest "latency,smp=1" "$build_m/$KIMAGE" \
+		"$PVMM_AOUT/initramfs-m.cpio.gz" pass SMP=1 HOST_ARGS="$LATENCY_HOST" \
 		KERNEL_ARGS=pvmm.env.PVMM_ONLY=pvmm_latency
 	# Hosts that misbehave on purpose (pvmm-host --fault), one guest each.
 	# break-ring breaks the ring after 40 requests, inside the first storm;
@@ -288,25 +293,99 @@ if [ -n "$tests" ] && [ -n "$build_m" ] && [ -n "$ko" ]; then
 		forged-ack) cost="--cost-base-us 5000" ;;
 		*) cost= ;;
 		esac
-		run_guest "fault=$f,smp=2" "$build_m/arch/x86/boot/bzImage" \
-			"$PVMM_OUT/initramfs-m.cpio.gz" pass SMP=2 \
+		run_guest "fault=$f,smp=2" "$build_m/$KIMAGE" \
+			"$PVMM_AOUT/initramfs-m.cpio.gz" pass SMP=2 \
 			HOST_ARGS="$AUDIT $cost --fault $f" \
 			KERNEL_ARGS="pvmm.env.PVMM_ONLY=pvmm_faults pvmm.env.PVMM_FAULT=$f loglevel=4"
 	done
 	# The modes once more on a single vCPU.
-	run_guest "pvmm=m,smp=1" "$build_m/arch/x86/boot/bzImage" \
-		"$PVMM_OUT/initramfs-m.cpio.gz" pass SMP=1 HOST_ARGS="$SLOW_HOST" \
+	run_guest "pvmm=m,smp=1" "$build_m/$KIMAGE" \
+		"$PVMM_AOUT/initramfs-m.cpio.gz" pass SMP=1 HOST_ARGS="$SLOW_HOST" \
 		KERNEL_ARGS=pvmm.env.PVMM_ONLY=pvmm_modes
-	run_pair "$build_m/arch/x86/boot/bzImage" "$PVMM_OUT/initramfs-m.cpio.gz"
-	run_guest "no-device" "$build_m/arch/x86/boot/bzImage" \
-		"$PVMM_OUT/initramfs-m.cpio.gz" skip NO_DEVICE=1
+	run_pair "$build_m/$KIMAGE" "$PVMM_AOUT/initramfs-m.cpio.gz"
+	run_guest "no-device" "$build_m/$KIMAGE" \
+		"$PVMM_AOUT/initramfs-m.cpio.gz" skip NO_DEVICE=1
 	# An ivshmem-doorbell device whose memory carries no pvmm header is
 	# someone else's: the driver refuses it at probe and every test skips.
-	run_guest "foreign-device" "$build_m/arch/x86/boot/bzImage" \
-		"$PVMM_OUT/initramfs-m.cpio.gz" skip HOST_ARGS="--fault no-header"
+	run_guest "foreign-device" "$build_m/$KIMAGE" \
+		"$PVMM_AOUT/initramfs-m.cpio.gz" skip HOST_ARGS="--fault no-header"
 	grep -q 'pvmm .*no usable pvmm host: bad magic 0x0' \
 		"$logs/guest-foreign-device.log.txt"
 	result "guest foreign-device: pvmm refused the unmarked device" $?
+fi
+
+
+# --- arm64: QEMU's virt board (GICv3 with ITS, PL011), cross-built -------------
+# The module kernel runs the same selftests as the x86_64 module guest, and
+# pvmm_latency in a guest of its own.  A built-in kernel runs the device and
+# storm tests: in make check it is the module kernel's configuration with
+# CONFIG_PVMM=y (y-plain), whose C ccache serves from the module build; make
+# check-full adds the debug configuration (lockdep, kmemleak, DEBUG_VM, page
+# poisoning) as on x86_64, a build of its own.  The fault hosts, the guest
+# pair and the no-device run do not depend on the guest's architecture and
+# run on x86_64 only.
+set_arch arm64
+a64_m=
+a64_y=
+a64_dbg=
+if step "arm64 kernel build CONFIG_PVMM=m (CLIPPY=1)" env ARCH=arm64 scripts/kernel.sh m; then
+	a64_m=$(tail -n 1 "$STEP_LOG")
+fi
+if step "arm64 kernel build CONFIG_PVMM=y, module kernel's config (CLIPPY=1)" \
+	env ARCH=arm64 scripts/kernel.sh y-plain; then
+	a64_y=$(tail -n 1 "$STEP_LOG")
+fi
+if [ "${PVMM_CHECK_FULL:-0}" = 1 ] &&
+	step "arm64 kernel build CONFIG_PVMM=y, debug (CLIPPY=1)" \
+		env ARCH=arm64 scripts/kernel.sh y; then
+	a64_dbg=$(tail -n 1 "$STEP_LOG")
+fi
+for b in $a64_m $a64_y $a64_dbg; do
+	step "no Rust warnings in pvmm code ($(basename "$b"))" scripts/rust-warnings.sh \
+		"$b/build.log"
+done
+a64_ko=
+if [ -n "$a64_m" ]; then
+	if step "arm64 out-of-tree module build (make KDIR=... ARCH=arm64, CLIPPY=1)" \
+		make -C "$PVMM_TOP" clippy KDIR="$a64_m" ARCH=arm64; then
+		oot_log=$STEP_LOG
+		mkdir -p "$PVMM_AOUT"
+		cp "$PVMM_TOP/drivers/pvmm/pvmm.ko" "$PVMM_AOUT/pvmm.ko"
+		a64_ko=$PVMM_AOUT/pvmm.ko
+		step "no Rust warnings in the arm64 out-of-tree build" scripts/rust-warnings.sh \
+			"$oot_log"
+	fi
+	make -C "$PVMM_TOP" clean KDIR="$a64_m" ARCH=arm64 >/dev/null 2>&1
+fi
+a64_tests=$PVMM_AOUT/selftests
+src=$(cat "$a64_m/pvmm-src" "$a64_y/pvmm-src" 2>/dev/null | head -n 1)
+step "build arm64 selftests (static, ${CROSS}gcc)" make -C selftests/pvmm KSRC="${src:-}" \
+	CROSS_COMPILE="$CROSS" O="$a64_tests" || a64_tests=
+if [ -n "$a64_tests" ] && [ -n "$a64_m" ] && [ -n "$a64_ko" ] &&
+	step "arm64 initramfs (arm64 busybox, cyclictest and its libraries)" \
+		env ARCH=arm64 scripts/initramfs.sh "$PVMM_AOUT/initramfs-m.cpio.gz" \
+		"$a64_tests" "$a64_ko"; then
+	run_guest "arm64,pvmm=m,smp=2" "$a64_m/$KIMAGE" \
+		"$PVMM_AOUT/initramfs-m.cpio.gz" pass ARCH=arm64 SMP=2 HOST_ARGS="$SLOW_HOST" \
+		KERNEL_ARGS="$EXCLUDE_OWN_HOST"
+	run_guest "arm64,latency,smp=1" "$a64_m/$KIMAGE" \
+		"$PVMM_AOUT/initramfs-m.cpio.gz" pass ARCH=arm64 SMP=1 HOST_ARGS="$LATENCY_HOST" \
+		KERNEL_ARGS=pvmm.env.PVMM_ONLY=pvmm_latency
+fi
+# The built-in guests: pvmm_device and pvmm_storm.
+ONLY_DEVICE_STORM="$EXCLUDE_OWN_HOST,pvmm_reload,pvmm_modes"
+if [ -n "$a64_tests" ] && { [ -n "$a64_y" ] || [ -n "$a64_dbg" ]; } &&
+	step "arm64 initramfs, built-in driver" \
+		env ARCH=arm64 scripts/initramfs.sh "$PVMM_AOUT/initramfs-y.cpio.gz" "$a64_tests"; then
+	[ -z "$a64_y" ] ||
+		run_guest "arm64,pvmm=y,smp=2" "$a64_y/$KIMAGE" \
+			"$PVMM_AOUT/initramfs-y.cpio.gz" pass ARCH=arm64 SMP=2 \
+			HOST_ARGS="$SLOW_HOST" KERNEL_ARGS="pvmm.mode=chunked $ONLY_DEVICE_STORM"
+	[ -z "$a64_dbg" ] ||
+		KMEMLEAK=1 KUNIT=1 run_guest "arm64,pvmm=y,debug,smp=2" "$a64_dbg/$KIMAGE" \
+			"$PVMM_AOUT/initramfs-y.cpio.gz" pass ARCH=arm64 SMP=2 \
+			HOST_ARGS="$SLOW_HOST" \
+			KERNEL_ARGS="pvmm.mode=chunked page_poison=1 pvmm.env.PVMM_STORM_MIB=8 $ONLY_DEVICE_STORM"
 fi
 
 finish

@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
 # Build a pvmm guest kernel.
 #
-# usage: scripts/kernel.sh y|m|kasan
+# usage: [ARCH=x86_64|arm64] scripts/kernel.sh y|m|kasan|y-plain
 #   y: CONFIG_PVMM=y (driver built in), the debug kernel
 #   m: CONFIG_PVMM=m (driver as a module, also built out of tree)
 #   kasan: the debug kernel with KASAN as well (make check-full)
+#   y-plain: CONFIG_PVMM=y on the module kernel's configuration, without
+#   the debug options: ccache serves nearly all of its C from the m build
+#   ARCH: the guest architecture (default x86_64); arm64 is cross-built
+#   with LLVM=1 and needs no cross binutils.
 #
 # The source is Debian's linux-source-6.12 (whatever 6.12.y is installed) or
 # $KSRC, with kernel/patches and the overlay applied by apply-to-tree.sh.
-# Build directories are keyed by kernel version, patches and config, and
-# reused: make's own dependency tracking rebuilds what the overlay changed.
+# Build directories are keyed by kernel version, architecture, patches and
+# config, and reused: make's own dependency tracking rebuilds what the
+# overlay changed.
 # Prints the build directory on stdout.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-variant=${1:?usage: $0 y|m|kasan}
-case "$variant" in y|m|kasan) ;; *) die "variant must be y, m or kasan" ;; esac
+variant=${1:?usage: $0 y|m|kasan|y-plain}
+case "$variant" in
+y | m) pvmm=$variant ;;
 # The KASAN kernel is the built-in debug kernel plus kasan.config.
-pvmm=$variant
-[ "$variant" = kasan ] && pvmm=y
+kasan | y-plain) pvmm=y ;;
+*) die "variant must be y, m, kasan or y-plain" ;;
+esac
 
 # The overlay's files in the patches do not count: apply-to-tree.sh copies
 # them, and an edited one must not look like a new series.
@@ -47,19 +54,23 @@ kver=$(make -s -C "$src" kernelversion)
 
 # The built-in kernel is the debug one (lockdep, sleep-in-atomic checks,
 # kmemleak, DEBUG_VM, page poisoning); the module kernel is what a user would
-# run.
-fragments=("$PVMM_TOP/kernel/configs/pvmm.config")
-[ "$pvmm" = y ] && fragments+=("$PVMM_TOP/kernel/configs/debug.config")
+# run, and y-plain is that configuration with the driver built in.
+fragments=("$PVMM_TOP/kernel/configs/pvmm.config"
+	"$PVMM_TOP/kernel/configs/$PVMM_ARCH.config")
+case "$variant" in
+y | kasan) fragments+=("$PVMM_TOP/kernel/configs/debug.config") ;;
+esac
 [ "$variant" = kasan ] && fragments+=("$PVMM_TOP/kernel/configs/kasan.config")
-cfg_hash=$( (echo "$kver $variant $patch_hash"; cat "${fragments[@]}") | hash_stdin)
-build=$PVMM_CACHE/build/$kver-pvmm$variant-$cfg_hash
+cfg_hash=$( (echo "$kver $PVMM_ARCH $variant $patch_hash"; cat "${fragments[@]}") |
+	hash_stdin)
+build=$PVMM_CACHE/build/$kver-$PVMM_ARCH-pvmm$variant-$cfg_hash
 mkdir -p "$build"
 export PATH
 PATH=$(ccache_path)
-mk() { make -C "$src" O="$build" LLVM=1 "$@"; }
+mk() { make -C "$src" O="$build" ARCH="$KARCH" LLVM=1 "$@"; }
 
 if [ ! -f "$build/.config" ]; then
-	log "configuring $kver, $variant kernel, CONFIG_PVMM=$pvmm"
+	log "configuring $kver, $PVMM_ARCH $variant kernel, CONFIG_PVMM=$pvmm"
 	mk tinyconfig >/dev/null
 	"$src/scripts/kconfig/merge_config.sh" -m -O "$build" "$build/.config" \
 		"${fragments[@]}" >/dev/null
@@ -74,14 +85,15 @@ for opt in $(grep -h '^CONFIG_.*=y$' "${fragments[@]}"); do
 	grep -qx "$opt" "$build/.config" || die "$opt did not survive olddefconfig"
 done
 
-targets=(bzImage)
+targets=("$(basename "$KIMAGE")")
 [ "$variant" = m ] && targets+=(modules)
-log "building $kver (pvmm=$variant) in $build"
+log "building $kver for $PVMM_ARCH (pvmm=$variant) in $build"
 mk -j"$JOBS" CLIPPY="${CLIPPY:-1}" "${targets[@]}" >"$build/build.log" 2>&1 || {
 	tail -40 "$build/build.log" >&2
 	die "kernel build failed; log: $build/build.log"
 }
 echo "$kver" >"$build/pvmm-kernel-version"
 echo "$src" >"$build/pvmm-src"
-log "built Linux $kver (pvmm=$variant): $build/arch/x86/boot/bzImage"
+echo "$PVMM_ARCH" >"$build/pvmm-arch"
+log "built Linux $kver for $PVMM_ARCH (pvmm=$variant): $build/$KIMAGE"
 echo "$build"

@@ -12,6 +12,25 @@ export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
 log() { printf '[pvmm] %s\n' "$*" >&2; }
 die() { printf '[pvmm] error: %s\n' "$*" >&2; exit 1; }
 
+# The guest architecture, from ARCH: x86_64 (the default; x86 too) or arm64
+# (aarch64 too).  PVMM_ARCH keys build directories, outputs and guest
+# names, so that one cache holds both; KARCH is the kernel's ARCH, KIMAGE
+# the boot image in a build directory, PVMM_AOUT the outputs of this
+# architecture (module, selftests, initramfs), CROSS the prefix of the C
+# compiler for the static selftests.
+set_arch() {
+	case "${1:-x86_64}" in
+	x86 | x86_64)
+		PVMM_ARCH=x86_64 KARCH=x86 KIMAGE=arch/x86/boot/bzImage CROSS= ;;
+	arm64 | aarch64)
+		PVMM_ARCH=arm64 KARCH=arm64 KIMAGE=arch/arm64/boot/Image
+		CROSS=aarch64-linux-gnu- ;;
+	*) die "ARCH=$1: pvmm guests are x86_64 or arm64" ;;
+	esac
+	PVMM_AOUT=$PVMM_OUT/$PVMM_ARCH
+}
+set_arch "${ARCH:-}"
+
 # Short content hash of files or strings given on stdin.
 hash_stdin() { sha256sum | cut -c1-12; }
 

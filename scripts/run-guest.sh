@@ -4,18 +4,23 @@
 # N guests boot at once against one host stub (one socket, shared memory and
 # ring each); their consoles go to $LOG with .0, .1, ... before the suffix.
 #
-# usage: scripts/run-guest.sh BZIMAGE INITRAMFS JOB [KERNEL-ARGS...]
-# env:   SMP (2), MEM (1024), TIMEOUT seconds (900), LOG, NO_DEVICE=1 (boot
+# usage: scripts/run-guest.sh KERNEL-IMAGE INITRAMFS JOB [KERNEL-ARGS...]
+# env:   ARCH (x86_64 or arm64; by default the image's own), SMP (2),
+#        MEM (1024), TIMEOUT seconds (900), LOG, NO_DEVICE=1 (boot
 #        without the ivshmem device), HOST_ARGS (extra pvmm-host options),
 #        HOST_STATS (where the host stub writes its counters), KERNEL_ARGS
 #        (more kernel command line), GUESTS (1)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-kernel=${1:?usage: $0 BZIMAGE INITRAMFS JOB [ARGS...]}
+kernel=${1:?usage: $0 KERNEL-IMAGE INITRAMFS JOB [ARGS...]}
 initrd=${2:?initramfs}
 job=${3:?job}
 shift 3
+# Without ARCH, an arm64 Image says what it is: "ARM\x64" at offset 56.
+if [ -z "${ARCH:-}" ] && [ "$(dd if="$kernel" bs=1 skip=56 count=4 2>/dev/null)" = ARMd ]; then
+	set_arch arm64
+fi
 
 host=${PVMM_HOST:-$PVMM_TOP/host-stubs/target/release/pvmm-host}
 [ -x "$host" ] || die "$host missing: build host-stubs first"
@@ -65,6 +70,24 @@ fi
 
 accel=(-accel tcg,thread=multi)
 [ "${KVM:-0}" = 1 ] && accel=(-accel kvm)
+# The board: x86_64 is QEMU's default pc with SeaBIOS and a 16550 UART;
+# arm64 is virt with a GICv3 (its ITS takes the MSI-X writes of the ivshmem
+# device), PSCI and a PL011.  Under TCG, -cpu max emulates pointer
+# authentication with QEMU's own cheap algorithm (pauth-impdef) rather than
+# QARMA, which would cost more than the guest's own work.
+case "$PVMM_ARCH" in
+arm64)
+	qemu=(qemu-system-aarch64 -M virt,gic-version=3)
+	cpu=max
+	[ "${KVM:-0}" = 1 ] || cpu=max,pauth-impdef=on
+	qemu+=(-cpu "$cpu")
+	console=ttyAMA0
+	;;
+*)
+	qemu=(qemu-system-x86_64 -cpu max)
+	console=ttyS0
+	;;
+esac
 
 # qemu_guest I: boot guest I, console to its log.
 qemu_guest() {
@@ -72,11 +95,11 @@ qemu_guest() {
 	[ "${NO_DEVICE:-0}" = 1 ] ||
 		dev=(-chardev "socket,path=${socks[$1]},id=ivs"
 		     -device "ivshmem-doorbell,chardev=ivs,vectors=1")
-	timeout --foreground "${TIMEOUT:-900}" qemu-system-x86_64 \
-		"${accel[@]}" -cpu max -smp "${SMP:-2}" -m "${MEM:-1024}" \
+	timeout --foreground "${TIMEOUT:-900}" "${qemu[@]}" \
+		"${accel[@]}" -smp "${SMP:-2}" -m "${MEM:-1024}" \
 		-nographic -no-reboot -nodefaults -serial stdio \
 		-kernel "$kernel" -initrd "$initrd" \
-		-append "console=ttyS0 panic=-1 oops=panic loglevel=6 pvmm.job=$job ${KERNEL_ARGS:-} $ARGS" \
+		-append "console=$console panic=-1 oops=panic loglevel=6 pvmm.job=$job ${KERNEL_ARGS:-} $ARGS" \
 		"${dev[@]}" 2>&1
 }
 ARGS="$*"

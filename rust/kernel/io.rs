@@ -248,11 +248,15 @@ impl<const SIZE: usize> Drop for IoMem<SIZE> {
 /// The other agent (a host process, another VM, a device) reads and writes the memory
 /// concurrently and outside Rust's knowledge. Plain loads and stores would let the compiler tear,
 /// merge, re-read or elide accesses, so every accessor is atomic: relaxed by default, with 32-bit
-/// acquire/release variants and a full fence for protocols that need ordering. On x86-64 these
-/// compile to the same instructions as the kernel's own accessors: a relaxed or acquire load is a
+/// acquire/release variants and a full fence for protocols that need ordering. They compile to
+/// the same instructions as the kernel's own accessors. On x86-64 a relaxed or acquire load is a
 /// plain `mov` (`READ_ONCE()`/`smp_load_acquire()`), a relaxed or release store is a plain `mov`
 /// (`WRITE_ONCE()`/`smp_store_release()`), and [`SharedMem::fence`] is `mfence`, the same as
-/// `mb()` (`smp_mb()` uses a locked add; both are full barriers). Use one access size per
+/// `mb()` (`smp_mb()` uses a locked add; both are full barriers). On arm64 an acquire load is
+/// `ldar` (`smp_load_acquire()`), a release store is `stlr` (`smp_store_release()`) and the fence
+/// is `dmb ish` (`smp_mb()`); on arm64 `memremap(MEMREMAP_WB)` maps a device's memory BAR as
+/// Normal write-back inner-shareable memory (`ioremap_cache()`), so these order it as they order
+/// RAM, against a peer on any CPU of the inner shareable domain. Use one access size per
 /// location, as the Linux kernel memory model expects of shared data.
 ///
 /// Every access is checked to be naturally aligned and inside the window. The offsets usually

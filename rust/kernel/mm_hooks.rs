@@ -11,59 +11,75 @@
 use crate::{
     bindings,
     ffi::{c_int, c_void},
-    page::PAGE_SHIFT,
     prelude::*,
     sync::{Arc, ArcBorrow},
     types::Opaque,
 };
 use core::{marker::PhantomData, ptr::NonNull};
 
-/// Identifies an address space: the page frame number of its page directory.
+/// Identifies an address space: the physical address of its page directory.
 ///
 /// The page directory is not freed before the driver releases it, so an id is
-/// never reused while the driver still tracks the address space it names.
+/// never reused while the driver still tracks the address space it names. It is
+/// the address, not the page frame, because a page directory may be smaller than a
+/// page: arm64 allocates it from a `kmem_cache` then (e.g. 4K pages with 52-bit
+/// virtual addresses), and several share a page.
 pub type SpaceId = u64;
 
-fn pfn_of(pgd: *mut bindings::pgd_t) -> SpaceId {
+fn phys_of(pgd: *mut bindings::pgd_t) -> SpaceId {
     // SAFETY: `virt_to_phys` is pure address arithmetic on a direct-map address.
-    let phys = unsafe { bindings::virt_to_phys(pgd.cast()) };
-    phys >> PAGE_SHIFT
+    unsafe { bindings::virt_to_phys(pgd.cast()) }
 }
 
-/// An address space (`struct mm_struct`) as seen from a hook.
+/// An address space (`struct mm_struct`) and its page directory, as seen from a hook.
 ///
-/// Only ever handed out by reference for the duration of one hook call.
+/// Only ever handed out by reference for the duration of one hook call. The page
+/// directory is the one the hook was given, not `mm->pgd`: in `pgd_alloc` some
+/// architectures (arm64) set `mm->pgd` only after the hook has returned.
 ///
 /// # Invariants
 ///
-/// The wrapped `mm_struct` is valid and has a page directory.
-#[repr(transparent)]
-pub struct AddressSpace(Opaque<bindings::mm_struct>);
+/// `mm` is valid for as long as the `AddressSpace` can be borrowed, and `pgd` is its
+/// page directory.
+pub struct AddressSpace {
+    mm: NonNull<bindings::mm_struct>,
+    pgd: *mut bindings::pgd_t,
+}
 
 impl AddressSpace {
     /// # Safety
     ///
-    /// `mm` must be valid, with `mm->pgd` set, for the lifetime `'a`.
-    unsafe fn from_raw<'a>(mm: *mut bindings::mm_struct) -> &'a Self {
-        // SAFETY: `AddressSpace` is a transparent wrapper; validity is the caller's promise.
-        unsafe { &*mm.cast() }
+    /// `mm` must be valid, and `pgd` its page directory, for as long as the returned
+    /// value is borrowed.
+    unsafe fn new(mm: *mut bindings::mm_struct, pgd: *mut bindings::pgd_t) -> Option<Self> {
+        // INVARIANT: The caller's promise.
+        Some(Self {
+            mm: NonNull::new(mm)?,
+            pgd,
+        })
     }
 
-    fn pgd(&self) -> *mut bindings::pgd_t {
-        // SAFETY: By the type invariant the mm is valid; `pgd` does not change
-        // while a hook runs.
-        unsafe { (*self.0.get()).__bindgen_anon_1.pgd }
+    /// # Safety
+    ///
+    /// `mm` must be valid, with `mm->pgd` set, for as long as the returned value is
+    /// borrowed.
+    unsafe fn with_mm_pgd(mm: *mut bindings::mm_struct) -> Option<Self> {
+        let mm = NonNull::new(mm)?;
+        // SAFETY: The caller promises that `mm` is valid with its `pgd` set.
+        let pgd = unsafe { (*mm.as_ptr()).__bindgen_anon_1.pgd };
+        // SAFETY: `pgd` is the page directory of the valid `mm`.
+        unsafe { Self::new(mm.as_ptr(), pgd) }
     }
 
     /// The id of this address space.
     pub fn id(&self) -> SpaceId {
-        pfn_of(self.pgd())
+        phys_of(self.pgd)
     }
 
     /// Resident pages (file, anonymous and shmem), a measure of teardown cost.
     pub fn rss_pages(&self) -> u64 {
         // SAFETY: By the type invariant the mm is valid.
-        unsafe { bindings::get_mm_rss(self.0.get()) as u64 }
+        unsafe { bindings::get_mm_rss(self.mm.as_ptr()) as u64 }
     }
 }
 
@@ -90,7 +106,7 @@ unsafe impl Sync for PageDirectory {}
 impl PageDirectory {
     /// The id of the address space this page directory belonged to.
     pub fn id(&self) -> SpaceId {
-        pfn_of(self.ptr.as_ptr())
+        phys_of(self.ptr.as_ptr())
     }
 }
 
@@ -202,14 +218,17 @@ impl<T: MmHooks> Registration<T> {
     unsafe extern "C" fn pgd_alloc_cb(
         data: *mut c_void,
         mm: *mut bindings::mm_struct,
-        _pgd: *mut bindings::pgd_t,
+        pgd: *mut bindings::pgd_t,
     ) -> c_int {
         // SAFETY: The C side passes back our `data`; callbacks run under SRCU and
         // unregistration waits for them.
         let hooks = unsafe { Self::hooks(data) };
-        // SAFETY: `mm` is valid and has its pgd set for the duration of the call.
-        let space = unsafe { AddressSpace::from_raw(mm) };
-        match T::pgd_alloc(hooks, space) {
+        // SAFETY: `mm` is valid and `pgd` is its new page directory for the duration
+        // of the call; `mm->pgd` may not be set yet.
+        let Some(space) = (unsafe { AddressSpace::new(mm, pgd) }) else {
+            return 0;
+        };
+        match T::pgd_alloc(hooks, &space) {
             Ok(()) => 0,
             Err(e) => e.to_errno(),
         }
@@ -222,7 +241,9 @@ impl<T: MmHooks> Registration<T> {
         // SAFETY: As in `pgd_alloc_cb`.
         let hooks = unsafe { Self::hooks(data) };
         // SAFETY: `mm` is valid and has its pgd set for the duration of the call.
-        T::exit_mmap(hooks, unsafe { AddressSpace::from_raw(mm) });
+        if let Some(space) = unsafe { AddressSpace::with_mm_pgd(mm) } {
+            T::exit_mmap(hooks, &space);
+        }
     }
 
     /// # Safety

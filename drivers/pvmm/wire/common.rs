@@ -156,7 +156,7 @@ pub const CQE_SIZE: usize = 16;
 pub const LOG_ENTRY_SIZE: usize = 16;
 /// Largest ring the protocol allows.
 pub const MAX_ENTRIES: u32 = 1 << 15;
-/// Largest space id: a page frame number below 2^52.
+/// Largest space id: a physical address below 2^52.
 pub const MAX_SPACE: u64 = (1 << 52) - 1;
 /// Largest page count a request may carry (4 PiB of 4 KiB pages).
 pub const MAX_PAGES: u64 = 1 << 40;
@@ -355,7 +355,7 @@ pub struct Request {
     pub op: Op,
     /// Guest cookie echoed in the completion; lets the guest reject stale completions.
     pub tag: u32,
-    /// Address space id (the pgd page frame number), `1..=MAX_SPACE`.
+    /// Address space id (the pgd's physical address), `1..=MAX_SPACE`.
     pub space: u64,
     /// Size of the address space in pages, `0..=MAX_PAGES`.
     pub pages: u64,

@@ -350,8 +350,9 @@ impl Injector {
 
     /// A completion that matches nothing the guest has outstanding: status
     /// `Ok`, a random op and tag, and a random space id in the upper half of
-    /// the id range, where no page frame of a real guest lies (ids are pgd
-    /// frame numbers), and for which `live` (the host's objects) says no.
+    /// the id range, where no page directory of these guests lies (ids are
+    /// pgd physical addresses, and their memory is far below 2^51), and for
+    /// which `live` (the host's objects) says no.
     pub fn bogus(&mut self, live: impl Fn(u64) -> bool) -> Completion {
         let half = (MAX_SPACE >> 1) + 1;
         let space = loop {
