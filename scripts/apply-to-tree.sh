@@ -20,17 +20,25 @@ case "$ver" in
 *) echo "$ksrc: Linux $ver; pvmm needs 6.12.y" >&2; exit 1 ;;
 esac
 
+# Applied patches are recorded in the tree, by the hash of what was applied:
+# once the whole series is in, a later patch's hunks (the MAINTAINERS lines of
+# 0002 and 0003) stand in the way of an earlier one's reverse dry run. A
+# tree patched by other means is recognised by that dry run, patch by patch.
+applied="$ksrc/.pvmm-patches"
+touch "$applied"
 wiring=$(mktemp)
 trap 'rm -f "$wiring"' EXIT
 for p in "$top"/kernel/patches/*.patch; do
 	"$top/scripts/series.py" wiring "$p" >"$wiring"
-	if patch -d "$ksrc" -p1 -R -s -f --dry-run <"$wiring" >/dev/null 2>&1; then
-		continue
+	id="$(sha256sum <"$wiring" | cut -c1-16) $(basename "$p")"
+	grep -qxF "$id" "$applied" && continue
+	if ! patch -d "$ksrc" -p1 -R -s -f --dry-run <"$wiring" >/dev/null 2>&1; then
+		patch -d "$ksrc" -p1 -N -s <"$wiring" || {
+			echo "$(basename "$p") does not apply to $ksrc" >&2
+			exit 1
+		}
 	fi
-	patch -d "$ksrc" -p1 -N -s <"$wiring" || {
-		echo "$(basename "$p") does not apply to $ksrc" >&2
-		exit 1
-	}
+	echo "$id" >>"$applied"
 done
 
 # Overlay: the project's kernel sources, copied only when they differ.  Files
