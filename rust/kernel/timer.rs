@@ -30,7 +30,9 @@ use core::marker::{PhantomData, PhantomPinned};
 pub trait TimerCallback: HasTimer<Self> + Send + Sync + Sized + 'static {
     /// The timer embedded in `this` expired.
     ///
-    /// Runs in softirq context (a kernel thread on `PREEMPT_RT`): must not sleep.
+    /// Runs in softirq context (a kernel thread on `PREEMPT_RT`): must not sleep. If `this` is
+    /// the last reference, the `T` is dropped here, in that context; an owner whose drop may
+    /// sleep cancels the timer ([`Timer::cancel_sync`]) before it lets go of its last reference.
     fn run(this: Arc<Self>);
 }
 
