@@ -14,6 +14,10 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 ksrc=${1:?usage: $0 KSRC}
 [ -f "$ksrc/Makefile" ] || { echo "$ksrc: not a kernel tree" >&2; exit 1; }
 
+for tool in patch make; do
+	command -v "$tool" >/dev/null ||
+		{ echo "$tool is missing: run scripts/install-deps.sh" >&2; exit 1; }
+done
 ver=$(make -s -C "$ksrc" kernelversion 2>/dev/null)
 case "$ver" in
 6.12|6.12.*) ;;
@@ -33,10 +37,14 @@ for p in "$top"/kernel/patches/*.patch; do
 	id="$(sha256sum <"$wiring" | cut -c1-16) $(basename "$p")"
 	grep -qxF "$id" "$applied" && continue
 	if ! patch -d "$ksrc" -p1 -R -s -f --dry-run <"$wiring" >/dev/null 2>&1; then
-		patch -d "$ksrc" -p1 -N -s <"$wiring" || {
-			echo "$(basename "$p") does not apply to $ksrc" >&2
+		# Whole or not at all: a patch that stops half way leaves a
+		# tree that can be neither patched nor reversed.
+		if ! out=$(patch -d "$ksrc" -p1 -N -s -f --dry-run <"$wiring" 2>&1); then
+			printf '%s\n' "$out" >&2
+			echo "$(basename "$p") does not apply to $ksrc; nothing of it was applied" >&2
 			exit 1
-		}
+		fi
+		patch -d "$ksrc" -p1 -N -s <"$wiring"
 	fi
 	echo "$id" >>"$applied"
 done
@@ -52,7 +60,7 @@ for f in $files; do
 	cmp -s "$top/$f" "$ksrc/$f" || install -D -m 0644 "$top/$f" "$ksrc/$f"
 done
 if [ -f "$manifest" ]; then
-	for f in $(comm -23 "$manifest" <(echo "$files")); do
+	for f in $(LC_ALL=C comm -23 "$manifest" <(echo "$files")); do
 		rm -f "$ksrc/$f"
 	done
 fi

@@ -9,9 +9,10 @@ set -euo pipefail
 cd "$PVMM_TOP"
 
 preset=${PRESET:-quick}
-scripts/install-deps.sh
+pvmm_lock
 # The benchmark's guest is x86_64.
 set_arch x86_64
+scripts/install-deps.sh x86_64
 export ARCH=$PVMM_ARCH
 build=$(scripts/build-guest.sh "$PVMM_AOUT/initramfs-bench.cpio.gz" | tail -n 1)
 out=$PVMM_CACHE/bench/$(date -u +%Y%m%dT%H%M%SZ)-$preset

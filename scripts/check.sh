@@ -9,7 +9,8 @@
 # virt board.  Every command is given its ARCH explicitly.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
-cd "$PVMM_TOP"
+cd "$PVMM_TOP" || exit 1
+pvmm_lock
 unset ARCH
 set_arch x86_64
 
@@ -50,7 +51,17 @@ finish() {
 	exit
 }
 
-step "install dependencies" scripts/install-deps.sh || finish
+# arm64 needs more than x86_64 (a foreign architecture in apt): a machine
+# that cannot have it still runs the x86_64 half, and the arm64 half fails.
+step "install dependencies (x86_64)" scripts/install-deps.sh x86_64 || finish
+arm64_deps=
+step "install dependencies (arm64)" scripts/install-deps.sh arm64 && arm64_deps=1
+# The setup scripts themselves: install-deps.sh on simulated machines,
+# reruns of kernel.sh and apply-to-tree.sh after failures, and shellcheck.
+step "setup scripts on simulated machines (scripts/tests)" \
+	/usr/bin/python3 -m unittest discover -s scripts/tests
+step "shellcheck scripts/ and .ci/run" shellcheck -S warning -x -P SCRIPTDIR \
+	scripts/*.sh scripts/guest/init .ci/run
 
 # --- userspace: host stub and wire format -----------------------------------
 cargo_dir=host-stubs
@@ -112,7 +123,8 @@ if [ -n "$build_m" ]; then
 		oot_log=$STEP_LOG
 		cp "$PVMM_TOP/drivers/pvmm/pvmm.ko" "$logs/pvmm.ko"
 		ko=$logs/pvmm.ko
-		step "no Rust warnings in the out-of-tree build" scripts/rust-warnings.sh "$oot_log"
+		step "no Rust warnings in the out-of-tree build" scripts/rust-warnings.sh "$oot_log" \
+			drivers/pvmm/pvmm.o
 	fi
 	make -C "$PVMM_TOP" clean KDIR="$build_m" >/dev/null 2>&1
 	step "rustfmt --check (kernel Rust)" scripts/rustfmt-check.sh "$build_m"
@@ -237,7 +249,7 @@ run_pair() {
 	done
 }
 
-GUEST_ARGS=(${PVMM_GUEST_ARGS:-})
+read -ra GUEST_ARGS <<<"${PVMM_GUEST_ARGS:-}"
 # Every host audits the guest's pgd releases (see check_audit).
 AUDIT=--audit-releases
 # A deliberately slow host (every DESTROY costs at least this much), so the
@@ -249,8 +261,9 @@ SLOW_HOST="$AUDIT ${PVMM_CHECK_HOST_ARGS:---cost-base-us 5000}"
 LATENCY_HOST="$AUDIT ${PVMM_CHECK_LATENCY_HOST_ARGS:---cost-base-us 100000 --worker-nice 19}"
 # Tests that need a host of their own run only in their own guests.
 EXCLUDE_OWN_HOST=pvmm.env.PVMM_EXCLUDE=pvmm_latency,pvmm_faults
-if [ -n "$tests" ] && [ -n "$build_y" ]; then
-	scripts/initramfs.sh "$PVMM_AOUT/initramfs-y.cpio.gz" "$tests"
+if [ -n "$tests" ] && [ -n "$build_y" ] &&
+	step "initramfs, built-in driver" scripts/initramfs.sh "$PVMM_AOUT/initramfs-y.cpio.gz" \
+		"$tests"; then
 	# The debug kernel (kmemleak, lockdep, DEBUG_VM, page poisoning, and
 	# the kernel crate's doctests as KUnit tests at boot): every report
 	# fails the guest. Its big storm touches 8 MiB per
@@ -268,8 +281,9 @@ if [ -n "$tests" ] && [ -n "$build_kasan" ]; then
 		HOST_ARGS="$AUDIT --cost-base-us 50000" \
 		KERNEL_ARGS="pvmm.mode=chunked page_poison=1 pvmm.env.PVMM_STORM_MIB=8 $EXCLUDE_OWN_HOST,pvmm_reload"
 fi
-if [ -n "$tests" ] && [ -n "$build_m" ] && [ -n "$ko" ]; then
-	scripts/initramfs.sh "$PVMM_AOUT/initramfs-m.cpio.gz" "$tests" "$ko"
+if [ -n "$tests" ] && [ -n "$build_m" ] && [ -n "$ko" ] &&
+	step "initramfs, module" scripts/initramfs.sh "$PVMM_AOUT/initramfs-m.cpio.gz" \
+		"$tests" "$ko"; then
 	run_guest "pvmm=m,smp=4" "$build_m/$KIMAGE" \
 		"$PVMM_AOUT/initramfs-m.cpio.gz" pass SMP=4 HOST_ARGS="$SLOW_HOST" \
 		KERNEL_ARGS="$EXCLUDE_OWN_HOST"
@@ -328,6 +342,7 @@ set_arch arm64
 a64_m=
 a64_y=
 a64_dbg=
+[ -n "$arm64_deps" ] || finish
 if step "arm64 kernel build CONFIG_PVMM=m (CLIPPY=1)" env ARCH=arm64 scripts/kernel.sh m; then
 	a64_m=$(tail -n 1 "$STEP_LOG")
 fi
@@ -353,7 +368,7 @@ if [ -n "$a64_m" ]; then
 		cp "$PVMM_TOP/drivers/pvmm/pvmm.ko" "$PVMM_AOUT/pvmm.ko"
 		a64_ko=$PVMM_AOUT/pvmm.ko
 		step "no Rust warnings in the arm64 out-of-tree build" scripts/rust-warnings.sh \
-			"$oot_log"
+			"$oot_log" drivers/pvmm/pvmm.o
 	fi
 	make -C "$PVMM_TOP" clean KDIR="$a64_m" ARCH=arm64 >/dev/null 2>&1
 fi

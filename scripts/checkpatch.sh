@@ -7,8 +7,10 @@
 #                                        drivers/pvmm/**/*.rs
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-src=$(ls -d "$PVMM_CACHE"/src/linux-* 2>/dev/null | head -n 1)
-[ -n "$src" ] || src=${KSRC:-}
+src=${KSRC:-}
+for d in "$PVMM_CACHE"/src/linux-*; do
+	[ -n "$src" ] || [ ! -x "$d/scripts/checkpatch.pl" ] || src=$d
+done
 [ -x "$src/scripts/checkpatch.pl" ] || die "no kernel tree with checkpatch.pl"
 opts=(--no-tree --strict --max-line-length=100)
 if [ "${1:?usage: $0 PATCH | --overlay}" != --overlay ]; then

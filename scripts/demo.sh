@@ -11,7 +11,8 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$PVMM_TOP"
 
-scripts/install-deps.sh
+pvmm_lock
+scripts/install-deps.sh "$PVMM_ARCH"
 build=$(scripts/build-guest.sh "$PVMM_AOUT/initramfs-demo.cpio.gz")
 
 console=$PVMM_AOUT/demo-console.log

@@ -16,7 +16,7 @@ tests=${2:?selftest directory}
 ko=${3:-}
 
 busybox=$(command -v busybox || true)
-[ -n "$busybox" ] && file -L "$busybox" 2>/dev/null | grep -q static ||
+[[ -n $busybox && $(file -L "$busybox" 2>/dev/null) == *static* ]] ||
 	busybox=/bin/busybox
 [ -x "$busybox" ] || die "static busybox missing: run scripts/install-deps.sh"
 # The applets are those of this machine's busybox-static; the arm64 one is

@@ -33,23 +33,44 @@ patch_hash=$(for p in "$PVMM_TOP"/kernel/patches/*.patch; do
 	"$PVMM_TOP/scripts/series.py" wiring "$p"
 done | hash_stdin)
 
+# extract: a fresh tree from Debian's tarball.  Marked complete only at the
+# end, so an interrupted extraction is redone.
+extract() {
+	log "extracting $LINUX_SOURCE $pkgver"
+	rm -rf "$src" "$src.tmp"
+	mkdir -p "$src.tmp"
+	tar -C "$src.tmp" --strip-components=1 -xf "$tarball"
+	mv "$src.tmp" "$src"
+	touch "$src/.pvmm-extracted"
+}
+LINUX_SOURCE=linux-source-6.12
 if [ -n "${KSRC:-}" ]; then
 	src=$KSRC
+	"$PVMM_TOP/scripts/apply-to-tree.sh" "$src" >&2
 else
-	tarball=/usr/src/linux-source-6.12.tar.xz
+	tarball=${PVMM_LINUX_TARBALL:-/usr/src/$LINUX_SOURCE.tar.xz}
 	[ -f "$tarball" ] || die "$tarball missing: run scripts/install-deps.sh"
-	pkgver=$(dpkg-query -W -f='${Version}' linux-source-6.12)
+	pkgver=$(dpkg-query -W -f='${Version}' "$LINUX_SOURCE")
+	[ "$pkgver" = "$PVMM_LINUX_SOURCE_VERSION" ] ||
+		warn "building $LINUX_SOURCE $pkgver; pvmm is tested with $PVMM_LINUX_SOURCE_VERSION"
 	src=$PVMM_CACHE/src/linux-$pkgver-$patch_hash
-	if [ ! -f "$src/.pvmm-extracted" ]; then
-		log "extracting linux-source-6.12 $pkgver"
-		rm -rf "$src" "$src.tmp"
-		mkdir -p "$src.tmp"
-		tar -C "$src.tmp" --strip-components=1 -xf "$tarball"
-		mv "$src.tmp" "$src"
-		touch "$src/.pvmm-extracted"
+	# Trees and builds of other Debian versions are no longer used.
+	for old in "$PVMM_CACHE"/src/linux-*; do
+		case "$old" in
+		"$PVMM_CACHE/src/linux-$pkgver-"* | "$PVMM_CACHE/src/linux-*") ;;
+		*) log "removing $old (another $LINUX_SOURCE)"; rm -rf "$old" ;;
+		esac
+	done
+	[ -f "$src/.pvmm-extracted" ] || extract
+	# A tree the series does not apply to cleanly (a run stopped while
+	# patching, a hand edit) is extracted again, once.
+	if ! "$PVMM_TOP/scripts/apply-to-tree.sh" "$src" >&2; then
+		log "$src: the patches do not apply; extracting it again"
+		extract
+		"$PVMM_TOP/scripts/apply-to-tree.sh" "$src" >&2 ||
+			die "kernel/patches do not apply to $LINUX_SOURCE $pkgver"
 	fi
 fi
-"$PVMM_TOP/scripts/apply-to-tree.sh" "$src" >&2
 kver=$(make -s -C "$src" kernelversion)
 
 # The built-in kernel is the debug one (lockdep, sleep-in-atomic checks,
@@ -64,26 +85,50 @@ esac
 cfg_hash=$( (echo "$kver $PVMM_ARCH $variant $patch_hash"; cat "${fragments[@]}") |
 	hash_stdin)
 build=$PVMM_CACHE/build/$kver-$PVMM_ARCH-pvmm$variant-$cfg_hash
+# Builds of other kernel versions are no longer used.
+for old in "$PVMM_CACHE"/build/*; do
+	case "$old" in
+	"$PVMM_CACHE/build/$kver-"* | "$PVMM_CACHE/build/*") ;;
+	*) log "removing $old (another kernel version)"; rm -rf "$old" ;;
+	esac
+done
 mkdir -p "$build"
 export PATH
 PATH=$(ccache_path)
 mk() { make -C "$src" O="$build" ARCH="$KARCH" LLVM=1 "$@"; }
 
-if [ ! -f "$build/.config" ]; then
+# Rust must be usable before configuring: without it Kconfig drops
+# CONFIG_RUST silently.  Say why, in the kernel's words.
+if ! out=$(mk rustavailable 2>&1); then
+	printf '%s\n' "$out" >&2
+	die "the kernel finds no usable Rust toolchain (above); run scripts/install-deps.sh"
+fi
+
+# The configuration is done when .pvmm-configured exists: one that failed
+# part way (tinyconfig written, fragments not merged) is started over.
+if [ ! -f "$build/.pvmm-configured" ]; then
 	log "configuring $kver, $PVMM_ARCH $variant kernel, CONFIG_PVMM=$pvmm"
+	rm -f "$build/.config"
 	mk tinyconfig >/dev/null
 	"$src/scripts/kconfig/merge_config.sh" -m -O "$build" "$build/.config" \
 		"${fragments[@]}" >/dev/null
 	echo "CONFIG_PVMM=$pvmm" >>"$build/.config"
 	mk olddefconfig >/dev/null
+	config=$(<"$build/.config")
+	[[ $'\n'$config$'\n' == *$'\n'"CONFIG_PVMM=$pvmm"$'\n'* ]] ||
+		die "CONFIG_PVMM=$pvmm did not survive olddefconfig"
+	[[ $'\n'$config$'\n' == *$'\n'CONFIG_RUST=y$'\n'* ]] || die "CONFIG_RUST is off"
+	# Every option a fragment asks for must have survived olddefconfig.
+	for opt in $(grep -h '^CONFIG_.*=y$' "${fragments[@]}"); do
+		[[ $'\n'$config$'\n' == *$'\n'"$opt"$'\n'* ]] || die "$opt did not survive olddefconfig"
+	done
+	touch "$build/.pvmm-configured"
 fi
-grep -q "^CONFIG_PVMM=$pvmm\$" "$build/.config" ||
-	die "CONFIG_PVMM=$pvmm did not survive olddefconfig (is Rust available?)"
-grep -q '^CONFIG_RUST=y$' "$build/.config" || die "CONFIG_RUST is off"
-# Every option a fragment asks for must have survived olddefconfig.
-for opt in $(grep -h '^CONFIG_.*=y$' "${fragments[@]}"); do
-	grep -qx "$opt" "$build/.config" || die "$opt did not survive olddefconfig"
-done
+
+# The Rust objects whose warnings make check counts are compiled in every
+# build, so that a build with nothing else to do still shows them (with
+# CLIPPY=1, under clippy): the kernel crate and the built-in driver.
+rm -f "$build/rust/kernel.o" "$build"/drivers/pvmm/*.o
 
 targets=("$(basename "$KIMAGE")")
 [ "$variant" = m ] && targets+=(modules)

@@ -10,7 +10,35 @@ export CCACHE_DIR=${CCACHE_DIR:-$PVMM_CACHE/ccache}
 export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
 
 log() { printf '[pvmm] %s\n' "$*" >&2; }
+warn() { printf '[pvmm] warning: %s\n' "$*" >&2; }
 die() { printf '[pvmm] error: %s\n' "$*" >&2; exit 1; }
+
+# Pinned versions (scripts/versions.sh, rust-toolchain.toml).  The kernel
+# build runs in the source tree, outside this repository, so the toolchain
+# file alone would not reach it: RUSTUP_TOOLCHAIN does.  The pinned bindgen
+# lives in the cache, ahead of any other on PATH.
+. "$PVMM_TOP/scripts/versions.sh"
+PVMM_RUST_TOOLCHAIN=$(sed -n 's/^channel *= *"\(.*\)"$/\1/p' "$PVMM_TOP/rust-toolchain.toml")
+export RUSTUP_TOOLCHAIN=$PVMM_RUST_TOOLCHAIN
+PVMM_TOOLS=$PVMM_CACHE/tools/bindgen-$PVMM_BINDGEN_VERSION
+case ":$PATH:" in
+*":$PVMM_TOOLS/bin:"*) ;;
+*) export PATH=$PVMM_TOOLS/bin:$PATH ;;
+esac
+
+# pvmm_lock: one make demo, check or bench at a time per cache (they share
+# source trees, build directories and outputs).  Taken by the top-level
+# script and inherited by everything it starts.
+pvmm_lock() {
+	[ -z "${PVMM_LOCKED:-}" ] || return 0
+	mkdir -p "$PVMM_CACHE"
+	exec 9>>"$PVMM_CACHE/lock"
+	if ! flock -n 9; then
+		log "another pvmm run holds $PVMM_CACHE/lock; waiting for it"
+		flock 9
+	fi
+	export PVMM_LOCKED=1
+}
 
 # The guest architecture, from ARCH: x86_64 (the default; x86 too) or arm64
 # (aarch64 too).  PVMM_ARCH keys build directories, outputs and guest
@@ -18,6 +46,7 @@ die() { printf '[pvmm] error: %s\n' "$*" >&2; exit 1; }
 # the boot image in a build directory, PVMM_AOUT the outputs of this
 # architecture (module, selftests, initramfs), CROSS the prefix of the C
 # compiler for the static selftests.
+# shellcheck disable=SC2034 # the variables are for the scripts that source this
 set_arch() {
 	case "${1:-x86_64}" in
 	x86 | x86_64)

@@ -68,6 +68,7 @@ if [ "${NO_DEVICE:-0}" != 1 ]; then
 	done
 fi
 
+# shellcheck disable=SC2054 # QEMU's option values hold commas
 accel=(-accel tcg,thread=multi)
 [ "${KVM:-0}" = 1 ] && accel=(-accel kvm)
 # The board: x86_64 is QEMU's default pc with SeaBIOS and a 16550 UART;
@@ -77,6 +78,7 @@ accel=(-accel tcg,thread=multi)
 # QARMA, which would cost more than the guest's own work.
 case "$PVMM_ARCH" in
 arm64)
+	# shellcheck disable=SC2054 # QEMU's option values hold commas
 	qemu=(qemu-system-aarch64 -M virt,gic-version=3)
 	cpu=max
 	[ "${KVM:-0}" = 1 ] || cpu=max,pauth-impdef=on
@@ -117,9 +119,12 @@ else
 fi
 set -e
 
+# The host stub exits 0 on SIGTERM; anything else (a panic, a failed
+# slot) fails the run.
+hrc=0
 if [ -n "$hpid" ]; then
 	kill -TERM "$hpid" 2>/dev/null || true
-	wait "$hpid" 2>/dev/null || true
+	wait "$hpid" || hrc=$?
 	hpid=
 	echo "PVMM-HOST-LOG-BEGIN"
 	tail -n 20 "$run/host.log"
@@ -128,4 +133,5 @@ fi
 for l in "${logs[@]}"; do
 	grep -q PVMM-GUEST-END "$l" || { echo "guest did not finish: $l" >&2; exit 1; }
 done
+[ "$hrc" = 0 ] || { echo "host stub exited with status $hrc" >&2; exit 1; }
 exit 0
