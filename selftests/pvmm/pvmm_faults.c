@@ -757,7 +757,9 @@ int main(int argc, char **argv)
 		{ "break-ring-back", "break_ring",
 		  { "broke the ring protocol", "bogus completion" } },
 		{ "stall", "stall", { "acknowledged nothing" } },
-		{ "late-ack", "late_ack", { NULL } },
+		/* Acks later than host_timeout_ms: a throttled storm may
+		 * declare the host dead before the first one arrives. */
+		{ "late-ack", "late_ack", { "acknowledged nothing" } },
 	};
 	const char *f = fault();
 	unsigned int i;
