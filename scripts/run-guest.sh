@@ -5,7 +5,8 @@
 # ring each); their consoles go to $LOG with .0, .1, ... before the suffix.
 #
 # usage: scripts/run-guest.sh KERNEL-IMAGE INITRAMFS JOB [KERNEL-ARGS...]
-# env:   ARCH (x86_64 or arm64; by default the image's own), SMP (2),
+# env:   ARCH (x86_64 or arm64; by default the image's own), ACCEL (tcg,
+#        icount or kvm; below), ICOUNT (-icount options), SMP (2),
 #        MEM (1024), TIMEOUT seconds (900), LOG, NO_DEVICE=1 (boot
 #        without the ivshmem device), HOST_ARGS (extra pvmm-host options),
 #        HOST_STATS (where the host stub writes its counters), KERNEL_ARGS
@@ -68,8 +69,17 @@ if [ "${NO_DEVICE:-0}" != 1 ]; then
 	done
 fi
 
+# ACCEL: tcg, multi-threaded TCG (the default); icount, single-threaded TCG
+# whose guest clock follows the guest's instructions (ICOUNT: the -icount
+# options), so that the host preempting QEMU does not show as guest
+# latency; kvm (as KVM=1).
 # shellcheck disable=SC2054 # QEMU's option values hold commas
-accel=(-accel tcg,thread=multi)
+case "${ACCEL:-tcg}" in
+tcg) accel=(-accel tcg,thread=multi) ;;
+icount) accel=(-accel tcg,thread=single -icount "${ICOUNT:-shift=0,sleep=on}") ;;
+kvm) accel=(-accel kvm) ;;
+*) die "ACCEL=$ACCEL: tcg, icount or kvm" ;;
+esac
 [ "${KVM:-0}" = 1 ] && accel=(-accel kvm)
 # The board: x86_64 is QEMU's default pc with SeaBIOS and a 16550 UART;
 # arm64 is virt with a GICv3 (its ITS takes the MSI-X writes of the ivshmem
