@@ -62,7 +62,7 @@ impl fmt::Display for StatsFile {
 impl debugfs::Reader for StatsFile {
     /// `reset_peaks` restarts the peak gauges and the maxima.
     fn read_from_slice(&self, input: &[u8]) -> Result {
-        if crate::settings::trim(input) != b"reset_peaks" {
+        if core::str::from_utf8(input).map(str::trim) != Ok("reset_peaks") {
             return Err(EINVAL);
         }
         self.0.reset_peaks();

@@ -13,25 +13,12 @@
 
 use core::{
     fmt,
+    str::FromStr,
     sync::atomic::{AtomicU64, Ordering::Relaxed},
 };
 use kernel::{module_param, prelude::*};
 
 use crate::wire;
-
-/// `input` without leading and trailing ASCII whitespace (`<[u8]>::trim_ascii` needs a
-/// newer Rust than the kernel's minimum).
-pub(crate) fn trim(input: &[u8]) -> &[u8] {
-    let start = input
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(input.len());
-    let end = input
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |i| i + 1);
-    &input[start..end]
-}
 
 /// How teardowns started now reach the host.
 ///
@@ -61,7 +48,7 @@ impl Mode {
     }
 
     /// The name in the `mode` parameter and the `stats` file.
-    pub(crate) fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Mode::Off => "off",
             Mode::Sync => "sync",
@@ -69,18 +56,35 @@ impl Mode {
             Mode::Async => "async",
         }
     }
+}
 
-    /// Parses a name, ignoring surrounding whitespace.
-    pub(crate) fn parse(input: &[u8]) -> Option<Mode> {
-        let name = trim(input);
-        Mode::ALL.into_iter().find(|m| m.name().as_bytes() == name)
-    }
+/// The mode stored as `value`; `EINVAL` for a number that is none.
+impl TryFrom<u64> for Mode {
+    type Error = Error;
 
-    fn from_raw(raw: u64) -> Mode {
+    fn try_from(value: u64) -> Result<Self> {
         Mode::ALL
             .into_iter()
-            .find(|m| *m as u64 == raw)
-            .unwrap_or(Mode::Async)
+            .find(|m| *m as u64 == value)
+            .ok_or(EINVAL)
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The mode named `name`; `EINVAL` for anything else.
+impl FromStr for Mode {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.name() == name)
+            .ok_or(EINVAL)
     }
 }
 
@@ -222,7 +226,7 @@ impl Settings {
     pub(crate) fn set(&self, knob: Knob, value: u64) -> Result {
         let t = knob.info();
         if !(t.min..=t.max).contains(&value)
-            || (matches!(knob, Knob::Mode) && !Mode::from_raw(value).available())
+            || (matches!(knob, Knob::Mode) && !Mode::try_from(value).is_ok_and(Mode::available))
         {
             return Err(EINVAL);
         }
@@ -232,13 +236,13 @@ impl Settings {
 
     /// The teardown mode.
     pub(crate) fn mode(&self) -> Mode {
-        Mode::from_raw(self.get(Knob::Mode))
+        Mode::try_from(self.get(Knob::Mode)).unwrap_or(Mode::Async)
     }
 
     /// Writes the value of `knob` as text: the mode's name, or the number.
     pub(crate) fn show(&self, knob: Knob, w: &mut impl fmt::Write) -> fmt::Result {
         match knob {
-            Knob::Mode => w.write_str(self.mode().name()),
+            Knob::Mode => write!(w, "{}", self.mode()),
             k => write!(w, "{}", self.get(k)),
         }
     }
@@ -246,12 +250,10 @@ impl Settings {
     /// Sets `knob` from text: a mode's name, or a number, ignoring surrounding
     /// whitespace. `EINVAL` for anything else.
     pub(crate) fn store(&self, knob: Knob, input: &[u8]) -> Result {
+        let text = core::str::from_utf8(input).map_err(|_| EINVAL)?.trim();
         let value = match knob {
-            Knob::Mode => Mode::parse(input).ok_or(EINVAL)? as u64,
-            _ => core::str::from_utf8(trim(input))
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or(EINVAL)?,
+            Knob::Mode => text.parse::<Mode>()? as u64,
+            _ => text.parse::<u64>().map_err(|_| EINVAL)?,
         };
         self.set(knob, value)
     }
