@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The teardown engine: tracks guest address spaces, submits CREATE and DESTROY
-//! requests to the host, parks page directories until the host acknowledges, and
+//! The teardown of guest address spaces on the host: tracks them, submits CREATE and
+//! DESTROY requests, parks page directories until the host acknowledges, and
 //! validates every completion.
 //!
 //! It is independent of the transport: shared memory and the doorbell are reached
@@ -28,7 +28,7 @@ use kernel::{
 
 use crate::{
     notify::{Doorbell, Notifier, Pending},
-    settings::{Knob, Mode, Settings},
+    settings::{Mode, Setting, Settings},
     space::{Space, State, Tally},
     stats::{count_problem, Gauges, Maxima, Stats},
     sync::{self, Awaited, CQ_PASS},
@@ -46,13 +46,18 @@ const STALE_EPOCHS: u32 = 8;
 ///
 /// # Locking
 ///
-/// Every field is protected by the engine lock, `Teardown::inner`.
+/// Every field is protected by the teardown lock, `Teardown::inner`; the notes say
+/// which paths change a field.
 struct Inner {
+    /// The guest's end of the submission ring. Pushed to by the hooks and the
+    /// completion pass, restarted by a reset.
     sq: SqProducer,
+    /// The guest's end of the completion ring. Consumed by the completion pass.
     cq: CqConsumer,
-    /// Every tracked address space.
+    /// Every tracked address space. Inserted by `pgd_alloc`, removed by `pgd_free`,
+    /// completions, a reset and detach.
     spaces: RBTree<SpaceId, Space>,
-    /// Requests waiting for the ring or for credits, oldest first.
+    /// Requests waiting for the ring or for room in flight, oldest first.
     backlog: RBTree<u64, SpaceId>,
     /// Key of the next backlog entry.
     backlog_next: u64,
@@ -63,17 +68,18 @@ struct Inner {
     /// Every DESTROY started and not acknowledged, in flight or in the backlog: at a
     /// cap, creation is throttled.
     outstanding: Tally,
-    pending_pgds: u64,
+    /// Page directories parked in `spaces` until the host acknowledges.
+    pgds_pending: u64,
     /// `pgd_alloc` calls waiting at a cap.
     throttled: u64,
     /// DESTROYs handed to the host and not yet acknowledged: what the caps bound.
-    credits: Tally,
+    in_flight: Tally,
     /// The ring is not usable: the host broke the protocol, or a reset is under way.
     broken: bool,
     /// A reset request the host has not carried out yet.
     reset: Option<u32>,
-    /// Detaching: no new address spaces are tracked.
-    closing: bool,
+    /// New address spaces are tracked. Cleared once, by detach phase 1.
+    hooks_active: bool,
     /// The release log, when the host audits releases.
     log: Option<LogProducer>,
     /// When the host last acknowledged something, or work went to an idle host.
@@ -81,7 +87,7 @@ struct Inner {
     /// No acknowledgment for `host_timeout_ms` with DESTROYs in flight.
     host_dead: bool,
     /// Most DESTROYs the host said it held unanswered, sampled at each completion
-    /// pass: what the credits bound, as the host sees it.
+    /// pass: what `in_flight` bounds, as the host sees it.
     peak_host_held: u32,
 }
 
@@ -123,10 +129,10 @@ impl Inner {
             self.outstanding.give(space.pages);
         }
         if space.pgd.is_some() {
-            self.pending_pgds -= 1;
+            self.pgds_pending -= 1;
         }
         if space.in_flight {
-            self.credits.give(space.pages);
+            self.in_flight.give(space.pages);
         }
         Some(space)
     }
@@ -138,7 +144,7 @@ impl Inner {
     }
 }
 
-/// The teardown engine of one device.
+/// The teardown of one device's address spaces on its host.
 ///
 /// # Locking
 ///
@@ -147,8 +153,8 @@ impl Inner {
 /// the threaded interrupt handler. It is never taken in hard interrupt context, with
 /// interrupts off, or from the timer, and nothing is allocated under it. Doorbells
 /// are rung after the lock is dropped. `progress` is notified whenever outstanding
-/// work completes; throttled `pgd_alloc` calls wait on it. `settings`, the
-/// [`Notifier`], the counters and the timer need no lock.
+/// work completes; throttled `pgd_alloc` calls wait on it. Every other field needs
+/// no lock, as its note says.
 ///
 /// # Lifetime
 ///
@@ -167,18 +173,19 @@ pub(crate) struct Teardown<M: SharedMemory + Send + Sync + 'static, B: Doorbell 
     stats: Stats,
     /// Longest synchronous stretches. No lock (atomics).
     maxima: Maxima,
-    /// Fixed at attach.
+    /// Fixed at attach. No lock.
     layout: Layout,
+    /// The teardown lock and the state it protects.
     #[pin]
     inner: SpinLock<Inner>,
     /// Waited on with `inner` held.
     #[pin]
     progress: CondVar,
-    /// This driver instance's epoch, the top byte of its tags.
+    /// This driver instance's epoch, the top byte of its tags. Fixed at attach.
     epoch: u32,
     /// Sequence number of the next tag. No lock.
     next_seq: AtomicU32,
-    /// Features the guest accepted.
+    /// Features the guest accepted. Fixed at attach.
     features: u32,
     /// Acknowledgments counted when the last interrupt was handled; one consumed by a
     /// synchronous waiter before the interrupt thread ran still answers that interrupt.
@@ -225,10 +232,12 @@ fn elapsed_us(since: Ktime) -> u64 {
     u64::try_from((Ktime::ktime_get() - since).to_ns() / 1000).unwrap_or(0)
 }
 
+/// `Teardown::inner`, locked.
 type InnerGuard<'a> = Guard<'a, Inner, SpinLockBackend>;
 
 impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M, B> {
-    /// Creates the engine, continuing the rings where an earlier instance stopped.
+    /// Creates the teardown of a device, continuing the rings where an earlier
+    /// instance stopped.
     pub(crate) fn new(
         shm: M,
         bell: B,
@@ -257,12 +266,12 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                 backlog_len: 0,
                 spaces_live: 0,
                 outstanding: Tally::default(),
-                pending_pgds: 0,
+                pgds_pending: 0,
                 throttled: 0,
-                credits: Tally::default(),
+                in_flight: Tally::default(),
                 broken: false,
                 reset: None,
-                closing: false,
+                hooks_active: true,
                 log,
                 last_progress: Ktime::ktime_get(),
                 host_dead: false,
@@ -296,17 +305,17 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             outstanding_pages: inner.outstanding.pages,
             peak_outstanding: inner.outstanding.peak_spaces,
             peak_outstanding_pages: inner.outstanding.peak_pages,
-            in_flight: inner.credits.spaces,
-            in_flight_pages: inner.credits.pages,
-            peak_in_flight: inner.credits.peak_spaces,
-            peak_in_flight_pages: inner.credits.peak_pages,
-            pgds_pending: inner.pending_pgds,
+            in_flight: inner.in_flight.spaces,
+            in_flight_pages: inner.in_flight.pages,
+            peak_in_flight: inner.in_flight.peak_spaces,
+            peak_in_flight_pages: inner.in_flight.peak_pages,
+            pgds_pending: inner.pgds_pending,
             backlog: inner.backlog_len,
             throttled: inner.throttled,
             broken: inner.broken,
             resetting: inner.reset.is_some(),
             host_dead: inner.host_dead,
-            closing: inner.closing,
+            hooks_active: inner.hooks_active,
             peak_host_held: inner.peak_host_held,
             host_rejected: wire::host_rejected(self.notifier.shm()),
         }
@@ -316,13 +325,15 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     pub(crate) fn reset_peaks(&self) {
         let mut inner = self.inner.lock();
         inner.outstanding.reset_peaks();
-        inner.credits.reset_peaks();
+        inner.in_flight.reset_peaks();
         inner.peak_host_held = 0;
         drop(inner);
         self.maxima().sync_wait_max_us.store(0, Relaxed);
         self.maxima().irq_off_max_us.store(0, Relaxed);
     }
 
+    /// Stops the ring after the host broke the protocol with `err`, and asks for a
+    /// reset.
     fn protocol_error(&self, inner: &mut Inner, err: wire::Error) {
         if count_problem(&self.stats().protocol_errors) {
             pr_err!("host broke the ring protocol ({err}); ring stopped\n");
@@ -342,7 +353,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         if self.features & wire::FEATURE_RESET != 0 && inner.reset.is_none() {
             inner.reset = Some(wire::guest_request_reset(self.notifier.shm()));
             // Rare enough to ring under the lock; the host may be idle.
-            self.notifier.ring_now(&self.stats);
+            self.notifier.ring(&self.stats);
         }
     }
 
@@ -409,24 +420,25 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     }
 
     /// Accounts for a request that went into the ring.
-    fn submitted(&self, inner: &mut Inner, id: SpaceId, op: Op) {
+    fn count_submission(&self, inner: &mut Inner, id: SpaceId, op: Op) {
         self.stats().submissions.fetch_add(1, Relaxed);
         if op != Op::Destroy {
             return;
         }
         if let Some(space) = inner.spaces.get_mut(&id) {
-            if inner.credits.spaces == 0 {
+            if inner.in_flight.spaces == 0 {
                 // The watchdog measures from when the host was given work.
                 inner.last_progress = Ktime::ktime_get();
             }
             space.in_flight = true;
             space.sq_pos = inner.sq.index().wrapping_sub(1);
-            inner.credits.take(space.pages);
+            inner.in_flight.take(space.pages);
         }
     }
 
     /// Writes the request `op` of `id` into the ring unless it must wait: behind
-    /// queued requests, for credits, or for a free slot. Returns whether it was written.
+    /// queued requests, for room in flight, or for a free slot. Returns whether it was
+    /// written.
     fn submit(&self, inner: &mut Inner, id: SpaceId, op: Op) -> bool {
         if inner.broken {
             return false;
@@ -434,15 +446,16 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         let Some(space) = inner.spaces.get(&id) else {
             return false;
         };
-        // Beyond the credits a DESTROY waits in the backlog; teardown itself goes on.
-        let fits = op == Op::Create || inner.credits.fits(space.pages, self.settings);
+        // Beyond the caps in flight a DESTROY waits in the backlog; teardown itself
+        // goes on.
+        let fits = op == Op::Create || inner.in_flight.fits(space.pages, self.settings);
         if space.queued.is_some() || inner.backlog_len != 0 || !fits {
             inner.enqueue(id, op);
             return false;
         }
         match inner.sq.push(self.notifier.shm(), &space.request(id, op)) {
             Ok(()) => {
-                self.submitted(inner, id, op);
+                self.count_submission(inner, id, op);
                 true
             }
             Err(wire::Error::Full) => {
@@ -466,10 +479,10 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     }
 
     /// Notifies the host of `n` published requests: at once when a batch is full,
-    /// otherwise by the flush deadline, which the engine's timer keeps while it holds a
-    /// reference from `this`.
+    /// otherwise by the flush deadline, whose timer keeps a reference from `this` while
+    /// it is armed.
     fn notify(this: ArcBorrow<'_, Self>, n: u32) {
-        if let Pending::Defer(us) = this.notifier.published(this.settings, &this.stats, n) {
+        if let Pending::Defer(us) = this.notifier.notify(this.settings, &this.stats, n) {
             let ms = u32::try_from(us.div_ceil(1000)).unwrap_or(u32::MAX);
             Timer::arm_within(this, msecs_to_jiffies(ms).max(1));
         }
@@ -478,21 +491,21 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     /// Notifies the host of `n` published requests now: for requests moved out of the
     /// backlog, one batch that needs no deadline, since the host has just been busy.
     fn notify_now(&self, n: u32) {
-        if let Pending::Defer(_) = self.notifier.published(self.settings, &self.stats, n) {
+        if let Pending::Defer(_) = self.notifier.notify(self.settings, &self.stats, n) {
             self.notifier.flush(&self.stats);
         }
     }
 
-    /// Publishes `n` written requests, drops the engine lock and notifies the host.
-    fn hand_over(this: ArcBorrow<'_, Self>, guard: InnerGuard<'_>, n: u32) {
+    /// Publishes `n` written requests, drops the teardown lock and notifies the host.
+    fn publish_and_notify(this: ArcBorrow<'_, Self>, guard: InnerGuard<'_>, n: u32) {
         this.publish(&guard, n);
         drop(guard);
         Self::notify(this, n);
     }
 
     /// Moves queued requests into the ring, oldest first, while it has room and the
-    /// oldest fits the credits. Returns how many. Bounded by the ring size.
-    fn flush_backlog(&self, inner: &mut Inner) -> u32 {
+    /// oldest fits the caps in flight. Returns how many. Bounded by the ring size.
+    fn submit_backlog(&self, inner: &mut Inner) -> u32 {
         let mut wrote = 0;
         while !inner.broken {
             let Some(id) = inner.backlog.cursor_front().map(|c| *c.current().1) else {
@@ -506,9 +519,9 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                 inner.backlog_len -= 1;
                 continue;
             };
-            // FIFO: a DESTROY beyond the credits holds up those behind it, so that
+            // FIFO: a DESTROY beyond the caps holds up those behind it, so that
             // none is overtaken for ever.
-            if op == Op::Destroy && !inner.credits.fits(space.pages, self.settings) {
+            if op == Op::Destroy && !inner.in_flight.fits(space.pages, self.settings) {
                 break;
             }
             match inner.sq.push(self.notifier.shm(), &space.request(id, op)) {
@@ -520,7 +533,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                 }
             }
             inner.dequeue(id);
-            self.submitted(inner, id, op);
+            self.count_submission(inner, id, op);
             wrote += 1;
         }
         wrote
@@ -535,7 +548,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             w.store(true, Publish);
         }
         if core::mem::take(&mut space.in_flight) {
-            inner.credits.give(space.pages);
+            inner.in_flight.give(space.pages);
         }
         if space.pgd.is_some() {
             if let Some(Space {
@@ -654,7 +667,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     /// Consumes completions and moves queued requests into the freed slots. Called
     /// from the interrupt thread, after synchronous waits, and polled while detaching.
     ///
-    /// The engine lock is held for at most [`CQ_PASS`] entries at a time, so a host
+    /// The teardown lock is held for at most [`CQ_PASS`] entries at a time, so a host
     /// that keeps the ring full cannot keep the hooks out, and for at most
     /// `cq_entries` entries per call in all: whatever a hostile host adds beyond that
     /// waits for the next interrupt, which it asks for by re-arming.
@@ -697,7 +710,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             if more {
                 inner.cq.release(shm);
             }
-            let n = self.flush_backlog(inner);
+            let n = self.submit_backlog(inner);
             self.publish(inner, n);
             if more && budget == 0 {
                 // Leave the rest for the interrupt the host raises when it adds more.
@@ -729,7 +742,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
 
     /// Detach phase 1: stops tracking new address spaces and wakes throttled creators.
     pub(crate) fn close(&self) {
-        self.inner.lock().closing = true;
+        self.inner.lock().hooks_active = false;
         self.progress.notify_all();
     }
 
@@ -839,8 +852,8 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         if inner.host_dead {
             return true;
         }
-        let limit_ms = i64::try_from(self.settings.get(Knob::HostTimeoutMs)).unwrap_or(i64::MAX);
-        if inner.credits.spaces == 0
+        let limit_ms = i64::try_from(self.settings.get(Setting::HostTimeoutMs)).unwrap_or(i64::MAX);
+        if inner.in_flight.spaces == 0
             || (Ktime::ktime_get() - inner.last_progress).to_ms() < limit_ms
         {
             return false;
@@ -850,7 +863,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             pr_err!(
                 "host acknowledged nothing for {limit_ms} ms with {} teardowns in flight; \
                  no longer throttling\n",
-                inner.credits.spaces
+                inner.in_flight.spaces
             );
         }
         self.progress.notify_all();
@@ -863,7 +876,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     fn throttle(&self, guard: &mut InnerGuard<'_>) -> Result {
         let pass = |this: &Self, inner: &mut Inner| {
             !inner.outstanding.at_cap(this.settings)
-                || inner.closing
+                || !inner.hooks_active
                 || inner.broken
                 || this.host_is_dead(inner)
         };
@@ -874,7 +887,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         let start = Ktime::ktime_get();
         let limit_us = self
             .settings
-            .get(Knob::ThrottleTimeoutMs)
+            .get(Setting::ThrottleTimeoutMs)
             .saturating_mul(1000);
         guard.throttled += 1;
         let result = loop {
@@ -915,7 +928,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
         let mut guard = this.inner.lock();
         this.throttle(&mut guard)?;
         let inner = &mut *guard;
-        if inner.closing || inner.broken {
+        if !inner.hooks_active || inner.broken {
             return Ok(());
         }
         if let Some(old) = inner.spaces.get(&id) {
@@ -930,7 +943,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
         inner.spaces_live += 1;
         this.stats().spaces_created.fetch_add(1, Relaxed);
         let n = u32::from(this.submit(inner, id, Op::Create));
-        Self::hand_over(this, guard, n);
+        Self::publish_and_notify(this, guard, n);
         Ok(())
     }
 
@@ -990,7 +1003,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
         }
         let n = u32::from(this.start_destroy(inner, id, pages));
         let Some(waiter) = waiter else {
-            return Self::hand_over(this, guard, n);
+            return Self::publish_and_notify(this, guard, n);
         };
         // The blocking call rings itself, and must not spin under the lock.
         this.publish(inner, n);
@@ -1047,7 +1060,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
         match (state, inner.spaces.get_mut(&id)) {
             (State::Destroying, Some(s)) if inner.reset.is_some() || !inner.broken => {
                 s.pgd = Some(pgd);
-                inner.pending_pgds += 1;
+                inner.pgds_pending += 1;
                 this.stats().pgds_parked.fetch_add(1, Relaxed);
             }
             (State::Destroying, Some(_)) => {
@@ -1073,14 +1086,14 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
                 this.stats().pgds_returned.fetch_add(1, Relaxed);
             }
         }
-        Self::hand_over(this, guard, n);
+        Self::publish_and_notify(this, guard, n);
     }
 }
 
 impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> TimerCallback
     for Teardown<M, B>
 {
-    /// The flush deadline passed: hands the incomplete batch over.
+    /// The flush deadline passed: flushes the incomplete batch.
     fn run(this: Arc<Self>) {
         if this.notifier.flush(&this.stats) {
             this.stats.deadline_flushes.fetch_add(1, Relaxed);
