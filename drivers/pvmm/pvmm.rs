@@ -15,7 +15,8 @@
 //! - `notify`: the doorbell and the batching of notifications;
 //! - `space`: what is kept per address space, and the tallies the caps bound;
 //! - `sync`: the blocking baselines' interrupts-off wait;
-//! - `teardown`: tracking, submission, completions, detach and the hooks;
+//! - `teardown`: tracking, submission, completions, detach and the hooks, one
+//!   concept a file;
 //! - `ivshmem`: the device as the teardown's transport, and its interrupt;
 //! - `debugfs`: the debugfs files;
 //! - this file: the module, probe and detach.
