@@ -9,28 +9,28 @@
 use core::{fmt, sync::atomic::Ordering::Relaxed};
 use kernel::{c_str, debugfs, prelude::*, sync::Arc};
 
-use crate::{ivshmem::Engine, settings::Knob, wire};
+use crate::{ivshmem::Teardown, settings::Setting, wire};
 
 /// The `stats` file: settings, counters and gauges as `name value` lines.
 ///
 /// # Locking
 ///
-/// Reading takes the engine lock once, for the gauges; settings, counters and
+/// Reading takes the teardown lock once, for the gauges; settings, counters and
 /// maxima are read without it.
-struct StatsFile(Arc<Engine>);
+struct StatsFile(Arc<Teardown>);
 
 impl fmt::Display for StatsFile {
     fn fmt(&self, w: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let e = &self.0;
-        let g = e.gauges();
-        for knob in Knob::ALL {
-            write!(w, "{} ", knob.info().name)?;
-            e.settings.show(knob, w)?;
+        let t = &self.0;
+        let g = t.gauges();
+        for setting in Setting::ALL {
+            write!(w, "{} ", setting.info().name)?;
+            t.settings.show(setting, w)?;
             writeln!(w)?;
         }
-        writeln!(w, "hooks_active {}", u8::from(!g.closing))?;
+        writeln!(w, "hooks_active {}", u8::from(g.hooks_active))?;
         let mut res = Ok(());
-        e.stats().for_each(|name, v| {
+        t.stats().for_each(|name, v| {
             if res.is_ok() {
                 res = writeln!(w, "{name} {v}");
             }
@@ -47,7 +47,7 @@ impl fmt::Display for StatsFile {
         writeln!(w, "peak_in_flight_pages {}", g.peak_in_flight_pages)?;
         writeln!(w, "peak_host_held {}", g.peak_host_held)?;
         writeln!(w, "host_rejected {}", g.host_rejected)?;
-        let m = e.maxima();
+        let m = t.maxima();
         writeln!(w, "sync_wait_max_us {}", m.sync_wait_max_us.load(Relaxed))?;
         writeln!(w, "irq_off_max_us {}", m.irq_off_max_us.load(Relaxed))?;
         writeln!(w, "throttled {}", g.throttled)?;
@@ -62,7 +62,7 @@ impl fmt::Display for StatsFile {
 impl debugfs::Reader for StatsFile {
     /// `reset_peaks` restarts the peak gauges and the maxima.
     fn read_from_slice(&self, input: &[u8]) -> Result {
-        if crate::settings::trim(input) != b"reset_peaks" {
+        if core::str::from_utf8(input).map(str::trim) != Ok("reset_peaks") {
             return Err(EINVAL);
         }
         self.0.reset_peaks();
@@ -94,7 +94,7 @@ impl fmt::Display for DeviceFile {
 /// # Lifetime
 ///
 /// Removed when dropped, first thing when detaching; each file holds a reference to
-/// the engine.
+/// the device's [`Teardown`].
 pub(crate) struct DebugFiles {
     _stats: debugfs::File<StatsFile>,
     _device: debugfs::File<DeviceFile>,
@@ -102,12 +102,12 @@ pub(crate) struct DebugFiles {
 }
 
 impl DebugFiles {
-    /// Creates `pvmm/` with its files for `engine` of the device `peer` that the host
-    /// described in `header`.
-    pub(crate) fn new(engine: &Arc<Engine>, peer: u32, header: wire::Header) -> Result<Self> {
+    /// Creates `pvmm/` with its files for `teardown` of the device `peer` that the
+    /// host described in `header`.
+    pub(crate) fn new(teardown: &Arc<Teardown>, peer: u32, header: wire::Header) -> Result<Self> {
         let dir = debugfs::Dir::new(c_str!("pvmm"));
         Ok(DebugFiles {
-            _stats: dir.read_write_file(c_str!("stats"), StatsFile(engine.clone()))?,
+            _stats: dir.read_write_file(c_str!("stats"), StatsFile(teardown.clone()))?,
             _device: dir.read_only_file(c_str!("device"), DeviceFile { peer, header })?,
             _dir: dir,
         })

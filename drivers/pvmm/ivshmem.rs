@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The ivshmem-doorbell device as the engine's transport: its registers and
+//! The ivshmem-doorbell device as the [`Teardown`]'s transport: its registers and
 //! doorbell (BAR0), the shared memory (BAR2) behind [`wire::SharedMemory`], and the
 //! completion interrupt.
 
@@ -11,7 +11,7 @@ use kernel::{
     pci,
 };
 
-use crate::{notify::Doorbell, teardown::Teardown, wire};
+use crate::{notify::Doorbell, teardown, wire};
 
 /// ivshmem BAR0 registers.
 pub(crate) mod regs {
@@ -28,8 +28,8 @@ pub(crate) const BAR_REGS: u32 = 0;
 /// The shared-memory BAR.
 pub(crate) const BAR_SHM: u32 = 2;
 
-/// The engine of an ivshmem-doorbell device.
-pub(crate) type Engine = Teardown<SharedMem, IvshmemBell>;
+/// The [`teardown::Teardown`] of an ivshmem-doorbell device.
+pub(crate) type Teardown = teardown::Teardown<SharedMem, IvshmemBell>;
 
 /// Rings the host stub's peer through the ivshmem doorbell register.
 ///
@@ -39,7 +39,7 @@ pub(crate) type Engine = Teardown<SharedMem, IvshmemBell>;
 ///
 /// # Lifetime
 ///
-/// Owned by the engine; the register mapping lives as long as it.
+/// Owned by the [`Teardown`]; the register mapping lives as long as it.
 pub(crate) struct IvshmemBell {
     regs: pci::Bar<{ regs::SIZE }>,
     value: u32,
@@ -89,10 +89,10 @@ impl wire::SharedMemory for SharedMem {
 }
 
 /// Completion interrupt (MSI-X vector 0): everything happens in the thread, which
-/// takes the engine lock through [`Teardown::interrupt`]; the hard handler takes
-/// none. The registration holds the engine by an `Arc` and is dropped last when
+/// takes the teardown lock through [`Teardown::interrupt`]; the hard handler takes
+/// none. The registration holds the [`Teardown`] by an `Arc` and is dropped last when
 /// detaching.
-impl ThreadedHandler for Engine {
+impl ThreadedHandler for Teardown {
     fn handle(&self, _dev: &Device) -> ThreadedIrqReturn {
         ThreadedIrqReturn::WakeThread
     }

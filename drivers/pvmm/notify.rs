@@ -2,7 +2,13 @@
 
 //! Telling the host about submissions: the [`Doorbell`] and the batching of
 //! notifications ([`Notifier`]). The flush deadline of an incomplete batch is the
-//! engine's timer, which calls [`Notifier::flush`].
+//! `Teardown`'s timer, which calls [`Notifier::flush`].
+//!
+//! The words of the path, in order: *submit* writes an entry into the submission
+//! ring; *publish* makes written entries visible to the host (the ring's tail);
+//! *notify* counts published entries into the current batch; *flush* hands the
+//! batch to the host, ringing the doorbell unless the host says it is working
+//! anyway; *ring* rings the doorbell whatever the host says.
 
 use core::sync::atomic::{
     AtomicU32,
@@ -10,7 +16,7 @@ use core::sync::atomic::{
 };
 
 use crate::{
-    settings::{Knob, Settings},
+    settings::{Setting, Settings},
     stats::Stats,
     wire::{self, SharedMemory},
 };
@@ -26,18 +32,18 @@ pub(crate) trait Doorbell: Send + Sync {
     fn ring(&self);
 }
 
-/// The transport side of the engine: shared memory, doorbell, and the decision
+/// The transport side of the `Teardown`: shared memory, doorbell, and the decision
 /// when to ring.
 ///
 /// # Locking
 ///
 /// Lock-free: everything here is atomics, shared-memory accesses and MMIO, so it is
 /// used from the hooks, the interrupt thread and the flush-deadline timer (softirq)
-/// alike, with or without the engine lock held.
+/// alike, with or without the teardown lock held.
 ///
 /// # Lifetime
 ///
-/// A field of the engine.
+/// A field of the `Teardown`.
 pub(crate) struct Notifier<M: SharedMemory, B: Doorbell> {
     shm: M,
     bell: B,
@@ -51,9 +57,9 @@ pub(crate) struct Notifier<M: SharedMemory, B: Doorbell> {
 
 /// What to do with published submissions that do not fill a batch.
 pub(crate) enum Pending {
-    /// Hand them over when the flush deadline (this many microseconds) passes.
+    /// Flush them when the flush deadline (this many microseconds) passes.
     Defer(u64),
-    /// Nothing: a batch was handed over, or nothing was published.
+    /// Nothing: a batch was flushed, or nothing was published.
     Done,
 }
 
@@ -90,26 +96,27 @@ impl<M: SharedMemory + Send + Sync, B: Doorbell> Notifier<M, B> {
     }
 
     /// Rings now, as a hypercall would. The doorbell also covers every submission
-    /// whose count it takes, so other CPUs' pending batches are handed over too.
-    pub(crate) fn ring_now(&self, stats: &Stats) {
+    /// whose count it takes, so other CPUs' pending batches are flushed too.
+    pub(crate) fn ring(&self, stats: &Stats) {
         self.unnotified.swap(0, AcqRel);
         stats.batches.fetch_add(1, Relaxed);
         stats.doorbells.fetch_add(1, Relaxed);
         self.bell.ring();
     }
 
-    /// Counts `n` newly published requests: hands the batch over when it is full,
-    /// otherwise says how long it may wait. Called after the engine lock is dropped.
-    pub(crate) fn published(&self, settings: &Settings, stats: &Stats, n: u32) -> Pending {
+    /// Counts `n` newly published requests into the batch: flushes it when it is
+    /// full, otherwise says how long it may wait. Called after the teardown lock is
+    /// dropped.
+    pub(crate) fn notify(&self, settings: &Settings, stats: &Stats, n: u32) -> Pending {
         if n == 0 {
             return Pending::Done;
         }
         let pending = self.unnotified.fetch_add(n, Release).saturating_add(n);
-        if u64::from(pending) >= settings.get(Knob::Batch) {
+        if u64::from(pending) >= settings.get(Setting::Batch) {
             self.flush(stats);
             Pending::Done
         } else {
-            Pending::Defer(settings.get(Knob::FlushUs))
+            Pending::Defer(settings.get(Setting::FlushUs))
         }
     }
 }

@@ -10,13 +10,14 @@
 //! The modules, each using only those listed before it:
 //!
 //! - `wire`: the protocol, shared with the host stub;
-//! - `settings`: the teardown mode and the tunables;
+//! - `settings`: the teardown mode and the other settings;
 //! - `stats`: event counters, maxima and gauges;
 //! - `notify`: the doorbell and the batching of notifications;
 //! - `space`: what is kept per address space, and the tallies the caps bound;
 //! - `sync`: the blocking baselines' interrupts-off wait;
-//! - `teardown`: the engine;
-//! - `ivshmem`: the device as the engine's transport, and its interrupt;
+//! - `teardown`: tracking, submission, completions, detach and the hooks, one
+//!   concept a file;
+//! - `ivshmem`: the device as the teardown's transport, and its interrupt;
 //! - `debugfs`: the debugfs files;
 //! - this file: the module, probe and detach.
 
@@ -36,7 +37,7 @@ mod teardown;
 mod wire;
 
 use debugfs::DebugFiles;
-use ivshmem::{regs, Engine, IvshmemBell, BAR_REGS, BAR_SHM};
+use ivshmem::{regs, IvshmemBell, Teardown, BAR_REGS, BAR_SHM};
 use teardown::Deadline;
 
 kernel::module_pci_driver! {
@@ -64,13 +65,14 @@ const RESET_MIN_MS: u32 = 500;
 /// # Lifetime
 ///
 /// Owned, pinned, by the PCI core from a successful probe until unbind; the optional
-/// fields are set by probe, in the order they are declared in reverse, and taken by
-/// `Drop`.
+/// fields are set by probe in the order `irq`, `debugfs`, `hooks` (last, so that no
+/// address space is tracked by a device that failed to probe), and taken by `Drop`
+/// in the order `debugfs`, `hooks`, `irq`.
 struct PvmmDevice {
     debugfs: Option<DebugFiles>,
-    hooks: Option<Pin<KBox<mm_hooks::Registration<Engine>>>>,
-    engine: Arc<Engine>,
-    irq: Option<Pin<KBox<irq::ThreadedRegistration<Arc<Engine>>>>>,
+    hooks: Option<Pin<KBox<mm_hooks::Registration<Teardown>>>>,
+    teardown: Arc<Teardown>,
+    irq: Option<Pin<KBox<irq::ThreadedRegistration<Arc<Teardown>>>>>,
 }
 
 impl PvmmDevice {
@@ -79,12 +81,12 @@ impl PvmmDevice {
     fn quiesce(&self) {
         let deadline = Deadline::after_ms(DRAIN_TIMEOUT_MS);
         // 1. No new address spaces; throttled creators stop waiting.
-        self.engine.close();
+        self.teardown.close();
         if self.hooks.is_some() {
             // 2. With pgd_free still hooked, so that pgds freed meanwhile are parked.
-            self.engine.drain(deadline);
+            self.teardown.drain(deadline);
             // 3. The host forgets every object of ours, which acknowledges them all.
-            self.engine.reset_host(deadline.at_least_ms(RESET_MIN_MS));
+            self.teardown.reset_host(deadline.at_least_ms(RESET_MIN_MS));
         }
     }
 }
@@ -96,7 +98,7 @@ impl Drop for PvmmDevice {
         // 4. Waits for running hooks.
         drop(self.hooks.take());
         // 5. Only what the host never acknowledged is released without it.
-        self.engine.finish();
+        self.teardown.finish();
         drop(self.irq.take());
     }
 }
@@ -144,15 +146,15 @@ impl PvmmDevice {
 
         let nvec = dev.alloc_irq_vectors(1, 1, pci::IrqTypes::MSIX)?;
         let bell = IvshmemBell::new(regs, header.host_peer);
-        let engine = Arc::pin_init(
-            Engine::new(shm, bell, header.layout, features, &settings::SETTINGS),
+        let teardown = Arc::pin_init(
+            Teardown::new(shm, bell, header.layout, features, &settings::SETTINGS),
             GFP_KERNEL,
         )?;
         // From here on a failure drops the device, which detaches from the host.
         let mut device = PvmmDevice {
             debugfs: None,
             hooks: None,
-            engine: engine.clone(),
+            teardown: teardown.clone(),
             irq: None,
         };
         device.irq = Some(KBox::pin_init(
@@ -160,17 +162,17 @@ impl PvmmDevice {
                 dev.irq_vector(0)?,
                 irq::Flags::ONESHOT,
                 c_str!("pvmm"),
-                engine.clone(),
+                teardown.clone(),
             ),
             GFP_KERNEL,
         )?);
         // Completions that arrived before the handler existed.
-        engine.process_completions();
+        teardown.process_completions();
 
-        device.debugfs = Some(DebugFiles::new(&engine, peer, header)?);
+        device.debugfs = Some(DebugFiles::new(&teardown, peer, header)?);
         // Last, so that no address space is tracked by a device that failed to probe.
         device.hooks = Some(KBox::pin_init(
-            mm_hooks::Registration::new(engine),
+            mm_hooks::Registration::new(teardown),
             GFP_KERNEL,
         )?);
 

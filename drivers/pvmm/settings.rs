@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Run-time settings: the teardown [`Mode`] and the tunables.
+//! Run-time settings: the teardown [`Mode`] and the numbers that tune it.
 //!
 //! Every setting is declared once, in the [`settings!`] table below: its name,
-//! description, limits and default. The [`Knob`] enum, [`Knob::ALL`], [`TUNABLES`],
-//! the [`SETTINGS`] that hold the values and one module parameter per setting are
-//! generated from it, so they cannot disagree.
+//! description, limits and default. The [`Setting`] enum, [`Setting::ALL`],
+//! [`SETTING_INFO`], the [`SETTINGS`] that hold the values and one module parameter
+//! per setting are generated from it, so they cannot disagree.
 //!
 //! The module parameters are the driver's user interface: `insmod pvmm.ko batch=32`,
 //! `pvmm.batch=32` on the command line of a kernel with pvmm built in, and
@@ -13,25 +13,12 @@
 
 use core::{
     fmt,
+    str::FromStr,
     sync::atomic::{AtomicU64, Ordering::Relaxed},
 };
 use kernel::{module_param, prelude::*};
 
 use crate::wire;
-
-/// `input` without leading and trailing ASCII whitespace (`<[u8]>::trim_ascii` needs a
-/// newer Rust than the kernel's minimum).
-pub(crate) fn trim(input: &[u8]) -> &[u8] {
-    let start = input
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(input.len());
-    let end = input
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |i| i + 1);
-    &input[start..end]
-}
 
 /// How teardowns started now reach the host.
 ///
@@ -61,7 +48,7 @@ impl Mode {
     }
 
     /// The name in the `mode` parameter and the `stats` file.
-    pub(crate) fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Mode::Off => "off",
             Mode::Sync => "sync",
@@ -69,52 +56,70 @@ impl Mode {
             Mode::Async => "async",
         }
     }
+}
 
-    /// Parses a name, ignoring surrounding whitespace.
-    pub(crate) fn parse(input: &[u8]) -> Option<Mode> {
-        let name = trim(input);
-        Mode::ALL.into_iter().find(|m| m.name().as_bytes() == name)
-    }
+/// The mode stored as `value`; `EINVAL` for a number that is none.
+impl TryFrom<u64> for Mode {
+    type Error = Error;
 
-    fn from_raw(raw: u64) -> Mode {
+    fn try_from(value: u64) -> Result<Self> {
         Mode::ALL
             .into_iter()
-            .find(|m| *m as u64 == raw)
-            .unwrap_or(Mode::Async)
+            .find(|m| *m as u64 == value)
+            .ok_or(EINVAL)
     }
 }
 
-/// A run-time setting: its name and limits.
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The mode named `name`; `EINVAL` for anything else.
+impl FromStr for Mode {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.name() == name)
+            .ok_or(EINVAL)
+    }
+}
+
+/// A setting's name and limits.
 ///
 /// # Lifetime
 ///
-/// Only the `'static` entries of [`TUNABLES`] exist.
-pub(crate) struct Tunable {
+/// Only the `'static` entries of [`SETTING_INFO`] exist.
+pub(crate) struct SettingInfo {
     /// The name of the module parameter, and in the `stats` file.
     pub(crate) name: &'static str,
     pub(crate) min: u64,
     pub(crate) max: u64,
 }
 
-/// Generates [`Knob`], [`Knob::ALL`], [`TUNABLES`], [`SETTINGS`] and a module parameter
-/// per setting from one table, in its order.
+/// Generates [`Setting`], [`Setting::ALL`], [`SETTING_INFO`], [`SETTINGS`] and a module
+/// parameter per setting from one table, in its order.
 macro_rules! settings {
-    ($($knob:ident = $name:ident {
+    ($($setting:ident = $name:ident {
         desc: $desc:literal, min: $min:expr, max: $max:expr, default: $default:expr $(,)?
     })*) => {
-        /// Index of a setting in [`TUNABLES`]. A plain value.
+        /// A setting: its index in [`SETTING_INFO`] and [`SETTINGS`]. A plain value.
         #[derive(Clone, Copy)]
-        pub(crate) enum Knob {
-            $(#[doc = $desc] $knob,)*
+        pub(crate) enum Setting {
+            $(#[doc = $desc] $setting,)*
         }
 
-        impl Knob {
-            /// Every setting, in [`TUNABLES`] order.
-            pub(crate) const ALL: [Knob; [$(stringify!($name)),*].len()] = [$(Knob::$knob),*];
+        impl Setting {
+            /// Every setting, in [`SETTING_INFO`] order.
+            pub(crate) const ALL: [Setting; [$(stringify!($name)),*].len()] =
+                [$(Setting::$setting),*];
         }
 
-        /// The settings, indexed by [`Knob`].
-        pub(crate) const TUNABLES: [Tunable; Knob::ALL.len()] = [$(Tunable {
+        /// The settings' names and limits, indexed by [`Setting`].
+        pub(crate) const SETTING_INFO: [SettingInfo; Setting::ALL.len()] = [$(SettingInfo {
             name: stringify!($name),
             min: $min,
             max: $max,
@@ -124,8 +129,8 @@ macro_rules! settings {
         pub(crate) static SETTINGS: Settings = Settings([$(AtomicU64::new($default)),*]);
 
         $(const _: () = {
-            static KNOB: KnobParam = KnobParam(Knob::$knob);
-            kernel::module_param!(KNOB, KnobParam, "pvmm", $name, 0o644, $desc);
+            static PARAM: SettingParam = SettingParam(Setting::$setting);
+            kernel::module_param!(PARAM, SettingParam, "pvmm", $name, 0o644, $desc);
         };)*
     };
 }
@@ -179,9 +184,9 @@ settings! {
 /// # Locking
 ///
 /// None: settings are atomics.
-struct KnobParam(Knob);
+struct SettingParam(Setting);
 
-impl module_param::ParamType for KnobParam {
+impl module_param::ParamType for SettingParam {
     fn set(&self, value: &[u8]) -> Result {
         SETTINGS.store(self.0, value)
     }
@@ -191,10 +196,10 @@ impl module_param::ParamType for KnobParam {
     }
 }
 
-impl Knob {
-    /// Name, limits and default.
-    pub(crate) fn info(self) -> &'static Tunable {
-        &TUNABLES[self as usize]
+impl Setting {
+    /// Name and limits; the default is only in the table.
+    pub(crate) fn info(self) -> &'static SettingInfo {
+        &SETTING_INFO[self as usize]
     }
 }
 
@@ -210,49 +215,48 @@ impl Knob {
 /// # Lifetime
 ///
 /// The driver's are the `static` [`SETTINGS`].
-pub(crate) struct Settings([AtomicU64; TUNABLES.len()]);
+pub(crate) struct Settings([AtomicU64; SETTING_INFO.len()]);
 
 impl Settings {
-    /// The value of `knob`.
-    pub(crate) fn get(&self, knob: Knob) -> u64 {
-        self.0[knob as usize].load(Relaxed)
+    /// The value of `setting`.
+    pub(crate) fn get(&self, setting: Setting) -> u64 {
+        self.0[setting as usize].load(Relaxed)
     }
 
-    /// Sets `knob`; `EINVAL` outside its limits.
-    pub(crate) fn set(&self, knob: Knob, value: u64) -> Result {
-        let t = knob.info();
-        if !(t.min..=t.max).contains(&value)
-            || (matches!(knob, Knob::Mode) && !Mode::from_raw(value).available())
+    /// Sets `setting`; `EINVAL` outside its limits.
+    pub(crate) fn set(&self, setting: Setting, value: u64) -> Result {
+        let info = setting.info();
+        if !(info.min..=info.max).contains(&value)
+            || (matches!(setting, Setting::Mode)
+                && !Mode::try_from(value).is_ok_and(Mode::available))
         {
             return Err(EINVAL);
         }
-        self.0[knob as usize].store(value, Relaxed);
+        self.0[setting as usize].store(value, Relaxed);
         Ok(())
     }
 
     /// The teardown mode.
     pub(crate) fn mode(&self) -> Mode {
-        Mode::from_raw(self.get(Knob::Mode))
+        Mode::try_from(self.get(Setting::Mode)).unwrap_or(Mode::Async)
     }
 
-    /// Writes the value of `knob` as text: the mode's name, or the number.
-    pub(crate) fn show(&self, knob: Knob, w: &mut impl fmt::Write) -> fmt::Result {
-        match knob {
-            Knob::Mode => w.write_str(self.mode().name()),
-            k => write!(w, "{}", self.get(k)),
+    /// Writes the value of `setting` as text: the mode's name, or the number.
+    pub(crate) fn show(&self, setting: Setting, w: &mut impl fmt::Write) -> fmt::Result {
+        match setting {
+            Setting::Mode => write!(w, "{}", self.mode()),
+            s => write!(w, "{}", self.get(s)),
         }
     }
 
-    /// Sets `knob` from text: a mode's name, or a number, ignoring surrounding
+    /// Sets `setting` from text: a mode's name, or a number, ignoring surrounding
     /// whitespace. `EINVAL` for anything else.
-    pub(crate) fn store(&self, knob: Knob, input: &[u8]) -> Result {
-        let value = match knob {
-            Knob::Mode => Mode::parse(input).ok_or(EINVAL)? as u64,
-            _ => core::str::from_utf8(trim(input))
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or(EINVAL)?,
+    pub(crate) fn store(&self, setting: Setting, input: &[u8]) -> Result {
+        let text = core::str::from_utf8(input).map_err(|_| EINVAL)?.trim();
+        let value = match setting {
+            Setting::Mode => text.parse::<Mode>()? as u64,
+            _ => text.parse::<u64>().map_err(|_| EINVAL)?,
         };
-        self.set(knob, value)
+        self.set(setting, value)
     }
 }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! What the engine keeps per address space ([`Space`], in the [`State`] of its
+//! What the teardown keeps per address space ([`Space`], in the [`State`] of its
 //! lifecycle), and the tallies of teardown work the caps bound ([`Tally`]).
 
 use kernel::{
@@ -13,13 +13,13 @@ use kernel::{
 use core::sync::atomic::AtomicBool;
 
 use crate::{
-    settings::{Knob, Settings},
+    settings::{Setting, Settings},
     wire::{Op, Request},
 };
 
 /// Where an address space is in its lifecycle: `Live`, then `Destroying` at
 /// `exit_mmap` (or at `pgd_free` without one), then `Acked` if the host answers
-/// before `pgd_free`. Kept in [`Space::state`], under the engine lock.
+/// before `pgd_free`. Kept in [`Space::state`], under the teardown lock.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum State {
     /// Known to the host (or about to be).
@@ -31,21 +31,21 @@ pub(crate) enum State {
 }
 
 /// A backlog entry's node: reserved when the space is created, so that queueing a
-/// request never allocates under the engine lock. Owned by its [`Space`] while not
-/// queued, by the engine's backlog while queued.
+/// request never allocates under the teardown lock. Owned by its [`Space`] while not
+/// queued, by the teardown backlog while queued.
 pub(crate) type BacklogSlot = RBTreeNodeReservation<u64, SpaceId>;
 
-/// What the engine knows about one address space.
+/// What the teardown knows about one address space.
 ///
 /// # Locking
 ///
-/// Lives in the engine's space tree and is read and changed only under the engine
-/// lock.
+/// Lives in the teardown state's space tree and is read and changed only under the
+/// teardown lock.
 ///
 /// # Lifetime
 ///
 /// Allocated in `pgd_alloc`, the only hook that may allocate, and dropped when the
-/// engine stops tracking the space: at `pgd_free` once the host is done, on the
+/// teardown stops tracking the space: at `pgd_free` once the host is done, on the
 /// host's acknowledgment after `pgd_free`, at a reset, or when detaching. Dropping
 /// it releases the parked page directory, if any.
 pub(crate) struct Space {
@@ -54,14 +54,14 @@ pub(crate) struct Space {
     pub(crate) pages: u64,
     /// The page directory once `pgd_free` handed it over.
     pub(crate) pgd: Option<PageDirectory>,
-    /// A request that did not fit in the ring yet, and its key in the engine's backlog.
+    /// A request that did not fit in the ring yet, and its key in the backlog.
     /// Exactly one of `queued` and `slot` is set.
     pub(crate) queued: Option<(Op, u64)>,
     pub(crate) slot: Option<BacklogSlot>,
     /// Set when the host acknowledges the DESTROY; a synchronous teardown polls it
     /// without the lock.
     pub(crate) waiter: Option<Arc<AtomicBool>>,
-    /// The DESTROY is in the host's hands and holds credits.
+    /// The DESTROY is in the host's hands: counted in flight.
     pub(crate) in_flight: bool,
     /// Submission ring index of the DESTROY once written; its completion is valid
     /// only after the host consumed it.
@@ -102,11 +102,11 @@ impl Space {
 }
 
 /// A count of DESTROYs and their pages, with peaks: the outstanding ones (started,
-/// not acknowledged) and the credits (handed to the host, not acknowledged).
+/// not acknowledged) and the ones in flight (handed to the host, not acknowledged).
 ///
 /// # Locking
 ///
-/// Part of the engine's locked state.
+/// Part of the teardown state, under the teardown lock.
 #[derive(Default)]
 pub(crate) struct Tally {
     pub(crate) spaces: u64,
@@ -143,14 +143,15 @@ impl Tally {
 
     /// Whether the tally has reached a cap.
     pub(crate) fn at_cap(&self, settings: &Settings) -> bool {
-        self.spaces >= settings.get(Knob::CapSpaces) || self.pages >= settings.get(Knob::CapPages)
+        self.spaces >= settings.get(Setting::CapSpaces)
+            || self.pages >= settings.get(Setting::CapPages)
     }
 
     /// Whether a DESTROY of `pages` still fits under the caps. With nothing counted
     /// one always does, however large, so no teardown waits forever.
     pub(crate) fn fits(&self, pages: u64, settings: &Settings) -> bool {
         self.spaces == 0
-            || (self.spaces < settings.get(Knob::CapSpaces)
-                && self.pages.saturating_add(pages) <= settings.get(Knob::CapPages))
+            || (self.spaces < settings.get(Setting::CapSpaces)
+                && self.pages.saturating_add(pages) <= settings.get(Setting::CapPages))
     }
 }

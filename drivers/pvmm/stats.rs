@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! What the driver counts: event counters ([`Stats`]), the longest synchronous
-//! stretches ([`Maxima`]) and a snapshot of the engine's gauges ([`Gauges`]).
+//! stretches ([`Maxima`]) and a snapshot of the teardown state's gauges ([`Gauges`]).
 
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -22,13 +22,14 @@ macro_rules! counters {
         ///
         /// # Locking
         ///
-        /// Relaxed atomics, so they can be updated and read without the engine lock;
-        /// each is monotonic.
+        /// Relaxed atomics, so they can be updated and read without the teardown
+        /// lock; each is monotonic.
         ///
         /// # Lifetime
         ///
-        /// Part of the engine's [`crate::notify::Notifier`], so the flush timer can
-        /// count too; they restart with the driver instance.
+        /// A field of the device's `Teardown`, lent to the [`crate::notify::Notifier`]
+        /// and the synchronous wait by reference; they restart with the driver
+        /// instance.
         #[derive(Default)]
         pub(crate) struct Stats {
             $($(#[doc = $doc])* pub(crate) $name: AtomicU64,)*
@@ -133,7 +134,7 @@ counters! {
 ///
 /// # Locking
 ///
-/// Updated with relaxed `fetch_max` outside the engine lock.
+/// Updated with relaxed `fetch_max` outside the teardown lock.
 #[derive(Default)]
 pub(crate) struct Maxima {
     /// Longest synchronous wait for the host.
@@ -142,11 +143,11 @@ pub(crate) struct Maxima {
     pub(crate) irq_off_max_us: AtomicU64,
 }
 
-/// Gauges: a snapshot of the engine's state.
+/// Gauges: a snapshot of the teardown state.
 ///
 /// # Locking
 ///
-/// Taken under the engine lock in one go, so the values agree with each other; the
+/// Taken under the teardown lock in one go, so the values agree with each other; the
 /// snapshot itself is a plain value.
 pub(crate) struct Gauges {
     pub(crate) spaces_live: u64,
@@ -164,7 +165,7 @@ pub(crate) struct Gauges {
     pub(crate) broken: bool,
     pub(crate) resetting: bool,
     pub(crate) host_dead: bool,
-    pub(crate) closing: bool,
+    pub(crate) hooks_active: bool,
     pub(crate) peak_host_held: u32,
     /// What the host says it rejected of ours; informational, like `peak_host_held`.
     pub(crate) host_rejected: u32,

@@ -3,7 +3,7 @@
 //! The blocking baselines' host call: ring, then wait for the acknowledgment with
 //! interrupts off, in one stretch (`sync`) or in bounded chunks (`chunked`).
 //!
-//! The wait never takes the engine lock (on `PREEMPT_RT` a sleeping lock): it polls
+//! The wait never takes the teardown lock (on `PREEMPT_RT` a sleeping lock): it polls
 //! the completion ring read-only and the request's own flag.
 
 use core::sync::atomic::{AtomicBool, Ordering::Acquire, Ordering::Relaxed};
@@ -11,16 +11,16 @@ use kernel::{irq::with_local_irqs_disabled, mm_hooks::SpaceId, prelude::*, time:
 
 use crate::{
     notify::{Doorbell, Notifier},
-    settings::{Knob, Mode, Settings},
+    settings::{Mode, Setting, Settings},
     stats::{count_problem, Maxima, Stats},
     wire::{self, Layout, Op, SharedMemory},
 };
 
-/// Most completions read at a time: under one hold of the engine lock, or per poll of
+/// Most completions read at a time: under one hold of the teardown lock, or per poll of
 /// a synchronous wait.
 pub(crate) const CQ_PASS: u32 = 32;
 
-/// What a synchronous teardown waits for: its `waiter` flag, set when the engine
+/// What a synchronous teardown waits for: its `waiter` flag, set when the `Teardown`
 /// consumes the acknowledgment, or the acknowledgment itself, the DESTROY completion
 /// of `id` tagged `tag`, still in the ring. A plain value.
 pub(crate) struct Awaited<'a> {
@@ -34,7 +34,7 @@ pub(crate) struct Awaited<'a> {
 /// interrupts off from the doorbell on, as a hypercall would; in `chunked` mode for at
 /// most `chunk_us` at a time, as a hypercall with continuations would. Accounts for
 /// the time waited, measured before interrupts were on again. The caller has
-/// published the request and dropped the engine lock.
+/// published the request and dropped the teardown lock.
 pub(crate) fn wait_for_ack<M: SharedMemory + Send + Sync, B: Doorbell>(
     io: &Notifier<M, B>,
     stats: &Stats,
@@ -47,12 +47,16 @@ pub(crate) fn wait_for_ack<M: SharedMemory + Send + Sync, B: Doorbell>(
     let Awaited { waiter, id, tag } = awaited;
     let chunk_ns = match mode {
         Mode::Chunked => {
-            i64::try_from(settings.get(Knob::ChunkUs).saturating_mul(1000)).unwrap_or(i64::MAX)
+            i64::try_from(settings.get(Setting::ChunkUs).saturating_mul(1000)).unwrap_or(i64::MAX)
         }
         _ => i64::MAX,
     };
-    let timeout_ns = i64::try_from(settings.get(Knob::SyncTimeoutMs).saturating_mul(1_000_000))
-        .unwrap_or(i64::MAX);
+    let timeout_ns = i64::try_from(
+        settings
+            .get(Setting::SyncTimeoutMs)
+            .saturating_mul(1_000_000),
+    )
+    .unwrap_or(i64::MAX);
     let shm = io.shm();
     let start = Ktime::ktime_get();
     let mut first = true;
@@ -62,7 +66,7 @@ pub(crate) fn wait_for_ack<M: SharedMemory + Send + Sync, B: Doorbell>(
         let (done, off_ns, end) = with_local_irqs_disabled(|| {
             let t0 = Ktime::ktime_get();
             if core::mem::take(&mut first) {
-                io.ring_now(stats);
+                io.ring(stats);
             }
             loop {
                 // A bounded read per poll: a host that floods the ring must
@@ -94,7 +98,7 @@ pub(crate) fn wait_for_ack<M: SharedMemory + Send + Sync, B: Doorbell>(
         if (end - start).to_ns() >= timeout_ns {
             stats.sync_timeouts.fetch_add(1, Relaxed);
             // A host this slow or dead would stall every exit: stop blocking.
-            if settings.set(Knob::Mode, Mode::Async as u64).is_ok()
+            if settings.set(Setting::Mode, Mode::Async as u64).is_ok()
                 && count_problem(&stats.mode_degraded)
             {
                 pr_warn!("host did not acknowledge space {id:#x} in time; switched to async\n");

@@ -1,0 +1,181 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Requests into the submission ring, the backlog of those that must wait, and
+//! notifying the host of them (the words are explained in `notify`).
+
+use core::sync::atomic::Ordering::Relaxed;
+use kernel::{
+    mm_hooks::SpaceId,
+    sync::{Arc, ArcBorrow},
+    time::{msecs_to_jiffies, Ktime},
+    timer::{Timer, TimerCallback},
+};
+
+use super::{Inner, InnerGuard, Teardown};
+use crate::{
+    notify::{Doorbell, Pending},
+    space::State,
+    wire::{self, Op, SharedMemory},
+};
+
+impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M, B> {
+    /// Accounts for a request that went into the ring.
+    fn count_submission(&self, inner: &mut Inner, id: SpaceId, op: Op) {
+        self.stats().submissions.fetch_add(1, Relaxed);
+        if op != Op::Destroy {
+            return;
+        }
+        if let Some(space) = inner.spaces.get_mut(&id) {
+            if inner.in_flight.spaces == 0 {
+                // The watchdog measures from when the host was given work.
+                inner.last_progress = Ktime::ktime_get();
+            }
+            space.in_flight = true;
+            space.sq_pos = inner.sq.index().wrapping_sub(1);
+            inner.in_flight.take(space.pages);
+        }
+    }
+
+    /// Writes the request `op` of `id` into the ring unless it must wait: behind
+    /// queued requests, for room in flight, or for a free slot. Returns whether it was
+    /// written.
+    pub(super) fn submit(&self, inner: &mut Inner, id: SpaceId, op: Op) -> bool {
+        if inner.broken {
+            return false;
+        }
+        let Some(space) = inner.spaces.get(&id) else {
+            return false;
+        };
+        // Beyond the caps in flight a DESTROY waits in the backlog; teardown itself
+        // goes on.
+        let fits = op == Op::Create || inner.in_flight.fits(space.pages, self.settings);
+        if space.queued.is_some() || inner.backlog_len != 0 || !fits {
+            inner.enqueue(id, op);
+            return false;
+        }
+        match inner.sq.push(self.notifier.shm(), &space.request(id, op)) {
+            Ok(()) => {
+                self.count_submission(inner, id, op);
+                true
+            }
+            Err(wire::Error::Full) => {
+                inner.enqueue(id, op);
+                false
+            }
+            Err(e) => {
+                self.protocol_error(inner, e);
+                false
+            }
+        }
+    }
+
+    /// Makes `n` written requests visible to the host. The notification decision is
+    /// [`Self::notify`]'s, after the lock is dropped.
+    pub(super) fn publish(&self, inner: &Inner, n: u32) {
+        if n != 0 {
+            // The wakeup flag is read again when deciding, closer to the doorbell.
+            let _ = inner.sq.publish(self.notifier.shm());
+        }
+    }
+
+    /// Notifies the host of `n` published requests: at once when a batch is full,
+    /// otherwise by the flush deadline, whose timer keeps a reference from `this` while
+    /// it is armed.
+    fn notify(this: ArcBorrow<'_, Self>, n: u32) {
+        if let Pending::Defer(us) = this.notifier.notify(this.settings, &this.stats, n) {
+            let ms = u32::try_from(us.div_ceil(1000)).unwrap_or(u32::MAX);
+            Timer::arm_within(this, msecs_to_jiffies(ms).max(1));
+        }
+    }
+
+    /// Notifies the host of `n` published requests now: for requests moved out of the
+    /// backlog, one batch that needs no deadline, since the host has just been busy.
+    pub(super) fn notify_now(&self, n: u32) {
+        if let Pending::Defer(_) = self.notifier.notify(self.settings, &self.stats, n) {
+            self.notifier.flush(&self.stats);
+        }
+    }
+
+    /// Publishes `n` written requests, drops the teardown lock and notifies the host.
+    pub(super) fn publish_and_notify(this: ArcBorrow<'_, Self>, guard: InnerGuard<'_>, n: u32) {
+        this.publish(&guard, n);
+        drop(guard);
+        Self::notify(this, n);
+    }
+
+    /// Moves queued requests into the ring, oldest first, while it has room and the
+    /// oldest fits the caps in flight. Returns how many. Bounded by the ring size.
+    pub(super) fn submit_backlog(&self, inner: &mut Inner) -> u32 {
+        let mut wrote = 0;
+        while !inner.broken {
+            let Some(id) = inner.backlog.cursor_front().map(|c| *c.current().1) else {
+                break;
+            };
+            let Some((space, (op, _))) =
+                inner.spaces.get(&id).and_then(|s| s.queued.map(|q| (s, q)))
+            else {
+                // A node without its record would be a driver bug; drop it.
+                let _ = inner.backlog.cursor_front().map(|c| c.remove_current());
+                inner.backlog_len -= 1;
+                continue;
+            };
+            // FIFO: a DESTROY beyond the caps holds up those behind it, so that
+            // none is overtaken for ever.
+            if op == Op::Destroy && !inner.in_flight.fits(space.pages, self.settings) {
+                break;
+            }
+            match inner.sq.push(self.notifier.shm(), &space.request(id, op)) {
+                Ok(()) => {}
+                Err(wire::Error::Full) => break,
+                Err(e) => {
+                    self.protocol_error(inner, e);
+                    break;
+                }
+            }
+            inner.dequeue(id);
+            self.count_submission(inner, id, op);
+            wrote += 1;
+        }
+        wrote
+    }
+
+    /// Starts the host teardown of a live space. Returns whether a request was
+    /// written to the ring.
+    pub(super) fn start_destroy(&self, inner: &mut Inner, id: SpaceId, pages: u64) -> bool {
+        let Some(space) = inner.spaces.get_mut(&id) else {
+            return false;
+        };
+        space.pages = pages;
+        space.state = State::Destroying;
+        let cancel = matches!(space.queued, Some((Op::Create, _)));
+        if cancel {
+            space.unsent = true;
+            inner.dequeue(id);
+        }
+        inner.outstanding.take(pages);
+        self.stats().spaces_destroyed.fetch_add(1, Relaxed);
+        if cancel {
+            // The CREATE never reached the host: nothing to destroy there.
+            self.stats().spaces_acked.fetch_add(1, Relaxed);
+            self.destroyed(inner, id);
+            return false;
+        }
+        self.submit(inner, id, Op::Destroy)
+    }
+}
+
+impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> TimerCallback
+    for Teardown<M, B>
+{
+    /// The flush deadline passed: flushes the incomplete batch.
+    fn run(this: Arc<Self>) {
+        if this.notifier.flush(&this.stats) {
+            this.stats.deadline_flushes.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+kernel::impl_has_timer! {
+    impl{M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static}
+        HasTimer<Self> for Teardown<M, B> { self.deadline }
+}
