@@ -9,47 +9,14 @@
 # virt board.  Every command is given its ARCH explicitly.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/check-lib.sh"
 cd "$PVMM_TOP" || exit 1
 pvmm_lock
 unset ARCH
 set_arch x86_64
-
-pass=0
-fail=0
-skip=0
-logs=$PVMM_OUT/check
+# A fresh directory for the logs (check-lib.sh names it).
 rm -rf "$logs"
 mkdir -p "$logs"
-
-result() {	# name rc
-	if [ "$2" = 0 ]; then
-		pass=$((pass + 1))
-		echo "ok - $1"
-	else
-		fail=$((fail + 1))
-		echo "not ok - $1"
-	fi
-}
-
-# step NAME CMD...: run CMD with output in a log; show the tail on failure.
-step() {
-	local name=$1 log
-	shift
-	log=$logs/$(printf '%s' "$name" | tr -c 'A-Za-z0-9_.-' _).log
-	STEP_LOG=$log	# for the caller, to read what the step printed
-	"$@" >"$log" 2>&1
-	local rc=$?
-	[ "$rc" = 0 ] || { tail -n 30 "$log" | sed 's/^/#   /'; echo "#   log: $log"; }
-	result "$name" "$rc"
-	return "$rc"
-}
-
-finish() {
-	echo "# skipped: $skip (logs in $logs)"
-	echo "$pass passed, $fail failed"
-	[ "$fail" = 0 ]
-	exit
-}
 
 # arm64 needs more than x86_64 (a foreign architecture in apt): a machine
 # that cannot have it still runs the x86_64 half, and the arm64 half fails.
@@ -135,119 +102,6 @@ tests=$PVMM_AOUT/selftests
 src=$(cat "$build_m/pvmm-src" 2>/dev/null || true)
 step "build selftests" make -C selftests/pvmm KSRC="${src:-}" O="$tests" || tests=
 
-# Skips a guest that must pass may report: the module kernel has no
-# boot-time mode to check.  Any other skip there is a failure, so that a
-# driver that fails to bind cannot pass by skipping everything.
-SKIP_OK='pvmm is a module'
-
-# check_console NAME CONSOLE pass|skip: count each TAP result of one guest.
-# "skip" expects every test program to exit 4; "pass" expects each to exit 0.
-check_console() {
-	local name=$1 console=$2 expect=$3 line t=
-	tr -d '\r' <"$console" >"$console.txt"
-	while IFS= read -r line; do
-		case "$line" in
-		PVMM-TEST-BEGIN*) t=${line#PVMM-TEST-BEGIN } ;;
-		"ok "*"# SKIP"*)
-			if [ "$expect" = pass ] && ! grep -q "$SKIP_OK" <<<"$line"; then
-				result "$name: $t: ${line#ok } (a skip where every test must run)" 1
-				continue
-			fi
-			skip=$((skip + 1))
-			echo "# skip - $name: $t: ${line#ok }"
-			;;
-		"ok "*) [ "$expect" = skip ] || result "$name: $t: ${line#ok }" 0 ;;
-		"not ok "*) result "$name: $t: ${line#not ok }" 1 ;;
-		PVMM-TEST-END*)
-			local trc=${line##*rc=}
-			if [ "$expect" = skip ]; then
-				result "$name: $t exits 4 (skip)" "$([ "$trc" = 4 ] && echo 0 || echo 1)"
-			elif [ "$trc" != 0 ]; then
-				result "$name: $t exit status $trc" 1
-			fi
-			;;
-		esac
-	done <"$console.txt"
-	# KUnit at boot: each suite passed as a whole, and nothing in it failed.
-	while read -r line; do
-		local suite=${line#*suite=} passed=${line#*passed=} failed=${line#*failed=}
-		suite=${suite%% *}
-		passed=${passed%% *}
-		result "guest $name: KUnit $suite: $passed ok, $failed not ok" \
-			"$([ "$failed" = 0 ] && [ "$passed" -gt 0 ] && echo 0 || echo 1)"
-	done < <(grep -o 'PVMM-KUNIT suite=.*' "$console.txt")
-	if [ "${KUNIT:-}" = 1 ] && ! grep -q 'PVMM-KUNIT suite=rust_doctests_kernel' "$console.txt"; then
-		result "guest $name: the kernel crate's doctests ran" 1
-	fi
-	line=$(grep -o 'PVMM-KMEMLEAK leaks=[0-9]*' "$console.txt" | tail -n 1)
-	if [ -n "$line" ]; then
-		result "guest $name: kmemleak finds no leak (${line#PVMM-KMEMLEAK })" \
-			"$([ "${line##*=}" = 0 ] && echo 0 || echo 1)"
-	elif [ "${KMEMLEAK:-}" = 1 ]; then
-		result "guest $name: kmemleak scanned at the end" 1
-	fi
-	if grep -q 'Kernel panic\|BUG:\|WARNING:\|Oops' "$console.txt"; then
-		result "guest $name: no kernel BUG/WARNING/Oops/panic" 1
-	else
-		result "guest $name: no kernel BUG/WARNING/Oops/panic" 0
-	fi
-}
-
-# check_audit NAME OUT SLOT: the host stub's release audit of one slot (its
-# last stats line in OUT): it read the guest's release log, and no pgd was
-# released before the host had acknowledged its DESTROY.
-check_audit() {
-	local line audited premature left
-	line=$(grep -o "stats slot$3: .*" "$2" | tail -n 1)
-	# A host with one slot prints its totals only.
-	[ -n "$line" ] || line=$(grep -o "stats: .*" "$2" | tail -n 1)
-	audited=$(sed -n 's/.* releases_audited=\([0-9]*\).*/\1/p' <<<"$line")
-	premature=$(sed -n 's/.* premature_releases=\([0-9]*\).*/\1/p' <<<"$line")
-	echo "# host audit $1: ${audited:-?} releases audited, ${premature:-?} premature"
-	result "host audit $1: releases audited, none before its acknowledgement" \
-		"$([ "${audited:-0}" -gt 0 ] && [ "${premature:-1}" = 0 ] && echo 0 || echo 1)"
-	# The guest's reboot (pci shutdown) reset the host before it went away.
-	left=$(sed -n "s/.*slot$3: peer [0-9]* disconnected; dropping its \([0-9]*\) host objects.*/\1/p" "$2" | tail -n 1)
-	result "host $1: the guest's shutdown left no object on the host (${left:-?} left)" \
-		"$([ "${left:-1}" = 0 ] && echo 0 || echo 1)"
-}
-
-# run_guest NAME BZIMAGE INITRD pass|skip [ENV...]: boot, run the selftests.
-# Guests that must pass run against a host that audits every pgd release.
-run_guest() {
-	local name=$1 kernel=$2 initrd=$3 expect=$4 console out
-	shift 4
-	console=$logs/guest-$name.log
-	out=$logs/guest-$name.out
-	env "$@" LOG="$console" scripts/run-guest.sh "$kernel" "$initrd" check \
-		"${GUEST_ARGS[@]}" >"$out" 2>&1
-	result "guest $name: boots and finishes" "$?"
-	check_console "$name" "$console" "$expect"
-	[ "$expect" = pass ] && check_audit "$name" "$out" 0
-}
-
-# run_pair BZIMAGE INITRD: one host stub serves two guests at once, each with
-# its own socket, shared memory and ring, each running the storms.
-run_pair() {
-	local out=$logs/guest-pair.out i line destroys cpu
-	env GUESTS=2 SMP=1 HOST_ARGS="$SLOW_HOST" \
-		KERNEL_ARGS=pvmm.env.PVMM_ONLY=pvmm_storm LOG="$logs/guest-pair.log" \
-		scripts/run-guest.sh "$1" "$2" check "${GUEST_ARGS[@]}" >"$out" 2>&1
-	result "guest pair: both boot and finish" "$?"
-	for i in 0 1; do
-		check_console "pair.$i" "$logs/guest-pair.$i.log" pass
-		check_audit "pair.$i" "$out" "$i"
-	done
-	# The host stub's own counters per slot: both guests were served.
-	for i in 0 1; do
-		line=$(grep -o "stats slot$i: .*" "$out" | tail -n 1)
-		echo "# host $line" | cut -c1-400
-		destroys=$(sed -n 's/.* destroys=\([0-9]*\).*/\1/p' <<<"$line")
-		cpu=$(sed -n 's/.* cpu_us=\([0-9]*\).*/\1/p' <<<"$line")
-		result "host stub slot $i: served its guest and accounted its CPU time" \
-			"$([ "${destroys:-0}" -gt 0 ] && [ "${cpu:-0}" -gt 0 ] && echo 0 || echo 1)"
-	done
-}
 
 read -ra GUEST_ARGS <<<"${PVMM_GUEST_ARGS:-}"
 # Every host audits the guest's pgd releases (see check_audit).

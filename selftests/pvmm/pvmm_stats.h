@@ -145,7 +145,11 @@ static inline int pvmm_stats_read_path(const char *path, struct pvmm_stats *st,
 		snprintf(err, errlen, "open %s: %s", path, strerror(-ret));
 		return ret;
 	}
-	/* debugfs seq_files may return short reads: read to EOF. */
+	/*
+	 * Every read() renders the file anew and copies from the offset: one
+	 * read of the whole buffer is one snapshot.  Read to EOF all the same,
+	 * in case a read comes back short.
+	 */
 	while (len < PVMM_STATS_FILE_MAX) {
 		r = read(fd, buf + len, PVMM_STATS_FILE_MAX - len);
 		if (r < 0 && errno == EINTR)
