@@ -227,7 +227,10 @@ if [ -n "$a64_m" ]; then
 	make -C "$PVMM_TOP" clean KDIR="$a64_m" ARCH=arm64 >/dev/null 2>&1
 fi
 a64_tests=$PVMM_AOUT/selftests
-src=$(cat "$a64_m/pvmm-src" "$a64_y/pvmm-src" 2>/dev/null | head -n 1)
+src=
+for b in $a64_m $a64_y; do
+	[ -n "$src" ] || src=$(cat "$b/pvmm-src" 2>/dev/null)
+done
 step "build arm64 selftests (static, ${CROSS}gcc)" make -C selftests/pvmm KSRC="${src:-}" \
 	CROSS_COMPILE="$CROSS" O="$a64_tests" || a64_tests=
 if [ -n "$a64_tests" ] && [ -n "$a64_m" ] && [ -n "$a64_ko" ] &&
