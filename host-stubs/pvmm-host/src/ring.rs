@@ -466,7 +466,7 @@ impl RingHost {
         b: &mut Batch,
     ) {
         b.requests += 1;
-        match self.sq.pop(shm) {
+        match self.sq.take(shm) {
             Err(bad) => {
                 self.bad_entry(bad, b);
                 self.inject.taken(None, Instant::now());
