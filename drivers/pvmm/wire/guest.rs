@@ -1,14 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The guest's end of the pvmm wire format: it produces submissions and release log
-//! entries and consumes completions. See `common.rs` for the layout and the ordering
-//! rules.
+//! entries and consumes completions. See `drivers/pvmm/wire.rs` for the layout and
+//! the ordering rules.
 
-use super::common::{
-    check_space, guest_ctl, header, host_ctl, BadEntry, Completion, Consumer, Error, Header,
-    Layout, Op, Producer, Release, Request, Ring, SharedMemory, Status, FEATURES_ALL,
+use super::entry::{check_space, BadEntry, Completion, Op, Release, Request, Status};
+use super::layout::{
+    guest_ctl, header, host_ctl, Error, Header, Layout, SharedMemory, FEATURES_ALL,
     FEATURE_RELEASE_LOG, GUEST_NEED_IRQ, GUEST_READY, HOST_NEED_WAKEUP, MAGIC, VERSION,
 };
+use super::ring::{Consuming, Cq, Decode, Encode, Log, Producing, RingEnd, RingKind, Sq};
 
 impl Header {
     /// Reads and validates the header in `shm`.
@@ -80,6 +81,12 @@ impl Request {
     }
 }
 
+impl Encode for Sq {
+    fn encode(r: &Request) -> [u64; 4] {
+        r.encode()
+    }
+}
+
 impl Completion {
     /// Decodes and validates two wire words.
     pub fn decode(w: [u64; 2]) -> Result<Completion, BadEntry> {
@@ -87,11 +94,17 @@ impl Completion {
         let opcode = (w[1] >> 32) as u16;
         let status = (w[1] >> 48) as u16;
         Ok(Completion {
-            op: Op::from_raw(opcode).ok_or(BadEntry::Opcode(opcode))?,
-            status: Status::from_raw(status).ok_or(BadEntry::Status(status))?,
+            op: Op::try_from(opcode)?,
+            status: Status::try_from(status)?,
             tag: w[1] as u32,
             space,
         })
+    }
+}
+
+impl Decode for Cq {
+    fn decode(w: [u64; 2]) -> Result<Completion, BadEntry> {
+        Completion::decode(w)
     }
 }
 
@@ -102,42 +115,20 @@ impl Release {
     }
 }
 
-/// Guest side of the submission ring.
-///
-/// Owns the producer index; the host owns `sq_head`.
-#[derive(Debug)]
-pub struct SqProducer(Producer);
+/// Guest side of the submission ring: owns `sq_tail`; the host owns `sq_head`.
+pub type SqProducer = RingEnd<Sq, Producing>;
+
+/// Guest side of the completion ring: owns `cq_head`.
+pub type CqConsumer = RingEnd<Cq, Consuming>;
+
+/// Guest side of the release log. Lossy by design: when the host does not keep up,
+/// entries are dropped and the guest counts them.
+pub type LogProducer = RingEnd<Log, Producing>;
 
 impl SqProducer {
-    /// Continues where an earlier guest instance stopped: at the index it last
-    /// published (zero on a fresh window).
-    pub fn resume(layout: Layout, shm: &impl SharedMemory) -> SqProducer {
-        SqProducer(Producer::at(
-            Ring::sq(&layout),
-            shm.read_u32(guest_ctl::SQ_TAIL),
-            guest_ctl::SQ_TAIL,
-            host_ctl::SQ_HEAD,
-        ))
-    }
-
-    /// The current producer index (including unpublished entries).
-    pub fn index(&self) -> u32 {
-        self.0.index()
-    }
-
-    /// Free slots, after validating the host's consumer index.
-    pub fn space(&self, shm: &impl SharedMemory) -> Result<u32, Error> {
-        self.0.space(shm)
-    }
-
-    /// Writes `req` into the next slot. It becomes visible at [`Self::publish`].
-    pub fn push(&mut self, shm: &impl SharedMemory, req: &Request) -> Result<(), Error> {
-        self.0.push(shm, &req.encode())
-    }
-
     /// Publishes pushed entries. Returns whether the host asked for a doorbell.
     pub fn publish(&self, shm: &impl SharedMemory) -> bool {
-        self.0.publish(shm);
+        self.publish_index(shm);
         host_needs_wakeup(shm)
     }
 
@@ -145,58 +136,21 @@ impl SqProducer {
     /// a request's slot before it publishes the completion, so a completion of a
     /// request it has not consumed is forged.
     pub fn consumed(&self, shm: &impl SharedMemory, pos: u32) -> bool {
-        let ahead = self.0.index().wrapping_sub(pos);
+        let ahead = self.index().wrapping_sub(pos);
         if ahead == 0 || ahead > u32::MAX / 2 {
             // Not pushed yet.
             return false;
         }
-        if ahead > self.0.ring().entries() {
+        if ahead > self.ring.entries() {
             // Older than the ring: its slot was reused, so it was consumed.
             return true;
         }
-        let past = shm.load_acquire_u32(host_ctl::SQ_HEAD).wrapping_sub(pos);
+        let past = self.peer_index(shm).wrapping_sub(pos);
         past >= 1 && past <= ahead
     }
 }
 
-/// Guest side of the completion ring.
-#[derive(Debug)]
-pub struct CqConsumer(Consumer);
-
 impl CqConsumer {
-    /// Continues where an earlier guest instance stopped, like [`SqProducer::resume`].
-    pub fn resume(layout: Layout, shm: &impl SharedMemory) -> CqConsumer {
-        CqConsumer(Consumer::at(
-            Ring::cq(&layout),
-            shm.read_u32(guest_ctl::CQ_HEAD),
-            guest_ctl::CQ_HEAD,
-            host_ctl::CQ_TAIL,
-        ))
-    }
-
-    /// Takes the next completion. `Ok(None)` means the ring is empty; a malformed
-    /// entry is consumed and returned as `Ok(Some(Err(_)))`.
-    #[allow(clippy::type_complexity)]
-    pub fn pop(
-        &mut self,
-        shm: &impl SharedMemory,
-    ) -> Result<Option<Result<Completion, BadEntry>>, Error> {
-        Ok(self.0.pop(shm)?.map(Completion::decode))
-    }
-
-    /// Releases consumed slots to the host.
-    pub fn release(&self, shm: &impl SharedMemory) {
-        self.0.release(shm);
-    }
-
-    /// After a reset: drops every completion the host published, unread, and
-    /// releases the slots. The host's index is taken as it is, since the reset
-    /// exists to recover from one that went wrong.
-    pub fn skip_all(&mut self, shm: &impl SharedMemory) {
-        self.0.skip_to(self.0.producer_index(shm));
-        self.0.release(shm);
-    }
-
     /// Asks for (or waives) an interrupt on the next completion. When arming,
     /// returns whether completions arrived meanwhile, so the caller polls again
     /// instead of sleeping.
@@ -208,34 +162,15 @@ impl CqConsumer {
             flags & !GUEST_NEED_IRQ
         };
         shm.store_release_u32(guest_ctl::FLAGS, flags);
-        if !want {
-            return false;
-        }
-        shm.fence();
-        self.0.producer_index(shm) != self.0.index()
+        want && self.peer_moved(shm)
     }
 }
 
-/// Guest side of the release log. Lossy by design: when the host does not keep up,
-/// entries are dropped and the guest counts them.
-#[derive(Debug)]
-pub struct LogProducer(Producer);
-
 impl LogProducer {
-    /// Continues at the index the guest last published.
-    pub fn resume(layout: Layout, shm: &impl SharedMemory) -> LogProducer {
-        LogProducer(Producer::at(
-            Ring::log(&layout),
-            shm.read_u32(guest_ctl::LOG_TAIL),
-            guest_ctl::LOG_TAIL,
-            host_ctl::LOG_HEAD,
-        ))
-    }
-
-    /// Writes and publishes one entry.
+    /// Writes and publishes one entry: nobody waits for a batch of them.
     pub fn push(&mut self, shm: &impl SharedMemory, r: &Release) -> Result<(), Error> {
-        self.0.push(shm, &r.encode())?;
-        self.0.publish(shm);
+        self.push_words(shm, &r.encode())?;
+        self.publish_index(shm);
         Ok(())
     }
 }
@@ -269,7 +204,7 @@ impl CqWatch {
     /// Whether one of the next (at most `max`) unread entries after the guest's
     /// published consumer index is the completion watched for.
     pub fn poll(&mut self, shm: &impl SharedMemory, layout: &Layout, max: u32) -> bool {
-        let ring = Ring::cq(layout);
+        let ring = Cq::ring(layout);
         let head = shm.read_u32(guest_ctl::CQ_HEAD);
         let tail = shm.load_acquire_u32(host_ctl::CQ_TAIL);
         let Some(n) = ring.used(head, tail) else {

@@ -1,15 +1,18 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The host's end of the pvmm wire format: it consumes submissions and release log
-//! entries and produces completions. See `common.rs` for the layout and the ordering
-//! rules. The guest driver does not compile this file.
+//! entries and produces completions. See `drivers/pvmm/wire.rs` for the layout and
+//! the ordering rules. The guest driver does not compile this file.
 
-use super::common::{
-    check_space, guest_ctl, header, host_ctl, valid_entries, BadEntry, Completion, Consumer, Error,
-    Layout, Op, Producer, Release, Request, Ring, SharedMemory, Why, CACHELINE, CQE_SIZE,
-    FEATURES_ALL, GUEST_NEED_IRQ, HOST_NEED_WAKEUP, LOG_ENTRY_SIZE, MAGIC, MAX_PAGES, SQE_SIZE,
-    VERSION,
+use super::entry::{
+    check_space, BadEntry, Completion, Op, Release, Request, Why, CQE_SIZE, LOG_ENTRY_SIZE,
+    MAX_PAGES, SQE_SIZE,
 };
+use super::layout::{
+    guest_ctl, header, host_ctl, valid_entries, Error, Layout, SharedMemory, CACHELINE,
+    FEATURES_ALL, GUEST_NEED_IRQ, HOST_NEED_WAKEUP, MAGIC, VERSION,
+};
+use super::ring::{Consuming, Cq, Decode, Encode, Log, Producing, RingEnd, RingKind, Role, Sq};
 
 /// Offset of the submission ring in the default layout.
 pub const SQ_OFF: usize = 0x100;
@@ -78,7 +81,7 @@ impl Request {
     /// Decodes and validates four wire words.
     pub fn decode(w: [u64; 4]) -> Result<Request, BadEntry> {
         let opcode = w[0] as u16;
-        let op = Op::from_raw(opcode).ok_or(BadEntry::Opcode(opcode))?;
+        let op = Op::try_from(opcode)?;
         if (w[0] >> 16) as u16 != 0 || w[3] != 0 {
             return Err(BadEntry::Reserved);
         }
@@ -96,6 +99,12 @@ impl Request {
     }
 }
 
+impl Decode for Sq {
+    fn decode(w: [u64; 4]) -> Result<Request, BadEntry> {
+        Request::decode(w)
+    }
+}
+
 impl Completion {
     /// Encodes into the two wire words.
     pub fn encode(&self) -> [u64; 2] {
@@ -103,6 +112,12 @@ impl Completion {
             self.space,
             self.tag as u64 | (self.op as u64) << 32 | (self.status as u64) << 48,
         ]
+    }
+}
+
+impl Encode for Cq {
+    fn encode(c: &Completion) -> [u64; 2] {
+        c.encode()
     }
 }
 
@@ -124,62 +139,37 @@ impl Release {
     }
 }
 
-/// Host side of the submission ring.
-#[derive(Debug)]
-pub struct SqConsumer(Consumer);
+impl Decode for Log {
+    fn decode(w: [u64; 2]) -> Result<Release, BadEntry> {
+        Release::decode(w)
+    }
+}
 
-impl SqConsumer {
+/// Host side of the submission ring: owns `sq_head`.
+pub type SqConsumer = RingEnd<Sq, Consuming>;
+
+/// Host side of the completion ring: owns `cq_tail`.
+pub type CqProducer = RingEnd<Cq, Producing>;
+
+/// Host side of the release log: owns `log_head`.
+pub type LogConsumer = RingEnd<Log, Consuming>;
+
+impl<K: RingKind, R: Role> RingEnd<K, R> {
     /// Starts at index 0, for a host that has just written the header and zeroed
     /// the control lines.
-    pub fn new(layout: Layout) -> SqConsumer {
-        SqConsumer(Consumer::at(
-            Ring::sq(&layout),
-            0,
-            host_ctl::SQ_HEAD,
-            guest_ctl::SQ_TAIL,
-        ))
+    pub fn new(layout: Layout) -> Self {
+        Self::at(&layout, 0)
     }
+}
 
-    /// Continues where an earlier host instance stopped: at the index it last
-    /// published (zero on a fresh window). That line is the host's own, so it is
-    /// trusted.
-    pub fn resume(layout: Layout, shm: &impl SharedMemory) -> SqConsumer {
-        SqConsumer(Consumer::at(
-            Ring::sq(&layout),
-            shm.read_u32(host_ctl::SQ_HEAD),
-            host_ctl::SQ_HEAD,
-            guest_ctl::SQ_TAIL,
-        ))
-    }
-
-    /// The current consumer index (including entries not yet released).
-    pub fn index(&self) -> u32 {
-        self.0.index()
-    }
-
-    /// Number of published, unconsumed entries, after validating the guest's tail.
-    pub fn pending(&self, shm: &impl SharedMemory) -> Result<u32, Error> {
-        self.0.pending(shm)
-    }
-
-    /// Takes the next entry if [`Self::pending`] said there is one. The slot is
-    /// handed back to the guest at [`Self::release`].
-    pub fn pop(&mut self, shm: &impl SharedMemory) -> Result<Request, BadEntry> {
-        Request::decode(self.0.take(shm))
-    }
-
-    /// Hands consumed slots back to the guest.
-    pub fn release(&self, shm: &impl SharedMemory) {
-        self.0.release(shm);
-    }
-
+impl SqConsumer {
     /// How many of the `pending` entries after the consumer index are DESTROYs. Reads
     /// only their first words, at most `sq_entries` of them.
     pub fn pending_destroys(&self, shm: &impl SharedMemory, pending: u32) -> u32 {
-        let ring = &self.0.ring;
+        let ring = &self.ring;
         (0..pending.min(ring.entries()))
             .filter(|i| {
-                let w = shm.read_u64(ring.entry(self.0.index().wrapping_add(*i)));
+                let w = shm.read_u64(ring.entry(self.index().wrapping_add(*i)));
                 w as u16 == Op::Destroy as u16
             })
             .count() as u32
@@ -190,101 +180,16 @@ impl SqConsumer {
     pub fn set_need_wakeup(&self, shm: &impl SharedMemory, idle: bool) -> bool {
         let flags = if idle { HOST_NEED_WAKEUP } else { 0 };
         shm.store_release_u32(host_ctl::FLAGS, flags);
-        if !idle {
-            return false;
-        }
-        shm.fence();
-        self.0.producer_index(shm) != self.0.index()
+        idle && self.peer_moved(shm)
     }
 }
-
-/// Host side of the completion ring.
-#[derive(Debug)]
-pub struct CqProducer(Producer);
 
 impl CqProducer {
-    /// Starts at index 0, for a host that has just written the header and zeroed
-    /// the control lines.
-    pub fn new(layout: Layout) -> CqProducer {
-        CqProducer(Producer::at(
-            Ring::cq(&layout),
-            0,
-            host_ctl::CQ_TAIL,
-            guest_ctl::CQ_HEAD,
-        ))
-    }
-
-    /// Continues where an earlier host instance stopped, like [`SqConsumer::resume`].
-    pub fn resume(layout: Layout, shm: &impl SharedMemory) -> CqProducer {
-        CqProducer(Producer::at(
-            Ring::cq(&layout),
-            shm.read_u32(host_ctl::CQ_TAIL),
-            host_ctl::CQ_TAIL,
-            guest_ctl::CQ_HEAD,
-        ))
-    }
-
-    /// The current producer index (including unpublished entries).
-    pub fn index(&self) -> u32 {
-        self.0.index()
-    }
-
-    /// Free slots, after validating the guest's consumer index.
-    pub fn space(&self, shm: &impl SharedMemory) -> Result<u32, Error> {
-        self.0.space(shm)
-    }
-
-    /// Writes `c` into the next slot; it becomes visible at [`Self::publish`].
-    pub fn push(&mut self, shm: &impl SharedMemory, c: &Completion) -> Result<(), Error> {
-        self.0.push(shm, &c.encode())
-    }
-
     /// Publishes pushed completions. Returns whether the guest asked for an interrupt.
     pub fn publish(&self, shm: &impl SharedMemory) -> bool {
-        self.0.publish(shm);
+        self.publish_index(shm);
         shm.fence();
         shm.read_u32(guest_ctl::FLAGS) & GUEST_NEED_IRQ != 0
-    }
-}
-
-/// Host side of the release log.
-#[derive(Debug)]
-pub struct LogConsumer(Consumer);
-
-impl LogConsumer {
-    /// Starts at index 0, for a host that has just written the header and zeroed
-    /// the control lines.
-    pub fn new(layout: Layout) -> LogConsumer {
-        LogConsumer(Consumer::at(
-            Ring::log(&layout),
-            0,
-            host_ctl::LOG_HEAD,
-            guest_ctl::LOG_TAIL,
-        ))
-    }
-
-    /// Continues at the index the host last published (zero on a fresh window).
-    pub fn resume(layout: Layout, shm: &impl SharedMemory) -> LogConsumer {
-        LogConsumer(Consumer::at(
-            Ring::log(&layout),
-            shm.read_u32(host_ctl::LOG_HEAD),
-            host_ctl::LOG_HEAD,
-            guest_ctl::LOG_TAIL,
-        ))
-    }
-
-    /// Takes the next entry. `Ok(None)` means the log is empty.
-    #[allow(clippy::type_complexity)]
-    pub fn pop(
-        &mut self,
-        shm: &impl SharedMemory,
-    ) -> Result<Option<Result<Release, BadEntry>>, Error> {
-        Ok(self.0.pop(shm)?.map(Release::decode))
-    }
-
-    /// Hands consumed slots back to the guest.
-    pub fn release(&self, shm: &impl SharedMemory) {
-        self.0.release(shm);
     }
 }
 
@@ -298,7 +203,6 @@ pub fn host_reset_requested(shm: &impl SharedMemory, acked: u32) -> Option<u32> 
 /// Host side: completes reset request `seq` once the host holds nothing of the guest's.
 /// `sq` is moved past every unconsumed submission; the caller interrupts the guest.
 pub fn host_ack_reset(shm: &impl SharedMemory, sq: &mut SqConsumer, seq: u32) {
-    sq.0.skip_to(sq.0.producer_index(shm));
-    sq.0.release(shm);
+    sq.skip_all(shm);
     shm.store_release_u32(host_ctl::RESET_ACK, seq);
 }

@@ -3,9 +3,15 @@
 //! `--audit-releases`: what the host remembers to check the guest's release
 //! log against. [`AckedSet`] holds the (space, tag) of every DESTROY
 //! completion published and not yet reported released, with a bound on its
-//! memory; `RingHost` drains the log and counts what does not match.
+//! memory; `RingHost` drains the log and counts what does not match (its
+//! hooks are here too).
 
 use std::collections::{BTreeMap, HashMap};
+
+use pvmm_wire::{SharedMemory, Why};
+
+use crate::ratelimit::warn_limited;
+use crate::ring::{Batch, RingHost};
 
 /// A space id and the tag of its requests.
 pub type Key = (u64, u32);
@@ -86,6 +92,80 @@ impl AckedSet {
     /// Whether no key is held.
     pub fn is_empty(&self) -> bool {
         self.by_key.is_empty()
+    }
+}
+
+/// The audit itself; `RingHost::process` calls it at the end of a round.
+impl RingHost {
+    /// `--audit-releases`: reads every release the guest logged since the
+    /// last round and counts those the host never acknowledged. A bad entry
+    /// is counted and skipped; an impossible index ends the audit for this
+    /// guest (the host cannot tell which entries are real).
+    pub(crate) fn audit_releases(&mut self, shm: &impl SharedMemory, b: &mut Batch) {
+        let Some((log, _)) = &mut self.audit else {
+            return;
+        };
+        let mut n = self.layout.log_entries;
+        let mut taken = Vec::new();
+        let mut broken = None;
+        while n > 0 {
+            match log.pop(shm) {
+                Ok(Some(r)) => taken.push(r),
+                Ok(None) => break,
+                Err(e) => {
+                    broken = Some(e);
+                    break;
+                }
+            }
+            n -= 1;
+        }
+        log.release(shm);
+        for r in taken {
+            match r {
+                Ok(r) => self.audit_one(r.space, r.tag, r.why),
+                Err(bad) => {
+                    self.count(|c| &c.bad_entries, 1);
+                    self.note_error(b);
+                    warn_limited!(self, "bad release log entry: {bad}");
+                }
+            }
+        }
+        if let Some(e) = broken {
+            self.audit = None;
+            self.count(|c| &c.bad_indices, 1);
+            self.note_error(b);
+            warn_limited!(
+                self,
+                "release log index impossible: {e}; audit stopped for this guest"
+            );
+        }
+    }
+
+    pub(crate) fn audit_one(&mut self, space: u64, tag: u32, why: Why) {
+        let Some((_, acked)) = &mut self.audit else {
+            return;
+        };
+        let was_acked = acked.take((space, tag));
+        self.count(|c| &c.releases_audited, 1);
+        let premature = match why {
+            Why::Acked => !was_acked,
+            Why::Reset => {
+                self.count(|c| &c.released_after_reset, 1);
+                self.resets_done == 0
+            }
+            Why::Forced => {
+                self.count(|c| &c.released_forced, 1);
+                false
+            }
+        };
+        if premature {
+            self.count(|c| &c.premature_releases, 1);
+            warn_limited!(
+                self,
+                "guest released the pgd of space {space:#x} (tag {tag:#x}, {why:?}) \
+                 without an acknowledgement from this host"
+            );
+        }
     }
 }
 

@@ -14,6 +14,7 @@ pub mod fault;
 pub mod fuzz;
 pub mod ivshmem;
 pub mod priority;
+mod ratelimit;
 pub mod ring;
 pub mod series;
 pub mod serve;

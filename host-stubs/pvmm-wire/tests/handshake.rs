@@ -146,7 +146,7 @@ fn need_wakeup_races_publish() -> u32 {
             let mut hsq = hsq.borrow_mut();
             hsq.set_need_wakeup(&*m, false);
             assert_eq!(hsq.pending(&*m), Ok(1));
-            assert_eq!(hsq.pop(&*m), Ok(entry(i)));
+            assert_eq!(hsq.take(&*m), Ok(entry(i)));
             hsq.release(&*m);
         },
     );

@@ -62,7 +62,7 @@ fn no_lost_doorbell() {
         if arrived {
             // Polls again instead of sleeping; the entry is complete.
             assert_eq!(sq.pending(&*m), Ok(1));
-            assert_eq!(sq.pop(&*m), Ok(REQ));
+            assert_eq!(sq.take(&*m), Ok(REQ));
         }
         let rang = guest.join().unwrap();
         assert!(
