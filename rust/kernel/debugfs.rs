@@ -361,7 +361,8 @@ unsafe extern "C" fn file_read(
     if unsafe { (node.show)(node.data, &mut w) }.is_err() {
         return err_ret(if w.oom { ENOMEM } else { EIO });
     }
-    // SAFETY: `ubuf`/`count`/`ppos` come from the VFS; the source is our `len`-byte buffer.
+    // SAFETY: `ubuf`/`count`/`ppos` come from the VFS; the source is `w.buf`, valid for
+    // `w.buf.len()` bytes until it is dropped after the copy.
     // This copies the part at `*ppos` and advances it, so sequential reads see everything.
     unsafe {
         bindings::simple_read_from_buffer(
