@@ -74,6 +74,17 @@ def fail_once(m, what):
     return False
 
 
+def refused(m, what, url):
+    """apt's failures: no root for the lock, or an injected fetch error."""
+    if uid(m) != 0:
+        print("E: Could not open lock file - open (13: Permission denied)", file=sys.stderr)
+        return True
+    if fail_once(m, what):
+        print(f"E: Failed to fetch {URI}/{url}", file=sys.stderr)
+        return True
+    return False
+
+
 def vercmp(a, op, b):
     return subprocess.call(["/usr/bin/dpkg", "--compare-versions", a, op, b]) == 0
 
@@ -164,11 +175,7 @@ def apt_get(m, args):
     simulate = "-s" in opts
     verb, pkgs = words[0], words[1:]
     if verb == "update":
-        if uid(m) != 0:
-            print("E: Could not open lock file - open (13: Permission denied)", file=sys.stderr)
-            return 100
-        if fail_once(m, "update"):
-            print(f"E: Failed to fetch {URI}/dists/bookworm/InRelease", file=sys.stderr)
+        if refused(m, "update", "dists/bookworm/InRelease"):
             return 100
         rc = 0
         lists = {"amd64": {}, "arm64": {}}
@@ -226,11 +233,7 @@ def apt_get(m, args):
             return 100
     if simulate:
         return 0
-    if uid(m) != 0:
-        print("E: Could not open lock file - open (13: Permission denied)", file=sys.stderr)
-        return 100
-    if fail_once(m, "install"):
-        print(f"E: Failed to fetch {URI}/pool/main/x.deb", file=sys.stderr)
+    if refused(m, "install", "pool/main/x.deb"):
         return 100
     if clash:
         del m["installed"]["qemu-utils"]
