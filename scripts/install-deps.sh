@@ -58,12 +58,12 @@ as_root() {
 	if [ "$(id -u)" = 0 ]; then
 		"$@"
 	elif command -v sudo >/dev/null; then
-		# sudo resets the environment: pass what apt needs through env.
-		sudo env DEBIAN_FRONTEND=noninteractive "$@"
+		sudo "$@"
 	else
 		die "installing packages needs root: run as root, or install sudo"
 	fi
 }
+# sudo resets the environment: apt's setting goes through env.
 apt_get() { as_root env DEBIAN_FRONTEND=noninteractive apt-get "$@"; }
 
 # installed PKG: its installed version, or nothing.
