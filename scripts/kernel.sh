@@ -33,6 +33,19 @@ patch_hash=$(for p in "$PVMM_TOP"/kernel/patches/*.patch; do
 	"$PVMM_TOP/scripts/series.py" wiring "$p"
 done | hash_stdin)
 
+# prune DIR KEEP WHY: trees and builds of versions no longer used go: the
+# entries of DIR whose names do not start with KEEP.
+prune() {
+	local old
+	for old in "$1"/*; do
+		[ -e "$old" ] || continue
+		case "${old##*/}" in
+		"$2"*) ;;
+		*) log "removing $old ($3)"; rm -rf "$old" ;;
+		esac
+	done
+}
+
 # extract: a fresh tree from Debian's tarball.  Marked complete only at the
 # end, so an interrupted extraction is redone.
 extract() {
@@ -54,13 +67,7 @@ else
 	[ "$pkgver" = "$PVMM_LINUX_SOURCE_VERSION" ] ||
 		warn "building $LINUX_SOURCE $pkgver; pvmm is tested with $PVMM_LINUX_SOURCE_VERSION"
 	src=$PVMM_CACHE/src/linux-$pkgver-$patch_hash
-	# Trees and builds of other Debian versions are no longer used.
-	for old in "$PVMM_CACHE"/src/linux-*; do
-		case "$old" in
-		"$PVMM_CACHE/src/linux-$pkgver-"* | "$PVMM_CACHE/src/linux-*") ;;
-		*) log "removing $old (another $LINUX_SOURCE)"; rm -rf "$old" ;;
-		esac
-	done
+	prune "$PVMM_CACHE/src" "linux-$pkgver-" "another $LINUX_SOURCE"
 	[ -f "$src/.pvmm-extracted" ] || extract
 	# A tree the series does not apply to cleanly (a run stopped while
 	# patching, a hand edit) is extracted again, once.
@@ -85,13 +92,7 @@ esac
 cfg_hash=$( (echo "$kver $PVMM_ARCH $variant $patch_hash"; cat "${fragments[@]}") |
 	hash_stdin)
 build=$PVMM_CACHE/build/$kver-$PVMM_ARCH-pvmm$variant-$cfg_hash
-# Builds of other kernel versions are no longer used.
-for old in "$PVMM_CACHE"/build/*; do
-	case "$old" in
-	"$PVMM_CACHE/build/$kver-"* | "$PVMM_CACHE/build/*") ;;
-	*) log "removing $old (another kernel version)"; rm -rf "$old" ;;
-	esac
-done
+prune "$PVMM_CACHE/build" "$kver-" "another kernel version"
 mkdir -p "$build"
 export PATH
 PATH=$(ccache_path)
