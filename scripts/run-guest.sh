@@ -111,7 +111,7 @@ qemu_guest() {
 		"${accel[@]}" -smp "${SMP:-2}" -m "${MEM:-1024}" \
 		-nographic -no-reboot -nodefaults -serial stdio \
 		-kernel "$kernel" -initrd "$initrd" \
-		-append "console=$console panic=-1 oops=panic loglevel=6 pvmm.job=$job ${KERNEL_ARGS:-} $ARGS" \
+		-append "console=$console panic=-1 oops=panic loglevel=6 log_buf_len=4M pvmm.job=$job ${KERNEL_ARGS:-} $ARGS" \
 		"${dev[@]}" 2>&1
 }
 ARGS="$*"
