@@ -31,6 +31,7 @@ TAINT_LETTERS = "PFSRMBUDAWCIOELKXTN"
 TAINT_ALLOWED = (1 << TAINT_LETTERS.index("O")) | (1 << TAINT_LETTERS.index("N"))
 
 KERNEL_TROUBLE = re.compile(r"Kernel panic|BUG:|WARNING:|Oops")
+TEST_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 TAP_PLAN = re.compile(r"^1\.\.(\d+)")
 TOTALS = re.compile(
     r"^# Totals: pass:(\d+) fail:(\d+) xfail:(\d+) xpass:(\d+) skip:(\d+) error:(\d+)"
@@ -139,6 +140,9 @@ def check(lines, name, expect, kunit=False, kmemleak=False):
     plans, programs, dmesg, marks, dmesg_open = sections(lines)
     if len(plans) != 1:
         rep.result(f"the run list (PVMM-PLAN) printed once ({len(plans)} seen)", False)
+    elif bad := [n for n in plans[0] if not TEST_NAME.match(n)]:
+        # Kernel text spliced into the line (the console is shared).
+        rep.result(f"the run list (PVMM-PLAN) is whole (garbled: {' '.join(bad)})", False)
     else:
         plan = plans[0]
         ran = [p.name for p in programs]

@@ -93,6 +93,14 @@ class Lost(unittest.TestCase):
         b = program("pvmm_b", ["ok 1 b.one"])
         self.assertTrue(failures(console([b, a], ["pvmm_a", "pvmm_b"])))
 
+    def test_plan_split_by_a_kernel_message(self):
+        # A module load's message once landed in the middle of the line.
+        c = console(plan=["pvmm_apvmm:", "loading", "out-of-tree", "pvmm_b"])
+        self.assertEqual(
+            failures(c),
+            ["not ok - guest g: the run list (PVMM-PLAN) is whole (garbled: pvmm_apvmm:)"],
+        )
+
     def test_no_plan_or_empty_plan(self):
         c = [x for x in console() if not x.startswith("PVMM-PLAN")]
         self.assertTrue(failures(c))
