@@ -19,7 +19,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rustix::event::{eventfd, EventfdFlags};
-use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+use rustix::fs::Mode;
+use rustix::net::{
+    sendmsg, AddressFamily, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix,
+    SocketFlags, SocketType,
+};
 
 /// Protocol version of the ivshmem server protocol.
 pub const PROTOCOL_VERSION: i64 = 0;
@@ -103,10 +107,10 @@ pub struct Server {
 impl Server {
     /// Listens on `path`, removing a stale socket file there first. The host is
     /// peer `host_id` with `vectors` eventfds; clients get ids from `host_id + 1`.
+    /// The socket file is mode 0600 ([`listen_private`]).
     pub fn bind(path: &Path, vectors: u32, host_id: u16, max_clients: usize) -> io::Result<Server> {
         remove_stale_socket(path)?;
-        let listener = UnixListener::bind(path)?;
-        listener.set_nonblocking(true)?;
+        let listener = listen_private(path)?;
         Ok(Server {
             listener,
             path: path.to_owned(),
@@ -222,6 +226,33 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// A non-blocking listening socket at `path` that only its owner (and root)
+/// can connect to: connect(2) needs write permission on the socket file, and
+/// nobody can connect before listen(2), so the mode is set in between. Not
+/// through the umask, which is the whole process's.
+fn listen_private(path: &Path) -> io::Result<UnixListener> {
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?;
+    rustix::net::bind(&fd, &SocketAddrUnix::new(path)?)?;
+    let listening = rustix::fs::chmod(path, Mode::from_raw_mode(0o600))
+        .and_then(|()| rustix::net::listen(&fd, 128));
+    if let Err(e) = listening {
+        let _ = std::fs::remove_file(path);
+        return Err(e.into());
+    }
+    Ok(UnixListener::from(fd))
+}
+
+/// The user id of the process at the other end of `stream` when it
+/// connected (`SO_PEERCRED`).
+pub fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
+    Ok(rustix::net::sockopt::socket_peercred(stream)?.uid.as_raw())
 }
 
 /// Removes a socket file nobody listens on. Refuses to touch a live socket or

@@ -14,7 +14,7 @@ use pvmm_host::ivshmem::Server;
 use pvmm_host::priority::{Policy, Priority};
 use pvmm_host::ring::Config;
 use pvmm_host::series::Series;
-use pvmm_host::serve::{serve, SlotConfig};
+use pvmm_host::serve::{default_allow_uids, serve, SlotConfig};
 use pvmm_host::stats::{Counters, Snapshot};
 use pvmm_wire::Layout;
 
@@ -113,6 +113,11 @@ struct Args {
     /// Release log entries with --audit-releases (power of two, at most 32768).
     #[arg(long, default_value_t = 4096, value_name = "N")]
     release_log_entries: u32,
+    /// User id allowed to connect to the sockets (repeat for more; default:
+    /// the stub's own and root). Checked with SO_PEERCRED; the sockets are
+    /// mode 0600 as well.
+    #[arg(long, value_name = "UID")]
+    allow_uid: Vec<u32>,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -219,6 +224,11 @@ fn run(args: Args) -> Result<()> {
         .map(|p| Series::create(p).with_context(|| format!("cannot create {}", p.display())))
         .transpose()?;
 
+    let allow_uids = if args.allow_uid.is_empty() {
+        default_allow_uids()
+    } else {
+        args.allow_uid.clone()
+    };
     let mut threads = Vec::new();
     for (index, server) in servers.into_iter().enumerate() {
         let cfg = SlotConfig {
@@ -235,6 +245,7 @@ fn run(args: Args) -> Result<()> {
                 policy: args.worker_sched,
                 nice: args.worker_nice,
             },
+            allow_uids: allow_uids.clone(),
         };
         let stop = Arc::clone(&stop);
         let t = std::thread::Builder::new()
@@ -405,6 +416,14 @@ mod tests {
         assert_eq!((a.audit_releases, a.release_log_entries), (false, 4096));
         let a = parse(&["--audit-releases", "--release-log-entries", "64"]).unwrap();
         assert_eq!((a.audit_releases, a.release_log_entries), (true, 64));
+    }
+
+    #[test]
+    fn allow_uid_option() {
+        assert!(parse(&[]).unwrap().allow_uid.is_empty());
+        let a = parse(&["--allow-uid", "1000", "--allow-uid", "0"]).unwrap();
+        assert_eq!(a.allow_uid, [1000, 0]);
+        assert!(parse(&["--allow-uid", "-1"]).is_err());
     }
 
     #[test]

@@ -16,6 +16,7 @@ use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use crate::fault::Fault;
 use crate::ivshmem::{self, Server};
 use crate::priority::Priority;
+use crate::ratelimit::RateLimit;
 use crate::ring::{Config, Next, RingHost};
 use crate::shm::MappedShm;
 use crate::stats::{thread_cpu_us, Counters, Snapshot, StatsFile};
@@ -43,6 +44,23 @@ pub struct SlotConfig {
     pub stats_file: Option<PathBuf>,
     /// Scheduling policy and nice value the serving thread gives itself.
     pub priority: Priority,
+    /// User ids allowed to connect (`--allow-uid`), checked with `SO_PEERCRED`.
+    pub allow_uids: Vec<u32>,
+}
+
+/// Most connections one loop iteration accepts, so that a connect flood
+/// cannot keep the slot thread from its guest's rings.
+pub const ACCEPTS_PER_ROUND: usize = 8;
+
+/// The user ids allowed to connect when `--allow-uid` is not given: the
+/// stub's own and root's.
+pub fn default_allow_uids() -> Vec<u32> {
+    let own = rustix::process::getuid().as_raw();
+    if own == 0 {
+        vec![0]
+    } else {
+        vec![own, 0]
+    }
 }
 
 /// The guest connected to a slot.
@@ -85,6 +103,7 @@ pub fn serve(mut server: Server, cfg: SlotConfig, stop: &AtomicBool) -> Result<(
     let stop_fn = || stop.load(Ordering::Relaxed);
     let mut conn: Option<Conn> = None;
     let mut next = Next::WaitDoorbell;
+    let mut refusals = RateLimit::new();
     log::info!(
         "{name}: listening on {} (shm {} KiB, sq {} / cq {} entries, {} vectors)",
         server.path().display(),
@@ -132,7 +151,7 @@ pub fn serve(mut server: Server, cfg: SlotConfig, stop: &AtomicBool) -> Result<(
             }
         }
         if listen_ev {
-            changed |= accept_all(&mut server, &mut conn, &cfg, &name);
+            changed |= accept_all(&mut server, &mut conn, &cfg, &name, &mut refusals);
         }
 
         if let Some(c) = &mut conn {
@@ -231,11 +250,18 @@ fn disconnect(server: &mut Server, c: Conn, name: &str) {
     c.ring.disconnect();
 }
 
-/// Accepts every pending connection: the first becomes the guest (with a fresh
-/// window), the others are refused while it is connected.
-fn accept_all(server: &mut Server, conn: &mut Option<Conn>, cfg: &SlotConfig, name: &str) -> bool {
+/// Accepts up to [`ACCEPTS_PER_ROUND`] pending connections: the first from an
+/// allowed user becomes the guest (with a fresh window); others are refused
+/// while it is connected, and those of other users always.
+fn accept_all(
+    server: &mut Server,
+    conn: &mut Option<Conn>,
+    cfg: &SlotConfig,
+    name: &str,
+    limit: &mut RateLimit,
+) -> bool {
     let mut changed = false;
-    loop {
+    for _ in 0..ACCEPTS_PER_ROUND {
         let stream = match server.accept() {
             Ok(Some(s)) => s,
             Ok(None) => break,
@@ -245,11 +271,28 @@ fn accept_all(server: &mut Server, conn: &mut Option<Conn>, cfg: &SlotConfig, na
             }
         };
         changed = true;
+        match ivshmem::peer_uid(&stream) {
+            Ok(uid) if cfg.allow_uids.contains(&uid) => {}
+            r => {
+                cfg.counters.denied.fetch_add(1, Ordering::Relaxed);
+                let who = r.map_or_else(|e| format!("unknown ({e})"), |u| u.to_string());
+                refuse(
+                    limit,
+                    name,
+                    format_args!("refusing uid {who}: not in --allow-uid"),
+                );
+                continue;
+            }
+        }
         if conn.is_some() || server.full() {
             cfg.counters.refused.fetch_add(1, Ordering::Relaxed);
-            log::warn!(
-                "{name}: refusing a second client on {}: one guest per socket",
-                server.path().display()
+            refuse(
+                limit,
+                name,
+                format_args!(
+                    "refusing a second client on {}: one guest per socket",
+                    server.path().display()
+                ),
             );
             continue;
         }
@@ -259,6 +302,17 @@ fn accept_all(server: &mut Server, conn: &mut Option<Conn>, cfg: &SlotConfig, na
         }
     }
     changed
+}
+
+/// A refused connection's warning, rate-limited: any local user allowed to
+/// connect could otherwise flood the log.
+fn refuse(limit: &mut RateLimit, name: &str, msg: std::fmt::Arguments<'_>) {
+    if let Some(dropped) = limit.allow() {
+        if dropped > 0 {
+            log::warn!("{name}: {dropped} similar messages suppressed");
+        }
+        log::warn!("{name}: {msg}");
+    }
 }
 
 fn connect(
@@ -281,4 +335,75 @@ fn connect(
     cfg.counters.connects.fetch_add(1, Ordering::Relaxed);
     log::info!("{name}: peer {id} connected");
     Ok(Conn { id, shm, ring })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+
+    fn slot(allow_uids: Vec<u32>) -> SlotConfig {
+        let counters = Arc::new(Counters::default());
+        SlotConfig {
+            index: 0,
+            shm_size: 64 << 10,
+            layout: Layout::new(4, 8).unwrap(),
+            ring: Config::default(),
+            idle_timeout: Duration::from_millis(50),
+            poll_soon: Duration::from_millis(1),
+            all_counters: Arc::new(vec![Arc::clone(&counters)]),
+            counters,
+            stats_file: None,
+            priority: Priority::default(),
+            allow_uids,
+        }
+    }
+
+    fn server(name: &str) -> (tempfile::TempDir, Server) {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::bind(&dir.path().join(name), 1, 0, 1).unwrap();
+        (dir, server)
+    }
+
+    #[test]
+    fn a_connect_flood_is_taken_a_few_at_a_time() {
+        let (_dir, mut server) = server("flood");
+        let cfg = slot(default_allow_uids());
+        let clients: Vec<UnixStream> = (0..20)
+            .map(|_| UnixStream::connect(server.path()).unwrap())
+            .collect();
+        let (mut conn, mut limit) = (None, RateLimit::new());
+        assert!(accept_all(&mut server, &mut conn, &cfg, "t", &mut limit));
+        assert!(conn.is_some(), "the first client is the guest");
+        let s = cfg.counters.snapshot();
+        assert_eq!((s.connects, s.refused), (1, ACCEPTS_PER_ROUND as u64 - 1));
+        accept_all(&mut server, &mut conn, &cfg, "t", &mut limit);
+        assert_eq!(
+            cfg.counters.snapshot().refused,
+            2 * ACCEPTS_PER_ROUND as u64 - 1
+        );
+        drop(clients);
+    }
+
+    #[test]
+    fn only_allowed_users_connect() {
+        let (_dir, mut server) = server("uid");
+        let own = rustix::process::getuid().as_raw();
+        assert!(default_allow_uids().contains(&own));
+        assert!(default_allow_uids().contains(&0));
+        let cfg = slot(vec![own.wrapping_add(4242)]);
+        let _c = UnixStream::connect(server.path()).unwrap();
+        let (mut conn, mut limit) = (None, RateLimit::new());
+        accept_all(&mut server, &mut conn, &cfg, "t", &mut limit);
+        assert!(conn.is_none(), "another user's guest was accepted");
+        let s = cfg.counters.snapshot();
+        assert_eq!((s.denied, s.connects), (1, 0));
+
+        let cfg = slot(vec![own]);
+        let _c = UnixStream::connect(server.path()).unwrap();
+        accept_all(&mut server, &mut conn, &cfg, "t", &mut limit);
+        assert!(conn.is_some());
+        assert_eq!(cfg.counters.snapshot().denied, 0);
+    }
 }

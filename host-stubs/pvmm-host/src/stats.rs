@@ -130,6 +130,8 @@ counters! {
     faults_broken,
     /// `--fault stall`: stalls begun.
     faults_stalls,
+    /// Connections refused because the peer's user id is not in `--allow-uid`.
+    denied,
 }
 
 impl Snapshot {

@@ -7,6 +7,7 @@
 use std::io::{self, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 
 use pvmm_host::ivshmem::{self, Server, PROTOCOL_VERSION};
@@ -122,6 +123,9 @@ fn connect_sequence_and_peer_announcements() {
     shm.write_u32(0, 0x1234_5678);
     let mut server = Server::bind(&path, VECTORS, 0, 2).unwrap();
     assert!(server.accept().unwrap().is_none(), "nobody connected yet");
+    // connect(2) needs write permission: only the stub's user (and root).
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o600, "socket mode {mode:o}");
 
     // The first client sees the host (peer 0) and itself.
     let a = UnixStream::connect(&path).unwrap();
