@@ -58,9 +58,9 @@ struct Args {
     #[arg(long, default_value_t = 4096, value_name = "MIB",
           value_parser = clap::value_parser!(u64).range(1..=1 << 22))]
     guest_mem_mib: u64,
-    /// Percent of one CPU each slot's DESTROY work may use on average (1 to
-    /// 100; 100: no limit); an over-budget slot waits before its next chunk
-    /// of DESTROY work, so one guest cannot starve the others.
+    /// Percent of one CPU each slot's serving thread may use on average (1 to
+    /// 100; 100: no limit); an over-budget slot waits before its next round
+    /// or chunk of DESTROY work, so one guest cannot starve the others.
     #[arg(long, default_value_t = 100, value_name = "PERCENT",
           value_parser = clap::value_parser!(u32).range(1..=100))]
     slot_cpu_share: u32,

@@ -108,7 +108,7 @@ counters! {
     resets,
     /// DESTROY requests whose page count exceeded `--guest-mem-mib` (clamped).
     pages_clamped,
-    /// Wall-clock microseconds DESTROY work waited for `--slot-cpu-share`.
+    /// Wall-clock microseconds the slot waited for `--slot-cpu-share`.
     throttled_us,
     /// `--audit-releases`: well-formed release log entries read.
     releases_audited,

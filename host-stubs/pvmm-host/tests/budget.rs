@@ -179,3 +179,71 @@ fn a_flooding_slot_gets_its_share_and_the_other_stays_fast() {
         "a small DESTROY in slot B took {worst:?} (bound {bound} ms)"
     );
 }
+
+/// A guest that asks for no costly work at all: CREATEs, DESTROYs of
+/// nothing, zero-cost DESTROYs and malformed entries, with the slot woken
+/// over and over as a doorbell flood would wake it. The slot thread's whole
+/// CPU time still stays within its share.
+#[test]
+fn a_guest_flooding_cheap_requests_and_doorbells_gets_its_share() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let layout = Layout::new(64, 64).unwrap();
+    let shm = Arc::new(MappedShm::create("pvmm-test", 64 << 10).unwrap());
+    let counters = Arc::new(Counters::default());
+    let cfg = Config {
+        cpu_share: SHARE,
+        ..Config::default()
+    };
+    let mut host = RingHost::new("slot", layout, cfg, Arc::clone(&counters));
+    host.init_shm(&*shm);
+    guest_attach(&*shm, Header::read(&*shm).unwrap().features);
+    let (s, halt) = (Arc::clone(&shm), Arc::clone(&stop));
+    let slot = std::thread::spawn(move || {
+        let halt = || halt.load(Ordering::Relaxed);
+        let (t0, cpu0) = (Instant::now(), pvmm_host::stats::thread_cpu_us());
+        while !halt() {
+            // Every poll returns at once: a doorbell is always pending.
+            host.woken(&*s);
+            host.process(&*s, &mut || {}, &halt);
+            let _ = host.next(&*s);
+        }
+        (t0.elapsed(), pvmm_host::stats::thread_cpu_us() - cpu0)
+    });
+    let flood = {
+        let (shm, stop) = (Arc::clone(&shm), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut sq = SqProducer::resume(layout, &*shm);
+            let mut cq = CqConsumer::resume(layout, &*shm);
+            let mut space = 1;
+            while !stop.load(Ordering::Relaxed) {
+                while sq.space(&*shm).unwrap() >= 4 {
+                    sq.push(&*shm, &req(Op::Create, space, 0)).unwrap();
+                    sq.push(&*shm, &req(Op::Destroy, space, 0)).unwrap();
+                    sq.push(&*shm, &req(Op::Destroy, space, 0)).unwrap();
+                    // A CREATE with pages is malformed.
+                    sq.push(&*shm, &req(Op::Create, space, 1)).unwrap();
+                    space += 1;
+                }
+                sq.publish(&*shm);
+                while let Ok(Some(_)) = cq.pop(&*shm) {}
+                cq.release(&*shm);
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+    std::thread::sleep(RUN);
+    stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+    let (wall, cpu) = slot.join().unwrap();
+    let s = counters.snapshot();
+    eprintln!(
+        "cheap flood: {} creates, {} bad entries, {cpu} us CPU in {wall:?}, {} us throttled",
+        s.creates, s.bad_entries, s.throttled_us
+    );
+    assert!(s.creates > 0 && s.bad_entries > 0, "the flood got through");
+    let allowed = BURST_US + wall.as_micros() as u64 * u64::from(SHARE) / 100;
+    assert!(
+        cpu <= allowed + allowed / 5 + 20_000,
+        "the slot thread used {cpu} us of CPU, its share is {allowed} us"
+    );
+}

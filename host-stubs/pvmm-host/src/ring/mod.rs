@@ -262,7 +262,9 @@ impl RingHost {
         stop: &dyn Fn() -> bool,
     ) -> Batch {
         let mut b = Batch::default();
-        if self.inject.stalled(Instant::now()) {
+        // --slot-cpu-share: pay for the loop since the last round (doorbells
+        // included), and wait out an overdraft before spending more.
+        if self.throttle(stop) || self.inject.stalled(Instant::now()) {
             return b;
         }
         self.check_ready(shm);

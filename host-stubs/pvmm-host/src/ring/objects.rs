@@ -177,7 +177,6 @@ impl RingHost {
             if self.throttle(stop) {
                 break;
             }
-            let before = used;
             let end = us.min(used.saturating_add(chunk));
             while used < end {
                 for w in self.scratch.iter_mut() {
@@ -190,7 +189,6 @@ impl RingHost {
                 used = thread_cpu_us().saturating_sub(start);
             }
             std::hint::black_box(&self.scratch);
-            self.budget.charge(Instant::now(), used - before);
             if stop() {
                 break;
             }
@@ -200,10 +198,12 @@ impl RingHost {
         used
     }
 
-    /// Sleeps while the CPU budget is overdrawn, in steps short enough to
-    /// notice `stop`; counts the wait in `throttled_us`. Returns whether
-    /// `stop` ended the wait.
-    fn throttle(&mut self, stop: &dyn Fn() -> bool) -> bool {
+    /// Charges the CPU time spent since the last charge, then sleeps while
+    /// the CPU budget is overdrawn, in steps short enough to notice `stop`;
+    /// counts the wait in `throttled_us`. Returns whether `stop` ended the
+    /// wait.
+    pub(crate) fn throttle(&mut self, stop: &dyn Fn() -> bool) -> bool {
+        self.budget.charge_thread(Instant::now());
         let Some(mut wait) = self.budget.wait(Instant::now()) else {
             return false;
         };
