@@ -185,6 +185,13 @@ impl SqConsumer {
 }
 
 impl CqProducer {
+    /// Continues at `index`, the tail this host last published by its own
+    /// count: its line in shared memory is writable by the guest, so the
+    /// host never reads its own index back.
+    pub fn resume_at(layout: Layout, index: u32) -> Self {
+        Self::at(&layout, index)
+    }
+
     /// Publishes pushed completions. Returns whether the guest asked for an interrupt.
     pub fn publish(&self, shm: &impl SharedMemory) -> bool {
         self.publish_index(shm);

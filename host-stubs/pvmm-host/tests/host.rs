@@ -158,6 +158,58 @@ fn reset_unstalls_both_rings() {
     assert_eq!((c.len(), c[0].tag, c[0].space), (1, 2, 8));
 }
 
+/// The window as the host sees it while the guest rewrites the host's CQ
+/// tail right after every store: any read of it returns garbage.
+struct Racing<'a>(&'a pvmm_host::shm::MappedShm);
+
+impl SharedMemory for Racing<'_> {
+    fn size(&self) -> usize {
+        self.0.size()
+    }
+    fn read_u32(&self, off: usize) -> u32 {
+        self.load_acquire_u32(off)
+    }
+    fn write_u32(&self, off: usize, val: u32) {
+        self.0.write_u32(off, val)
+    }
+    fn read_u64(&self, off: usize) -> u64 {
+        self.0.read_u64(off)
+    }
+    fn write_u64(&self, off: usize, val: u64) {
+        self.0.write_u64(off, val)
+    }
+    fn load_acquire_u32(&self, off: usize) -> u32 {
+        match off {
+            host_ctl::CQ_TAIL => 1000,
+            _ => self.0.load_acquire_u32(off),
+        }
+    }
+    fn store_release_u32(&self, off: usize, val: u32) {
+        self.0.store_release_u32(off, val)
+    }
+    fn fence(&self) {
+        self.0.fence()
+    }
+}
+
+#[test]
+fn reset_resumes_the_cq_from_the_hosts_own_tail() {
+    let mut r = Rig::new();
+    r.submit(&[req(Op::Create, 1, 7, 0)]);
+    r.process();
+    assert_eq!(r.ok_completions().len(), 1);
+    let seq = guest_request_reset(&r.shm);
+    r.host.process(&Racing(&r.shm), &mut || {}, &|| false);
+    assert!(guest_reset_done(&r.shm, seq));
+    r.cq.skip_all(&r.shm);
+    r.submit(&[req(Op::Create, 2, 8, 0)]);
+    r.process();
+    let c = r.completions();
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!(r.shm.load_acquire_u32(host_ctl::CQ_TAIL), 2);
+    assert_eq!(r.counters.snapshot().bad_indices, 0);
+}
+
 #[test]
 fn reset_wakes_an_idle_host() {
     let mut r = Rig::new();

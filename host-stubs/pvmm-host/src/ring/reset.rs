@@ -41,10 +41,11 @@ impl RingHost {
         }
         self.resets_done += 1;
         // Entries pushed after the last publish are forgotten: the guest's
-        // new head is the tail it can see. Restore that tail first, in case
-        // the guest wrote over our line.
+        // new head is the tail it can see. Restore that tail, in case the
+        // guest wrote over our line, and resume from our own count: what the
+        // line holds after the store is the guest's to change.
         shm.store_release_u32(host_ctl::CQ_TAIL, self.cq_published);
-        self.cq = CqProducer::resume(self.layout, shm);
+        self.cq = CqProducer::resume_at(self.layout, self.cq_published);
         self.sq_stalled = false;
         self.cq_stalled = false;
         // host_ack_reset publishes a real SQ head again.
