@@ -164,6 +164,11 @@ impl Server {
         // A client that stops reading must not wedge the server.
         stream.set_write_timeout(Some(Duration::from_secs(2)))?;
         let id = self.alloc_id().ok_or(io::ErrorKind::AddrInUse)?;
+        if self.clients.is_empty() {
+            // Fresh doorbells for a fresh set of peers: an earlier client (or
+            // anyone it passed the fds to) must not ring this one's host.
+            self.host_vectors = eventfds(self.vectors)?;
+        }
         let client = Client {
             id,
             stream,

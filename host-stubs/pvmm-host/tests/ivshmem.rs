@@ -175,3 +175,24 @@ fn connect_sequence_and_peer_announcements() {
     assert!(!path.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_departed_client_cannot_ring_the_next_ones_doorbell() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sock");
+    let shm = MappedShm::create("pvmm-test", 4096).unwrap();
+    let mut server = Server::bind(&path, 1, 0, 1).unwrap();
+    let a = UnixStream::connect(&path).unwrap();
+    let a_id = accept(&mut server, &shm);
+    let old = client_handshake(&a, 1).unwrap().peers.remove(0).1.remove(0);
+    server.remove(a_id);
+    drop(a);
+
+    let b = UnixStream::connect(&path).unwrap();
+    accept(&mut server, &shm);
+    let sb = client_handshake(&b, 1).unwrap();
+    ivshmem::notify(old.as_fd()).unwrap();
+    assert_eq!(ivshmem::drain(server.host_vectors()[0].as_fd()), 0);
+    ivshmem::notify(sb.peers[0].1[0].as_fd()).unwrap();
+    assert_eq!(ivshmem::drain(server.host_vectors()[0].as_fd()), 1);
+}
