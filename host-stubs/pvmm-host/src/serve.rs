@@ -2,6 +2,7 @@
 
 //! One socket, one guest: the serving loop of a slot.
 
+use std::cell::Cell;
 use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -154,6 +155,7 @@ pub fn serve(mut server: Server, cfg: SlotConfig, stop: &AtomicBool) -> Result<(
             changed |= accept_all(&mut server, &mut conn, &cfg, &name, &mut refusals);
         }
 
+        let mut gone = false;
         if let Some(c) = &mut conn {
             c.ring.woken(&c.shm);
             let irq_fd = server
@@ -168,9 +170,20 @@ pub fn serve(mut server: Server, cfg: SlotConfig, stop: &AtomicBool) -> Result<(
                     }
                 }
             };
-            let batch = c.ring.process(&c.shm, &mut irq, &stop_fn);
+            // A round may take sq_entries x --max-destroy-us: notice a
+            // hang-up within it, and end it.
+            let hup = HangupWatch::new(&server, c.id);
+            let batch = c
+                .ring
+                .process(&c.shm, &mut irq, &|| stop_fn() || hup.gone());
             next = c.ring.next(&c.shm);
             changed |= batch.did_work();
+            gone = hup.seen.get();
+        }
+        if gone {
+            let c = conn.take().expect("checked above");
+            disconnect(&mut server, c, &name);
+            changed = true;
         }
         cfg.counters
             .cpu_us
@@ -238,6 +251,46 @@ fn hung_up(server: &Server, id: u16) -> bool {
     let mut buf = [0u8; 64];
     // Poll said readable, so this does not block.
     !matches!((&c.stream).read(&mut buf), Ok(n) if n > 0)
+}
+
+/// Checks, at most every [`HangupWatch::EVERY`], whether a client hung up
+/// while a round runs.
+struct HangupWatch<'a> {
+    server: &'a Server,
+    id: u16,
+    next: Cell<Instant>,
+    seen: Cell<bool>,
+}
+
+impl<'a> HangupWatch<'a> {
+    const EVERY: Duration = Duration::from_millis(10);
+
+    fn new(server: &'a Server, id: u16) -> Self {
+        HangupWatch {
+            server,
+            id,
+            next: Cell::new(Instant::now() + Self::EVERY),
+            seen: Cell::new(false),
+        }
+    }
+
+    fn gone(&self) -> bool {
+        let now = Instant::now();
+        if self.seen.get() || now < self.next.get() {
+            return self.seen.get();
+        }
+        self.next.set(now + Self::EVERY);
+        let Some(c) = self.server.clients().iter().find(|c| c.id == self.id) else {
+            return false;
+        };
+        let mut fds = [PollFd::new(&c.stream, PollFlags::IN)];
+        let ready = matches!(poll(&mut fds, Some(&Timespec::default())), Ok(n) if n > 0);
+        // Readable: data (discarded) or end of stream.
+        if ready && hung_up(self.server, self.id) {
+            self.seen.set(true);
+        }
+        self.seen.get()
+    }
 }
 
 fn disconnect(server: &mut Server, c: Conn, name: &str) {

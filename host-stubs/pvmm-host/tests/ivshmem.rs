@@ -196,3 +196,81 @@ fn a_departed_client_cannot_ring_the_next_ones_doorbell() {
     ivshmem::notify(sb.peers[0].1[0].as_fd()).unwrap();
     assert_eq!(ivshmem::drain(server.host_vectors()[0].as_fd()), 1);
 }
+
+/// A guest that hangs up while its slot works on a long DESTROY is noticed
+/// within the round, not after it.
+#[test]
+fn a_hang_up_is_noticed_during_a_long_round() {
+    use pvmm_host::priority::Priority;
+    use pvmm_host::ring::Config;
+    use pvmm_host::serve::{default_allow_uids, serve, SlotConfig};
+    use pvmm_host::stats::Counters;
+    use pvmm_wire::{guest_attach, Header, Layout, Op, Request, SqProducer};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sock");
+    let server = Server::bind(&path, 1, 0, 1).unwrap();
+    let counters = Arc::new(Counters::default());
+    let layout = Layout::new(4, 8).unwrap();
+    let cfg = SlotConfig {
+        index: 0,
+        shm_size: 64 << 10,
+        layout,
+        // One DESTROY is 10 s of CPU time.
+        ring: Config {
+            cost_base_us: 10_000_000,
+            ..Config::default()
+        },
+        idle_timeout: Duration::from_millis(50),
+        poll_soon: Duration::from_millis(1),
+        all_counters: Arc::new(vec![Arc::clone(&counters)]),
+        counters: Arc::clone(&counters),
+        stats_file: None,
+        priority: Priority::default(),
+        allow_uids: default_allow_uids(),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let slot = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || serve(server, cfg, &stop))
+    };
+    let wait_for = |what: &str, f: &dyn Fn() -> bool| {
+        let t = Instant::now();
+        while !f() {
+            assert!(t.elapsed() < Duration::from_secs(5), "waited for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        t.elapsed()
+    };
+
+    let guest = UnixStream::connect(&path).unwrap();
+    let setup = client_handshake(&guest, 1).unwrap();
+    let shm = MappedShm::map(setup.shm).unwrap();
+    guest_attach(&shm, Header::read(&shm).unwrap().features);
+    let mut sq = SqProducer::resume(layout, &shm);
+    for (op, space) in [(Op::Create, 1), (Op::Create, 2), (Op::Destroy, 1)] {
+        let r = Request {
+            op,
+            tag: 1,
+            space,
+            pages: 0,
+        };
+        sq.push(&shm, &r).unwrap();
+    }
+    sq.publish(&shm);
+    ivshmem::notify(setup.peers[0].1[0].as_fd()).unwrap();
+    wait_for("the CREATEs", &|| counters.snapshot().creates == 2);
+    std::thread::sleep(Duration::from_millis(50));
+
+    drop((guest, setup.own, setup.peers, shm));
+    let took = wait_for("the hang-up", &|| counters.snapshot().objects_dropped == 1);
+    assert!(
+        took < Duration::from_secs(2),
+        "hang-up noticed after {took:?}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    slot.join().unwrap().unwrap();
+}
