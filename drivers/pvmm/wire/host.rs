@@ -166,13 +166,16 @@ impl SqConsumer {
     /// How many of the `pending` entries after the consumer index are DESTROYs. Reads
     /// only their first words, at most `sq_entries` of them.
     pub fn pending_destroys(&self, shm: &impl SharedMemory, pending: u32) -> u32 {
-        let ring = &self.ring;
-        (0..pending.min(ring.entries()))
-            .filter(|i| {
-                let w = shm.read_u64(ring.entry(self.index().wrapping_add(*i)));
-                w as u16 == Op::Destroy as u16
-            })
+        (0..pending.min(self.ring.entries()))
+            .filter(|i| self.destroy_at(shm, *i))
             .count() as u32
+    }
+
+    /// Whether the entry `ahead` slots past the host's index holds a DESTROY
+    /// opcode: a peek at its first word, which consumes nothing.
+    pub fn destroy_at(&self, shm: &impl SharedMemory, ahead: u32) -> bool {
+        let w = shm.read_u64(self.ring.entry(self.index().wrapping_add(ahead)));
+        w as u16 == Op::Destroy as u16
     }
 
     /// Announces that the host is going idle (or busy). When going idle, returns

@@ -32,7 +32,7 @@ impl RingHost {
     /// (`host_ctl::DESTROYS_HELD`): taken, and with `--audit-releases` (a test
     /// mode) also those waiting in the ring, which only the guest's credits
     /// bound. Without it no SQ entry is read outside `pop`.
-    pub(crate) fn sample_sq_pending(&self, shm: &impl SharedMemory) {
+    pub(crate) fn sample_sq_pending(&mut self, shm: &impl SharedMemory) {
         let n = if self.sq_stalled {
             0
         } else {
@@ -42,7 +42,7 @@ impl RingHost {
             .sq_pending
             .store(u64::from(n), Ordering::Relaxed);
         let waiting = if self.audit.is_some() {
-            self.sq.pending_destroys(shm, n)
+            self.waiting.count(shm, &self.sq, n)
         } else {
             0
         };

@@ -29,6 +29,7 @@ mod completions;
 mod intake;
 mod objects;
 mod reset;
+mod waiting;
 
 pub use objects::Config;
 use objects::Space;
@@ -142,6 +143,8 @@ pub struct RingHost {
     /// DESTROY completion for a key is the forged one (it precedes the
     /// CREATE's, which precedes the real DESTROY's).
     forged: HashSet<(u64, u32)>,
+    /// `--audit-releases`: the DESTROYs waiting in the SQ, indexed.
+    waiting: waiting::Waiting,
 }
 
 impl RingHost {
@@ -184,6 +187,7 @@ impl RingHost {
             resets_done: 0,
             audit,
             forged: HashSet::new(),
+            waiting: waiting::Waiting::default(),
         }
     }
 
