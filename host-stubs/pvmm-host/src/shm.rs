@@ -8,7 +8,9 @@ use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 use pvmm_wire::SharedMemory;
-use rustix::fs::{fcntl_add_seals, fstat, ftruncate, memfd_create, MemfdFlags, SealFlags};
+use rustix::fs::{
+    fcntl_add_seals, fcntl_get_seals, fstat, ftruncate, memfd_create, MemfdFlags, SealFlags,
+};
 use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
 
 /// A shared mapping of a memory file, accessed only through atomics.
@@ -44,7 +46,17 @@ impl MappedShm {
     }
 
     /// Maps all of an existing memory file, e.g. one received from a server.
+    /// The file must be a memfd sealed against shrinking: otherwise whoever
+    /// else holds it could cut it under the mapping, and the next access
+    /// would be a SIGBUS.
     pub fn map(fd: OwnedFd) -> io::Result<MappedShm> {
+        let seals = fcntl_get_seals(&fd)?;
+        if !seals.contains(SealFlags::SHRINK) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "shared memory not sealed against shrinking",
+            ));
+        }
         let len = usize::try_from(fstat(&fd)?.st_size)
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         if len == 0 || len % 8 != 0 {
@@ -199,6 +211,25 @@ mod tests {
         assert_eq!(b.size(), 8192);
         a.write_u64(8184, 42);
         assert_eq!(b.read_u64(8184), 42);
+    }
+
+    #[test]
+    fn refuses_files_that_can_shrink() {
+        let fd =
+            memfd_create("pvmm-test", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).unwrap();
+        ftruncate(&fd, 4096).unwrap();
+        let peer = fd.try_clone().unwrap();
+        assert!(MappedShm::map(peer).is_err(), "an unsealed file was mapped");
+        fcntl_add_seals(&fd, SealFlags::GROW).unwrap();
+        assert!(MappedShm::map(fd.try_clone().unwrap()).is_err());
+        fcntl_add_seals(&fd, SealFlags::SHRINK).unwrap();
+        assert_eq!(MappedShm::map(fd).unwrap().size(), 4096);
+        let file = tempfile::tempfile().unwrap();
+        file.set_len(4096).unwrap();
+        assert!(
+            MappedShm::map(file.into()).is_err(),
+            "a plain file was mapped"
+        );
     }
 
     #[test]
