@@ -14,7 +14,7 @@ use pvmm_host::ivshmem::Server;
 use pvmm_host::priority::{Policy, Priority};
 use pvmm_host::ring::Config;
 use pvmm_host::series::Series;
-use pvmm_host::serve::{default_allow_uids, serve, SlotConfig};
+use pvmm_host::serve::{default_allow_uids, run_slot, serve, SlotConfig};
 use pvmm_host::stats::{Counters, Snapshot};
 use pvmm_wire::Layout;
 
@@ -250,12 +250,9 @@ fn run(args: Args) -> Result<()> {
         let stop = Arc::clone(&stop);
         let t = std::thread::Builder::new()
             .name(format!("pvmm-slot{index}"))
-            .spawn(move || {
-                let r = serve(server, cfg, &stop);
-                // One slot failing stops the process: its socket is gone.
-                stop.store(true, Ordering::Relaxed);
-                r
-            })
+            // One slot failing (or panicking) stops the process: its socket
+            // is no longer served.
+            .spawn(move || run_slot(&format!("slot{index}"), &stop, || serve(server, cfg, &stop)))
             .context("spawn")?;
         threads.push(t);
     }

@@ -206,6 +206,22 @@ pub fn serve(mut server: Server, cfg: SlotConfig, stop: &AtomicBool) -> Result<(
     Ok(())
 }
 
+/// Runs a slot's body `f` and then sets `stop`, however `f` ends: a slot
+/// that stopped serving its socket stops the process. A panic becomes an
+/// error naming the slot and the panic's message.
+pub fn run_slot(name: &str, stop: &AtomicBool, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    stop.store(true, Ordering::Relaxed);
+    r.unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_owned());
+        Err(anyhow::anyhow!("{name}: serving thread panicked: {msg}"))
+    })
+}
+
 /// Sleeps until a connection, a hang-up, a doorbell or `timeout`. Returns
 /// (listener readable, client readable, doorbells drained).
 fn wait(server: &Server, client: Option<u16>, timeout: Duration) -> Result<(bool, bool, u64)> {
@@ -417,6 +433,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let server = Server::bind(&dir.path().join(name), 1, 0, 1).unwrap();
         (dir, server)
+    }
+
+    #[test]
+    fn a_panicking_slot_stops_the_process_with_its_message() {
+        let stop = AtomicBool::new(false);
+        let r = run_slot("slot3", &stop, || panic!("ring {} broke", 7));
+        assert!(
+            stop.load(Ordering::Relaxed),
+            "the other slots were not stopped"
+        );
+        let e = format!("{:#}", r.unwrap_err());
+        assert_eq!(e, "slot3: serving thread panicked: ring 7 broke");
+        let stop = AtomicBool::new(false);
+        assert!(run_slot("slot0", &stop, || Ok(())).is_ok());
+        assert!(
+            stop.load(Ordering::Relaxed),
+            "a slot that ends stops the process"
+        );
     }
 
     #[test]
