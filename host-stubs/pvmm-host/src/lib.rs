@@ -9,6 +9,7 @@
 //! `examples/fuzz.rs` (`make fuzz`).
 
 pub mod audit;
+pub mod backing;
 pub mod budget;
 pub mod fault;
 pub mod fuzz;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use pvmm_host::backing::{self, Model};
 use pvmm_host::fault::Fault;
 use pvmm_host::ivshmem::Server;
 use pvmm_host::priority::{Policy, Priority};
@@ -41,10 +42,25 @@ struct Args {
     /// Interrupt vectors (eventfds) per peer.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     vectors: u32,
+    /// Host work per guest address space: busy (a calibrated busy loop on the
+    /// slot thread, --cost-*) or process (a real host process per space,
+    /// populated to the DESTROY's size then killed; --backing-*).
+    #[arg(long, value_enum, default_value_t = Work::Busy, value_name = "MODEL")]
+    work: Work,
+    /// --work process: percent of a DESTROY's page count the backing process
+    /// populates (1 to 1000).
+    #[arg(long, default_value_t = 100, value_name = "PERCENT",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    backing_scale_pct: u32,
+    /// --work process: most MiB one backing process populates (0 to 65536).
+    #[arg(long, default_value_t = 256, value_name = "MIB",
+          value_parser = clap::value_parser!(u64).range(0..=65_536))]
+    backing_max_mib: u64,
     /// Fixed cost of each DESTROY, microseconds of the slot thread's CPU time.
     #[arg(long, default_value_t = 0)]
     cost_base_us: u64,
-    /// Cost of DESTROY per MiB of address space, microseconds of CPU time.
+    /// Cost of DESTROY per MiB of address space, microseconds of CPU time
+    /// (--work busy only).
     #[arg(long, default_value_t = 20)]
     cost_us_per_mib: u64,
     /// Longest stretch of DESTROY work between preemption points, CPU microseconds.
@@ -120,6 +136,13 @@ struct Args {
     allow_uid: Vec<u32>,
 }
 
+/// `--work`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Work {
+    Busy,
+    Process,
+}
+
 fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (num, shift) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
@@ -141,6 +164,11 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 fn main() {
+    // A backing process (--work process) is this binary re-executed.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(backing::CHILD_ARG) {
+        backing::child_main(&argv[2..]);
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match run(Args::parse()) {
         Ok(()) => {}
@@ -207,6 +235,8 @@ fn run(args: Args) -> Result<()> {
         max_objects: args.max_objects,
         host_peer: 0,
         fault: args.fault,
+        backing: (args.work == Work::Process)
+            .then(|| Model::this_exe(args.backing_scale_pct, args.backing_max_mib)),
     };
 
     // Bind everything first, so a bad path fails before any guest is served.
@@ -402,6 +432,25 @@ mod tests {
             &["--guest-mem-mib", "4194305"],
             &["--slot-cpu-share", "0"],
             &["--slot-cpu-share", "101"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn work_options() {
+        let a = parse(&[]).unwrap();
+        assert_eq!(a.work, Work::Busy);
+        assert_eq!((a.backing_scale_pct, a.backing_max_mib), (100, 256));
+        let a = parse(&["--work", "process", "--backing-scale-pct", "50"]).unwrap();
+        assert_eq!((a.work, a.backing_scale_pct), (Work::Process, 50));
+        let a = parse(&["--backing-max-mib", "0"]).unwrap();
+        assert_eq!(a.backing_max_mib, 0);
+        for bad in [
+            &["--work", "idle"][..],
+            &["--backing-scale-pct", "0"],
+            &["--backing-scale-pct", "1001"],
+            &["--backing-max-mib", "65537"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} accepted");
         }

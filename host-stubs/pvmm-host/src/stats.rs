@@ -132,6 +132,19 @@ counters! {
     faults_stalls,
     /// Connections refused because the peer's user id is not in `--allow-uid`.
     denied,
+    /// `--work process`: backing processes spawned for CREATEs.
+    backing_spawned,
+    /// `--work process`: backing processes that failed to start (the CREATE
+    /// completed NoMemory) or to populate.
+    backing_failed,
+    /// `--work process`: pages backing processes populated before their DESTROY.
+    backing_pages,
+    /// `--work process`: wall-clock microseconds spawning backing processes.
+    backing_spawn_us,
+    /// `--work process`: wall-clock microseconds backing processes spent populating.
+    backing_populate_us,
+    /// `--work process`: wall-clock microseconds from SIGKILL to reaped.
+    backing_exit_us,
 }
 
 impl Snapshot {

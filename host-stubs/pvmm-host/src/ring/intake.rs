@@ -69,7 +69,7 @@ impl RingHost {
                 if req.op == Op::Destroy {
                     self.destroys_held = self.destroys_held.saturating_add(1);
                 }
-                if req.op == Op::Destroy && self.cfg.destroy_cost_us(req.pages).0 > 0 {
+                if self.cfg.costly(&req) {
                     // Hand back slots and finished completions before a long
                     // stretch, and show the backlog it leaves waiting.
                     self.release_sq(shm);

@@ -1,14 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The host objects of a guest's address spaces, and the modelled cost of
-//! destroying one, spent as real CPU time.
+//! The host objects of a guest's address spaces, and the cost of destroying
+//! one: modelled and spent as real CPU time (`--work busy`), or real host
+//! address spaces ([`crate::backing`], `--work process`).
 
 use std::time::{Duration, Instant};
 
 use pvmm_wire::{Completion, Op, Request, Status};
 
 use super::RingHost;
+use crate::backing::{Backing, Model};
 use crate::fault::Fault;
+use crate::ratelimit::warn_limited;
 use crate::stats::thread_cpu_us;
 
 /// Tunables of request processing. Costs are CPU time of the thread that
@@ -36,6 +39,9 @@ pub struct Config {
     pub host_peer: u32,
     /// Misbehaviour to inject (`--fault`); [`Fault::None`] for a correct host.
     pub fault: Fault,
+    /// `--work process`: back every space by a host process; `None`: the
+    /// busy loop alone (`--work busy`).
+    pub backing: Option<Model>,
 }
 
 impl Default for Config {
@@ -50,18 +56,30 @@ impl Default for Config {
             max_objects: 65_536,
             host_peer: 0,
             fault: Fault::None,
+            backing: None,
         }
     }
 }
 
 impl Config {
+    /// Whether handling `req` takes long: a DESTROY with a cost, or any
+    /// request with a backing process to spawn or kill.
+    pub fn costly(&self, req: &Request) -> bool {
+        self.backing.is_some() || (req.op == Op::Destroy && self.destroy_cost_us(req.pages).0 > 0)
+    }
+
     /// Modelled cost of destroying `pages` 4 KiB pages (clamped to
     /// `guest_pages`), CPU microseconds, and whether `max_destroy_us` capped it.
+    /// With a backing process the per-MiB cost is real, so only the base is.
     pub fn destroy_cost_us(&self, pages: u64) -> (u64, bool) {
         let pages = pages.min(self.guest_pages);
+        let per_mib = if self.backing.is_some() {
+            0
+        } else {
+            self.cost_us_per_mib
+        };
         // pages * 4 KiB / 1 MiB = pages / 256, in u128 so nothing overflows.
-        let us = u128::from(self.cost_base_us)
-            + u128::from(self.cost_us_per_mib) * u128::from(pages) / 256;
+        let us = u128::from(self.cost_base_us) + u128::from(per_mib) * u128::from(pages) / 256;
         let us = u64::try_from(us).unwrap_or(u64::MAX);
         if us > self.max_destroy_us {
             (self.max_destroy_us, true)
@@ -77,13 +95,15 @@ pub(crate) struct Space {
     pub(crate) created: Instant,
     /// Stands for the host-side structures (page tables, task object).
     _obj: Box<[u64; 32]>,
+    /// `--work process`: the host address space; dropping it kills the process.
+    backing: Option<Backing>,
 }
 
 impl RingHost {
     /// Handles one validated request; this is where the host work happens.
     pub fn handle(&mut self, req: &Request, stop: &dyn Fn() -> bool) -> Completion {
         let status = match req.op {
-            Op::Create => self.create(req),
+            Op::Create => self.create(req, stop),
             Op::Destroy => self.destroy(req, stop),
         };
         Completion {
@@ -94,7 +114,7 @@ impl RingHost {
         }
     }
 
-    fn create(&mut self, req: &Request) -> Status {
+    fn create(&mut self, req: &Request, stop: &dyn Fn() -> bool) -> Status {
         if let Some(old) = self.spaces.remove(&req.space) {
             // The guest reuses an id only after that pgd was freed, which it does
             // only after our DESTROY completion: an object still here is stale.
@@ -110,6 +130,13 @@ impl RingHost {
             self.count(|c| &c.no_memory, 1);
             return Status::NoMemory;
         }
+        let backing = match self.cfg.backing.clone() {
+            None => None,
+            Some(model) => match self.spawn_backing(&model, stop) {
+                Some(b) => Some(b),
+                None => return Status::NoMemory,
+            },
+        };
         let mut obj = Box::new([0u64; 32]);
         obj[0] = req.space;
         obj[1] = u64::from(req.tag);
@@ -119,6 +146,7 @@ impl RingHost {
                 tag: req.tag,
                 created: Instant::now(),
                 _obj: obj,
+                backing,
             },
         );
         self.count(|c| &c.creates, 1);
@@ -150,9 +178,58 @@ impl RingHost {
         }
         let done = self.work(us, stop);
         self.count(|c| &c.work_us, done);
-        self.spaces.remove(&req.space);
+        let backing = self.spaces.remove(&req.space).and_then(|s| s.backing);
+        if let Some(b) = backing {
+            self.destroy_backing(b, req.pages.min(self.cfg.guest_pages), stop);
+        }
         self.count(|c| &c.destroys, 1);
         Status::Ok
+    }
+
+    /// Starts the host address space of a CREATE; `None` (counted) if it
+    /// cannot, and the CREATE fails.
+    fn spawn_backing(&mut self, model: &Model, stop: &dyn Fn() -> bool) -> Option<Backing> {
+        let t0 = Instant::now();
+        match Backing::spawn(model, stop) {
+            Ok(b) => {
+                self.count(|c| &c.backing_spawned, 1);
+                self.count(|c| &c.backing_spawn_us, micros(t0.elapsed()));
+                Some(b)
+            }
+            Err(e) => {
+                self.count(|c| &c.backing_failed, 1);
+                warn_limited!(self, "cannot start a backing process: {e}");
+                None
+            }
+        }
+    }
+
+    /// Has a backing process populate what the guest's space had (scaled and
+    /// capped by the model), then kills it. Waits for the CPU budget first and
+    /// charges the wall-clock time to it: the work runs in the child and the
+    /// kernel, at the priority the child inherited from the slot thread.
+    fn destroy_backing(&mut self, b: Backing, guest_pages: u64, stop: &dyn Fn() -> bool) {
+        let pages = self
+            .cfg
+            .backing
+            .as_ref()
+            .map_or(0, |m| m.host_pages(guest_pages));
+        if self.throttle(stop) {
+            return;
+        }
+        match b.destroy(pages, stop) {
+            Ok(d) => {
+                self.count(|c| &c.backing_pages, d.pages);
+                self.count(|c| &c.backing_populate_us, micros(d.populate));
+                self.count(|c| &c.backing_exit_us, micros(d.exit));
+                self.budget
+                    .charge(Instant::now(), micros(d.populate + d.exit));
+            }
+            Err(e) => {
+                self.count(|c| &c.backing_failed, 1);
+                warn_limited!(self, "backing process failed to populate: {e}");
+            }
+        }
     }
 
     /// Burns `us` microseconds of the calling thread's own CPU time
@@ -222,6 +299,10 @@ impl RingHost {
         self.count(|c| &c.throttled_us, waited);
         stopped
     }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
