@@ -50,6 +50,20 @@ struct Args {
     /// Instead of fuzzing, run these inputs once each and let panics through.
     #[arg(long, num_args = 1..)]
     replay: Vec<PathBuf>,
+    /// Run even if built without overflow checks (not with `--profile fuzz`),
+    /// where arithmetic that wraps goes unnoticed.
+    #[arg(long)]
+    allow_wrapping: bool,
+}
+
+/// Whether this build panics on arithmetic overflow.
+fn overflow_checked() -> bool {
+    let hook = panic::take_hook();
+    panic::set_hook(Box::new(|_| {}));
+    let max = std::hint::black_box(u32::MAX);
+    let checked = panic::catch_unwind(|| max + std::hint::black_box(1)).is_err();
+    panic::set_hook(hook);
+    checked
 }
 
 /// xorshift64*: fast, and good enough to pick script bytes.
@@ -143,6 +157,13 @@ fn replay(files: &[PathBuf]) -> std::io::Result<()> {
 
 fn main() -> std::io::Result<()> {
     let args = Args::parse();
+    if !overflow_checked() && !args.allow_wrapping {
+        eprintln!(
+            "fuzz: built without overflow checks; build with --profile fuzz (make fuzz), \
+             or pass --allow-wrapping"
+        );
+        std::process::exit(2);
+    }
     if !args.replay.is_empty() {
         return replay(&args.replay);
     }
@@ -205,7 +226,7 @@ fn main() -> std::io::Result<()> {
     if crashes > 0 {
         let dir = fs::canonicalize(&args.crash_dir).unwrap_or_else(|_| args.crash_dir.clone());
         eprintln!(
-            "fuzz: replay in host-stubs with: cargo run --release -p pvmm-host --example fuzz -- --replay {}/crash-*.bin",
+            "fuzz: replay in host-stubs with: cargo run --profile fuzz -p pvmm-host --example fuzz -- --replay {}/crash-*.bin",
             dir.display()
         );
         std::process::exit(1);
