@@ -166,6 +166,37 @@ fn never_ack_processes_but_posts_nothing() {
     assert_eq!(r.host.fault_due_in(), None, "nothing to wake up for");
 }
 
+/// A guest that does not consume its CQ: late completions wait in the
+/// `late-ack` queue rather than pile up beyond the intake bound.
+#[test]
+fn late_ack_holds_back_no_more_than_the_cq_bound() {
+    // Requests are taken for 5 ms before the first completion falls due.
+    let mut r = Rig::with_fault(Fault::LateAck(Duration::from_millis(5)));
+    let mut space = 1;
+    for _ in 0..30 {
+        let free = r.sq.space(&r.shm).unwrap();
+        let reqs: Vec<Request> = (0..free)
+            .map(|_| {
+                space += 1;
+                req(Op::Create, 1, space, 0)
+            })
+            .collect();
+        r.submit(&reqs);
+        std::thread::sleep(Duration::from_millis(1));
+        r.process();
+        assert!(r.host.overflow_len() <= 8, "{} held", r.host.overflow_len());
+    }
+    assert_eq!(r.host.overflow_len(), 8, "the CQ and the overflow are full");
+    // Once the guest takes its completions, every one arrives, in order.
+    let mut got = Vec::new();
+    while got.len() < space as usize - 1 {
+        std::thread::sleep(Duration::from_millis(5));
+        r.process();
+        got.extend(ok(r.completions()).into_iter().map(|c| c.space));
+    }
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
+}
+
 #[test]
 fn late_ack_posts_after_the_delay_in_order() {
     let delay = Duration::from_millis(60);
