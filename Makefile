@@ -53,7 +53,7 @@ host:
 # Inputs that panic are kept in host-stubs/target/fuzz-crashes; the last
 # lines give the totals and how to replay them.
 fuzz:
-	cargo run --release --manifest-path host-stubs/Cargo.toml -p pvmm-host \
+	cargo run --profile fuzz --manifest-path host-stubs/Cargo.toml -p pvmm-host \
 		--example fuzz -- --execs $(FUZZ_EXECS) \
 		--crash-dir host-stubs/target/fuzz-crashes
 

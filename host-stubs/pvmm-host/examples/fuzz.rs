@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A long run of the fuzz body (`pvmm_host::fuzz::run`) on random scripts, on
-//! every core: `make fuzz`.
+//! A long run of the fuzz body (`pvmm_host::fuzz::run_any`) on random
+//! scripts, on every core: `make fuzz`. Each script's first byte picks the
+//! host's `--fault` mode (none in 2 of 12) and whether the window is a sealed
+//! memfd mapping (a quarter) or in-process memory.
 //!
 //! This is random testing, not coverage-guided fuzzing: the engine builds on
 //! stable Rust with no tools beyond cargo. Each execution is one script of
@@ -50,6 +52,20 @@ struct Args {
     /// Instead of fuzzing, run these inputs once each and let panics through.
     #[arg(long, num_args = 1..)]
     replay: Vec<PathBuf>,
+    /// Run even if built without overflow checks (not with `--profile fuzz`),
+    /// where arithmetic that wraps goes unnoticed.
+    #[arg(long)]
+    allow_wrapping: bool,
+}
+
+/// Whether this build panics on arithmetic overflow.
+fn overflow_checked() -> bool {
+    let hook = panic::take_hook();
+    panic::set_hook(Box::new(|_| {}));
+    let max = std::hint::black_box(u32::MAX);
+    let checked = panic::catch_unwind(|| max + std::hint::black_box(1)).is_err();
+    panic::set_hook(hook);
+    checked
 }
 
 /// xorshift64*: fast, and good enough to pick script bytes.
@@ -94,6 +110,7 @@ fn add(a: &mut Report, b: &Report) {
     a.discarded += b.discarded;
     a.resets += b.resets;
     a.steps += b.steps;
+    a.unmatched += b.unmatched;
 }
 
 fn save(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<PathBuf> {
@@ -114,7 +131,7 @@ fn worker(id: usize, args: &Args, seed: u64, share: &Shared, quota: u64) {
         let len = (rng.next() % (args.max_len as u64 + 1)) as usize;
         let data = &mut buf[..len];
         rng.fill(data);
-        match panic::catch_unwind(|| fuzz::run(data)) {
+        match panic::catch_unwind(|| fuzz::run_any(data)) {
             Ok(r) => add(&mut sum, &r),
             Err(_) => {
                 let name = format!("crash-{seed:016x}-{id}-{n}.bin");
@@ -136,13 +153,20 @@ fn replay(files: &[PathBuf]) -> std::io::Result<()> {
     for f in files {
         let data = fs::read(f)?;
         println!("{}: {} bytes", f.display(), data.len());
-        println!("{:?}", fuzz::run(&data));
+        println!("{:?}", fuzz::run_any(&data));
     }
     Ok(())
 }
 
 fn main() -> std::io::Result<()> {
     let args = Args::parse();
+    if !overflow_checked() && !args.allow_wrapping {
+        eprintln!(
+            "fuzz: built without overflow checks; build with --profile fuzz (make fuzz), \
+             or pass --allow-wrapping"
+        );
+        std::process::exit(2);
+    }
     if !args.replay.is_empty() {
         return replay(&args.replay);
     }
@@ -195,8 +219,9 @@ fn main() -> std::io::Result<()> {
     let t = *share.totals.lock().unwrap();
     println!(
         "fuzz: oracle checked {} requests consumed ({} from the guest's producer), \
-         {} completions matched, {} discarded by {} resets, over {} script steps",
-        t.consumed, t.submitted, t.completed, t.discarded, t.resets, t.steps
+         {} completions matched, {} discarded by {} resets, over {} script steps; \
+         {} completions under faults matched nothing",
+        t.consumed, t.submitted, t.completed, t.discarded, t.resets, t.steps, t.unmatched
     );
     println!(
         "fuzz: {execs} executions in {secs:.1} s ({:.0}/s), {crashes} crashes",
@@ -205,7 +230,7 @@ fn main() -> std::io::Result<()> {
     if crashes > 0 {
         let dir = fs::canonicalize(&args.crash_dir).unwrap_or_else(|_| args.crash_dir.clone());
         eprintln!(
-            "fuzz: replay in host-stubs with: cargo run --release -p pvmm-host --example fuzz -- --replay {}/crash-*.bin",
+            "fuzz: replay in host-stubs with: cargo run --profile fuzz -p pvmm-host --example fuzz -- --replay {}/crash-*.bin",
             dir.display()
         );
         std::process::exit(1);

@@ -418,8 +418,13 @@ impl RingHost {
         if self.inject.held() == 0 {
             return;
         }
+        // Into the overflow only while it has room: what is held back stays
+        // within the intake bound, and the rest waits its turn here.
         let now = Instant::now();
-        while let Some(c) = self.inject.pop_due(now) {
+        while self.overflow.len() < self.overflow_cap() {
+            let Some(c) = self.inject.pop_due(now) else {
+                break;
+            };
             self.complete(shm, c, b);
         }
     }

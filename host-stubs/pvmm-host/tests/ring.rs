@@ -166,6 +166,37 @@ fn never_ack_processes_but_posts_nothing() {
     assert_eq!(r.host.fault_due_in(), None, "nothing to wake up for");
 }
 
+/// A guest that does not consume its CQ: late completions wait in the
+/// `late-ack` queue rather than pile up beyond the intake bound.
+#[test]
+fn late_ack_holds_back_no_more_than_the_cq_bound() {
+    // Requests are taken for 5 ms before the first completion falls due.
+    let mut r = Rig::with_fault(Fault::LateAck(Duration::from_millis(5)));
+    let mut space = 1;
+    for _ in 0..30 {
+        let free = r.sq.space(&r.shm).unwrap();
+        let reqs: Vec<Request> = (0..free)
+            .map(|_| {
+                space += 1;
+                req(Op::Create, 1, space, 0)
+            })
+            .collect();
+        r.submit(&reqs);
+        std::thread::sleep(Duration::from_millis(1));
+        r.process();
+        assert!(r.host.overflow_len() <= 8, "{} held", r.host.overflow_len());
+    }
+    assert_eq!(r.host.overflow_len(), 8, "the CQ and the overflow are full");
+    // Once the guest takes its completions, every one arrives, in order.
+    let mut got = Vec::new();
+    while got.len() < space as usize - 1 {
+        std::thread::sleep(Duration::from_millis(5));
+        r.process();
+        got.extend(ok(r.completions()).into_iter().map(|c| c.space));
+    }
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
+}
+
 #[test]
 fn late_ack_posts_after_the_delay_in_order() {
     let delay = Duration::from_millis(60);
@@ -327,6 +358,38 @@ fn fuzz_oracle_discards_at_a_reset() {
     assert_eq!((r.consumed, r.resets), (0, 1));
 }
 
+/// Every `--fault` mode and both kinds of memory, on the same scripts: the
+/// host keeps its invariants whatever it injects, and its reads stay off
+/// its own fields.
+#[test]
+fn fuzz_body_runs_every_fault_on_both_memories() {
+    let mut faults = std::collections::HashSet::new();
+    let mut script = THREE_CREATES.to_vec();
+    // Rounds, DESTROYs of the three, a reset, more rounds.
+    script.extend([15, 5, 3, 1, 0, 1, 9, 0, 0, 0, 15, 16, 25, 0, 17]);
+    script.extend(THREE_CREATES);
+    script.extend([18, 19, 20]);
+    for b in 0..=255u8 {
+        let opts = fuzz::Options::from_byte(b);
+        faults.insert(std::mem::discriminant(&opts.fault));
+        let r = fuzz::run_any(&[&[b][..], &script].concat());
+        assert!(r.consumed >= 3, "{opts:?}: {r:?}");
+    }
+    assert_eq!(faults.len(), 11, "every --fault mode");
+    let mapped = fuzz::Options {
+        mapped: true,
+        ..Default::default()
+    };
+    let r = fuzz::run_with(&script, mapped);
+    assert_eq!(r, fuzz::run(&script), "the same over a memfd");
+    assert_eq!((r.completed, r.unmatched), (r.consumed - r.discarded, 0));
+    let dup = fuzz::Options {
+        fault: Fault::DupAck,
+        mapped: true,
+    };
+    assert!(fuzz::run_with(&script, dup).unmatched > 0);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -335,5 +398,11 @@ proptest! {
     #[test]
     fn fuzz_body_never_panics(data in proptest::collection::vec(any::<u8>(), 0..512)) {
         fuzz::run(&data);
+    }
+
+    /// The same with the first byte picking a `--fault` and the memory.
+    #[test]
+    fn fuzz_body_never_panics_under_faults(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+        fuzz::run_any(&data);
     }
 }
