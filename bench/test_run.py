@@ -128,6 +128,13 @@ class BootParsing(unittest.TestCase):
                          [("sync", "measured"), ("off", "last")])
         self.assertEqual((rec["rc"], rec["done_rc"], rec["ok"]), (1, None, False))
 
+    def test_placement_is_recorded_and_passed(self):
+        args = argparse.Namespace(vcpu_cpus="1", worker_cpus="0", worker_sched="idle",
+                                  worker_nice=19)
+        self.assertEqual(run.placement(args), {"vcpu_cpus": "1", "worker_cpus": "0",
+                                               "worker_sched": "idle", "worker_nice": 19})
+        self.assertEqual(run.worker_args(args), "--worker-sched idle --worker-nice 19")
+
     def test_boot_env_names_the_order(self):
         p = plan.PRESETS["quick"]
         b = plan.plan(p)[1]
