@@ -67,7 +67,7 @@ check-full:
 	PVMM_CHECK_FULL=1 scripts/check.sh
 
 bench:
-	scripts/bench.sh
+	scripts/bench.sh $(BENCH_ARGS)
 
 # Module objects only: the test runner cleans between builds and must keep
 # the host stub.

@@ -53,10 +53,10 @@ def fmt_ratio(v):
     return DASH if num(v) is None else f"{v:.2f}"
 
 
-def fmt_range(values):
+def fmt_range(values, f=fmt):
     """'median [min–max]' across repeats."""
     vals = nums(values)
-    return f"{fmt(median(vals))} [{fmt(min(vals))}–{fmt(max(vals))}]" if vals else DASH
+    return f"{f(median(vals))} [{f(min(vals))}–{f(max(vals))}]" if vals else DASH
 
 
 def skey(v):
@@ -94,19 +94,46 @@ def base_key(c):
     return (get(c, "boot"), get(c, "repeat"), get(c, "probe")) + point(c)
 
 
-class Run:
-    """The cells of a results file, indexed for the tables, goals and plots."""
+def spread(a, b):
+    """How far two figures of the same mode differ, as a factor >= 1."""
+    lo, hi = sorted((num(a), num(b)), key=lambda v: -1 if v is None else v)
+    return hi / lo if lo and hi is not None else None
 
-    def __init__(self, cells):
-        self.cells = [c for c in cells if isinstance(c, dict)]
-        self.groups = {}  # (vcpus, shape, label, mode, probe) -> repeats
-        self.costs = {}   # (vcpus, shape, label) -> per-space host cost, µs
+
+class Run:
+    """The cells of a results file, indexed for the tables, goals and plots.
+
+    A boot's warm-up phase is never judged; its last `off` phase is not a
+    baseline but the other end of the boot's noise floor."""
+
+    def __init__(self, cells, boots=()):
+        self.cells = [c for c in cells if isinstance(c, dict) and c.get("role") != "warmup"]
+        self.groups = {}   # (vcpus, shape, label, mode, probe) -> repeats
+        self.costs = {}    # (vcpus, shape, label) -> per-space host cost, µs
+        self.last = {}     # base_key -> the boot's last `off` cell
+        self.planned = {}  # (vcpus, shape, label) -> matrix boots planned
+        # A point whose boots all failed has no cells but must still show.
+        for b in boots or []:
+            if isinstance(b, dict) and b.get("run") == "matrix":
+                self.planned[point(b)] = self.planned.get(point(b), 0) + 1
+                self.note_cost(b)
         for c in self.cells:
+            if c.get("role") == "last":
+                self.last[base_key(c)] = c
+                continue
             key = point(c) + (c.get("mode"), c.get("probe"))
             self.groups.setdefault(key, []).append(c)
-            if num(get(c, "cost", "per_space_us")) is not None:
-                self.costs[point(c)] = get(c, "cost", "per_space_us")
-        self.base = {base_key(c): c for c in self.cells if c.get("mode") == "off"}
+            self.note_cost(c)
+        self.base = {base_key(c): c for c in self.cells
+                     if c.get("mode") == "off" and c.get("role") != "last"}
+
+    def note_cost(self, c):
+        if num(get(c, "cost", "per_space_us")) is not None:
+            self.costs[point(c)] = get(c, "cost", "per_space_us")
+
+    def points(self):
+        """Every matrix point, measured or only planned, sorted."""
+        return sorted(set(self.probe_keys(3)) | set(self.planned), key=self.order)
 
     def order(self, key):
         """Sort by vcpus, shape, per-space cost, mode (off, sync, chunked, async)."""
@@ -125,7 +152,15 @@ class Run:
     def median_lat(self, pt, mode, field="max"):
         return median(lat(c, field) for c in self.repeats(pt, mode))
 
+    def ratios(self, group, field):
+        """Per boot: field / the field of `off` first in the same boot."""
+        return nums(div(lat(c, field), lat(self.base.get(base_key(c)), field)) for c in group)
+
     def ratio(self, group, field):
         """Median over repeats of field / off's field from the same boot."""
-        return median(div(lat(c, field), lat(self.base.get(base_key(c)), field)) for c in group)
+        return median(self.ratios(group, field))
 
+    def floors(self, pt, field):
+        """Per boot of a point: the spread of its first and last `off`."""
+        return nums(spread(lat(c, field), lat(self.last.get(base_key(c)), field))
+                    for c in self.repeats(pt, "off"))

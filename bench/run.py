@@ -2,20 +2,27 @@
 # SPDX-License-Identifier: GPL-2.0
 """The host half of `make bench`: boot guests over the matrix, collect.
 
-Every guest boot is one (host cost, vCPUs, storm shape, repeat) point; inside
-it, pvmm-bench (selftests/pvmm/pvmm_bench.c) runs the same storm once per
-mode, with the latency probe and, for some modes, cyclictest.  So every mode
-is compared against `off` from the same boot, never across boots.  Two more
-boots run a sustained storm against a host stub whose worker runs at the
-lowest host priority, with and without credits, and record outstanding
-work over time: the trap of the design's source paper.
+Every matrix boot is one (host cost, vCPUs, storm shape, repeat) point;
+inside it, pvmm-bench (selftests/pvmm/pvmm_bench.c) runs the same storm once
+per phase, in the order bench/plan.py gives: a warm-up phase, `off`, the
+other modes rotated from repeat to repeat, and `off` again, with the latency
+probe, and for some modes once more with cyclictest.  So every mode is
+compared against `off` from the same boot, never across boots, and the two
+`off` phases give the boot's noise floor.  Two more boots run a sustained
+storm against a host stub whose worker runs at the lowest host priority,
+with and without credits, and record outstanding work over time: the trap
+of the design's source paper.
 
 The guest frames each phase with PVMM-BENCH-BEGIN/END lines; at each the
 host stub's own counters are read from its --series CSV, which gives the
-host CPU time per teardown of that phase.
+host CPU time per teardown of that phase.  Every boot, failed or not, is
+recorded in results.json with its exit status, pvmm-bench's own
+(PVMM-BENCH-DONE rc=) and the phases it did not deliver.
 
 Usage (scripts/bench.sh builds everything first and calls this):
   bench/run.py --build KERNEL_BUILD_DIR --initrd INITRAMFS --out DIR [--preset quick|full]
+      [--accel icount|tcg] [--vcpu-cpus LIST] [--worker-cpus LIST]
+      [--worker-sched other|batch|idle] [--worker-nice N]
 """
 
 import argparse
@@ -30,65 +37,26 @@ import time
 from pathlib import Path
 
 TOP = Path(__file__).resolve().parent.parent
-MODES = ["off", "sync", "chunked", "async"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plan import LARGE_MIB, PRESETS, expected, plan  # noqa: E402
 
-# (kind, microseconds): "base" is the fixed cost of every DESTROY, "mib" the
-# cost per MiB of address space (the host stub's two cost knobs).
-PRESETS = {
-    # A couple of minutes: checks the pipeline end to end, proves nothing.
-    "smoke": {
-        "costs": [("base", 1000), ("base", 30000)],
-        "vcpus": [2],
-        "shapes": ["large"],
-        "repeats": 1,
-        "seconds": 2,
-        "cyclictest": ["off", "sync", "async"],
-        "credits_seconds": 10,
-    },
-    "quick": {
-        "costs": [("base", 100), ("base", 1000), ("base", 10000), ("base", 50000)],
-        "vcpus": [1, 2],
-        "shapes": ["large"],
-        "repeats": 2,
-        "seconds": 3,
-        "cyclictest": ["off", "sync", "async"],
-        "cyclictest_repeats": 1,
-        "credits_seconds": 25,
-    },
-    "full": {
-        "costs": [("base", 100), ("base", 1000), ("base", 10000), ("base", 50000),
-                  ("mib", 200), ("mib", 800)],
-        "vcpus": [1, 2],
-        "shapes": ["large", "small"],
-        "repeats": 3,
-        "seconds": 5,
-        "cyclictest": ["off", "sync", "async"],
-        "credits_seconds": 60,
-    },
-}
-LARGE_MIB = 32  # the smallest "large" space: more teardowns per phase under TCG
 INTERVAL_US = 200
+# The guest clock: icount (single-threaded TCG, guest time follows guest
+# instructions) unless --accel says otherwise; Documentation/benchmark.md
+# says why these settings.
+ICOUNT = "shift=0,sleep=on"
 # The credits runs: many small spaces against a host that needs 5 ms of CPU
 # for each, on a worker at SCHED_IDLE.  The ring bounds what can pile up: with
 # the default 256 entries it holds at most about 128 DESTROYs (each space also
 # has its CREATE there), fewer than the default cap_spaces, so the caps would
 # never engage.  The largest ring holds more than a run's storm creates, so
-# that the caps are the only bound being tested.
+# that the caps are the only bound being tested.  They run under
+# multi-threaded TCG whatever --accel says: their trap needs the vCPUs to keep
+# every host core busy, which one icount thread cannot.
 CREDITS_HOST = ("--cost-base-us 5000 --worker-sched idle "
                 "--sq-entries 16384 --cq-entries 32768 --shm-size 2M")
+CREDITS_ACCEL = "tcg"
 SERIES_MS = 100
-
-
-def shape_mib(shape):
-    return LARGE_MIB if shape == "large" else 1
-
-
-def cost_of(kind, us, shape):
-    """The cost record of a cell: its knobs and its modelled cost per space."""
-    base, per_mib = (us, 0) if kind == "base" else (0, us)
-    label = f"base {us / 1000:g} ms" if kind == "base" else f"{us / 1000:g} ms/MiB"
-    return {"label": label, "kind": kind, "base_us": base, "per_mib_us": per_mib,
-            "per_space_us": float(base + per_mib * shape_mib(shape))}
 
 
 def kv(line):
@@ -124,37 +92,56 @@ def host_rows(path):
 
 
 class Boot:
-    """One guest boot running pvmm-bench, and what it printed."""
+    """One guest boot running pvmm-bench, and what it printed.
 
-    def __init__(self, args, index, vcpus, host_args, env, log):
+    Phases are kept in the order the guest began them: a mode may run more
+    than once in a boot (`off` first and last)."""
+
+    def __init__(self, args, index, vcpus, host_args, env, log, accel="icount"):
         self.args, self.index, self.vcpus = args, index, vcpus
-        self.host_args, self.env, self.log = host_args, env, log
+        self.host_args, self.env, self.log, self.accel = host_args, env, log, accel
         self.series = args.out / f"host-series-{index}.csv"
-        self.phases = {}    # (mode, probe) -> dict
+        self.phases = []    # in order: {"mode", "probe", "hist", "result", ...}
         self.guest_series = {}
         self.caps = {}
         self.errors = []
+        self.rc = None       # run-guest.sh's exit status
+        self.done_rc = None  # pvmm-bench's, from PVMM-BENCH-DONE
 
     def run(self):
         kernel_args = " ".join(f"pvmm.env.{k}={v}" for k, v in self.env.items())
         env = dict(os.environ, SMP=str(self.vcpus), TIMEOUT=str(self.args.timeout),
                    HOST_ARGS=f"{self.host_args} --series {self.series} "
                              f"--series-ms {SERIES_MS}",
-                   KERNEL_ARGS=kernel_args, LOG=str(self.log))
+                   KERNEL_ARGS=kernel_args, LOG=str(self.log), ACCEL=self.accel,
+                   ICOUNT=ICOUNT, QEMU_CPUS=getattr(self.args, "vcpu_cpus", None) or "",
+                   HOST_CPUS=getattr(self.args, "worker_cpus", None) or "")
         cmd = [str(TOP / "scripts/run-guest.sh"), str(self.args.kernel),
                str(self.args.initrd), "bench"]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, errors="replace")
         for raw in proc.stdout:
             self.line(raw.rstrip("\r\n"))
-        rc = proc.wait()
-        if rc:
-            self.errors.append(f"run-guest.sh exited {rc}")
-        return rc == 0 and not self.errors
+        self.rc = proc.wait()
+        if self.rc:
+            self.errors.append(f"run-guest.sh exited {self.rc}")
+        if self.done_rc is None:
+            self.errors.append("no PVMM-BENCH-DONE: pvmm-bench did not finish")
+        elif self.done_rc:
+            self.errors.append(f"pvmm-bench exited {self.done_rc}")
+        return self.ok()
 
-    def phase(self, m):
-        return self.phases.setdefault((m["mode"], m["probe"]),
-                                      {"hist": {}, "result": None})
+    def ok(self):
+        return self.rc == 0 and self.done_rc == 0 and not self.errors
+
+    def current(self, m):
+        """The phase a RESULT/HIST line belongs to: the last one begun, if it
+        is of the same mode and probe."""
+        ph = self.phases[-1] if self.phases else None
+        if ph and (ph["mode"], ph["probe"]) == (m.get("mode"), m.get("probe")):
+            return ph
+        self.errors.append(f"{m.get('mode')}/{m.get('probe')}: output outside its phase")
+        return None
 
     def line(self, line):
         i = line.find("PVMM-BENCH-")
@@ -163,27 +150,47 @@ class Boot:
         tag, _, rest = line[i:].partition(" ")
         m = kv(rest)
         if tag == "PVMM-BENCH-BEGIN":
-            self.phase(m)["host_begin"] = host_row(self.series)
+            self.phases.append({"mode": m.get("mode"), "probe": m.get("probe"), "hist": {},
+                                "result": None, "rc": None,
+                                "host_begin": host_row(self.series)})
         elif tag == "PVMM-BENCH-END":
+            ph = self.current(m)
             # The guest has drained; let the host's next row include that.
             time.sleep(2.5 * SERIES_MS / 1000)
-            self.phase(m)["host_end"] = host_row(self.series)
+            if ph is not None:
+                ph["host_end"] = host_row(self.series)
+                ph["rc"] = m.get("rc")
             if m.get("rc"):
                 self.errors.append(f"{m['mode']}/{m['probe']}: rc={m['rc']}")
         elif tag == "PVMM-BENCH-RESULT":
-            self.phase(m)["result"] = m
+            ph = self.current(m)
+            if ph is not None:
+                ph["result"] = m
         elif tag == "PVMM-BENCH-HIST":
-            hist = self.phase(m)["hist"]
-            for us, n in re.findall(r" (\d+):(\d+)", rest):
-                hist[int(us)] = hist.get(int(us), 0) + int(n)
+            ph = self.current(m)
+            for us, n in re.findall(r" (\d+):(\d+)", rest) if ph is not None else []:
+                ph["hist"][int(us)] = ph["hist"].get(int(us), 0) + int(n)
         elif tag == "PVMM-BENCH-SERIES":
             self.guest_series.setdefault(m["mode"], []).append(
                 {k: m[k] for k in ("t_ms", "outstanding", "pgds_pending",
                                    "spaces_live", "throttle_events", "draining")})
         elif tag == "PVMM-BENCH-CAPS":
             self.caps = m
+        elif tag == "PVMM-BENCH-DONE":
+            self.done_rc = m.get("rc")
         elif tag == "PVMM-BENCH-ERROR":
             self.errors.append(rest)
+
+    def matched(self, want):
+        """[(seq, mode, probe, role, phase or None)] for the expected phases:
+        a phase the guest did not print, or printed out of order, is None."""
+        out = []
+        for seq, mode, probe, role in want:
+            ph = self.phases[seq] if seq < len(self.phases) else None
+            if ph is not None and (ph["mode"], ph["probe"]) != (mode, probe):
+                ph = None
+            out.append((seq, mode, probe, role, ph))
+        return out
 
 
 def lat_of(r):
@@ -209,7 +216,7 @@ def cell_of(boot, mode, probe, ph, extra):
                 throttle_wait_us=r.get("throttle_wait_us"),
                 host_cpu_us_per_teardown=host_cpu,
                 drained=bool(r.get("drained")), fork_failed=r.get("fork_failed"),
-                sync_timeouts=r.get("sync_timeouts"))
+                sync_timeouts=r.get("sync_timeouts"), phase_rc=ph.get("rc"))
 
 
 def meta(args, build):
@@ -233,7 +240,9 @@ def meta(args, build):
         "command": args.command, "preset": args.preset,
         "kernel": kver.read_text().strip() if kver.exists() else "",
         "qemu": qemu,
-        "accel": "kvm" if os.environ.get("KVM") == "1" else "tcg",
+        "accel": args.accel, "icount": ICOUNT if args.accel == "icount" else None,
+        "credits_accel": CREDITS_ACCEL,
+        "placement": placement(args),
         "host_cpu_model": model, "host_cpus": os.cpu_count(),
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"),
@@ -241,19 +250,60 @@ def meta(args, build):
     }
 
 
-def plan(p):
-    boots = []
-    for rep in range(p["repeats"]):
-        for vcpus in p["vcpus"]:
-            for shape in p["shapes"]:
-                for kind, us in p["costs"]:
-                    boots.append(("matrix", rep, vcpus, shape, kind, us))
-    boots += [("credits-off", 0, 2, "small", "base", 5000),
-              ("credits-default", 0, 2, "small", "base", 5000)]
-    return boots
+def placement(args):
+    """Where the vCPUs and the host worker run, as the options set it."""
+    return {"vcpu_cpus": args.vcpu_cpus, "worker_cpus": args.worker_cpus,
+            "worker_sched": args.worker_sched, "worker_nice": args.worker_nice}
 
 
-def main():
+def worker_args(args):
+    return f"--worker-sched {args.worker_sched} --worker-nice {args.worker_nice}"
+
+
+def boot_env(p, b):
+    """pvmm-bench's environment for boot b of preset p."""
+    env = {"PVMM_BENCH_SHAPE": b["shape"], "PVMM_BENCH_MIB": LARGE_MIB,
+           "PVMM_BENCH_INTERVAL_US": INTERVAL_US, "PVMM_BENCH_MODES": ",".join(b["order"]),
+           "PVMM_BENCH_CYCLICTEST": ",".join(b["cyclictest"]) or "none"}
+    if b["run"] == "matrix":
+        # The warm-up phase replaces the unmeasured warm-up storm.
+        env.update(PVMM_BENCH_SECONDS=p["seconds"], PVMM_BENCH_WARMUP_S=0)
+    else:
+        env.update(PVMM_BENCH_SECONDS=p["credits_seconds"], PVMM_BENCH_SERIES_MS=250,
+                   PVMM_BENCH_CAPS="max" if b["run"] == "credits-off" else "default")
+    return env
+
+
+def boot_record(n, b, boot, want):
+    """A boot's entry in results.json: what ran, how it ended, what is missing."""
+    missing = [{"seq": seq, "mode": mode, "probe": probe, "role": role}
+               for seq, mode, probe, role, ph in boot.matched(want)
+               if ph is None or ph["result"] is None]
+    return {"boot": n, "run": b["run"], "repeat": b["repeat"], "vcpus": b["vcpus"],
+            "shape": b["shape"], "cost": b["cost"], "order": b["order"],
+            "accel": boot.accel, "rc": boot.rc, "done_rc": boot.done_rc,
+            "ok": boot.ok(), "errors": boot.errors, "missing": missing,
+            "console": boot.log.name}
+
+
+def credits_series(b, boot, host, extra):
+    ph = next((x for x in boot.phases if (x["mode"], x["probe"]) == ("async", "pvmm_latency")),
+              {"result": None, "hist": {}})
+    rows = host_rows(boot.series)
+    t0 = (ph.get("host_begin") or {}).get("ms", 0)
+    t1 = (ph.get("host_end") or {}).get("ms", 1 << 62)
+    return {
+        "name": b["run"], "host_worker": "SCHED_IDLE", "host_args": host, "caps": boot.caps,
+        "accel": boot.accel, "guest": boot.guest_series.get("async", []),
+        "host": [{"t_ms": r["ms"] - t0, "live_objects": r["live_objects"],
+                  "destroys": r["destroys"], "sq_pending": r.get("sq_pending", 0)}
+                 for r in rows if r.get("slot", 0) == 0 and t0 <= r["ms"] <= t1],
+        "lat_us": lat_of(ph["result"]) if ph["result"] else None,
+        "cell": cell_of(boot, "async", "pvmm_latency", ph, extra),
+    }
+
+
+def options():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", type=Path, required=True,
@@ -264,61 +314,59 @@ def main():
     ap.add_argument("--command", default=" ".join(sys.argv))
     ap.add_argument("--timeout", type=int, default=900,
                     help="seconds one guest boot may take")
-    args = ap.parse_args()
+    ap.add_argument("--accel", choices=["icount", "tcg"], default="icount",
+                    help="the matrix's guest clock: icount (default) or multi-threaded tcg")
+    ap.add_argument("--vcpu-cpus", metavar="LIST",
+                    help="host CPUs for QEMU and its vCPU threads (taskset list)")
+    ap.add_argument("--worker-cpus", metavar="LIST",
+                    help="host CPUs for the host stub and its worker (taskset list)")
+    ap.add_argument("--worker-sched", choices=["other", "batch", "idle"], default="other",
+                    help="the matrix's host worker policy (default other)")
+    ap.add_argument("--worker-nice", type=int, default=0, choices=range(-20, 20),
+                    metavar="N", help="the matrix's host worker nice value (default 0)")
+    return ap.parse_args()
+
+
+def main():
+    args = options()
     args.kernel = args.build / "arch/x86/boot/bzImage"
     p = PRESETS[args.preset]
     args.out.mkdir(parents=True, exist_ok=True)
-    res = {"schema": 1, "meta": meta(args, args.build),
-           "cells": [], "series": []}
+    res = {"schema": 2, "meta": meta(args, args.build), "boots": [], "cells": [],
+           "series": []}
     res["meta"].update(cell_seconds=p["seconds"], repeats=p["repeats"])
     boots = plan(p)
     start = time.monotonic()
     failed = 0
-    for n, (kind_run, rep, vcpus, shape, kind, us) in enumerate(boots):
-        cost = cost_of(kind, us, shape)
+    for n, b in enumerate(boots):
         elapsed = time.monotonic() - start
         eta = f", about {elapsed / n * (len(boots) - n) / 60:.0f} min left" if n else ""
-        print(f"[bench] {n + 1}/{len(boots)}: {kind_run}, {cost['label']}, {vcpus} vCPU, "
-              f"{shape}, repeat {rep + 1}; {elapsed / 60:.1f} min so far{eta}",
+        print(f"[bench] {n + 1}/{len(boots)}: {b['run']}, {b['cost']['label']}, "
+              f"{b['vcpus']} vCPU, {b['shape']}, repeat {b['repeat'] + 1}, "
+              f"{' '.join(b['order'])}; {elapsed / 60:.1f} min so far{eta}",
               file=sys.stderr, flush=True)
-        env = {"PVMM_BENCH_SHAPE": shape, "PVMM_BENCH_MIB": LARGE_MIB,
-               "PVMM_BENCH_INTERVAL_US": INTERVAL_US}
-        host = f"--cost-base-us {cost['base_us']} --cost-us-per-mib {cost['per_mib_us']}"
-        if kind_run == "matrix":
-            ct = p["cyclictest"] if rep < p.get("cyclictest_repeats", p["repeats"]) else []
-            env.update(PVMM_BENCH_SECONDS=p["seconds"],
-                       PVMM_BENCH_CYCLICTEST=",".join(ct) or "none")
+        if b["run"] == "matrix":
+            host, accel = (f"--cost-base-us {b['cost']['base_us']} --cost-us-per-mib "
+                           f"{b['cost']['per_mib_us']} {worker_args(args)}"), args.accel
         else:
-            env.update(PVMM_BENCH_SECONDS=p["credits_seconds"], PVMM_BENCH_MODES="async",
-                       PVMM_BENCH_CYCLICTEST="none", PVMM_BENCH_SERIES_MS=250,
-                       PVMM_BENCH_CAPS="max" if kind_run == "credits-off" else "default")
-            host = CREDITS_HOST
-        boot = Boot(args, n, vcpus, host, env, args.out / f"console-{n}.log")
-        ok = boot.run()
-        if not ok:
+            host, accel = CREDITS_HOST, CREDITS_ACCEL
+        boot = Boot(args, n, b["vcpus"], host, boot_env(p, b),
+                    args.out / f"console-{n}.log", accel)
+        if not boot.run():
             failed += 1
             print(f"[bench] boot {n}: {'; '.join(boot.errors) or 'failed'} "
                   f"(console: {boot.log})", file=sys.stderr)
-        extra = {"repeat": rep, "vcpus": vcpus, "shape": shape, "cost": cost,
-                 "errors": boot.errors}
-        if kind_run == "matrix":
-            for (mode, probe), ph in sorted(boot.phases.items()):
-                res["cells"].append(cell_of(boot, mode, probe, ph, extra))
+        want = expected(b)
+        res["boots"].append(boot_record(n, b, boot, want))
+        extra = {"repeat": b["repeat"], "vcpus": b["vcpus"], "shape": b["shape"],
+                 "cost": b["cost"], "errors": boot.errors, "accel": accel}
+        if b["run"] == "matrix":
+            for seq, mode, probe, role, ph in boot.matched(want):
+                if ph is not None and ph["result"] is not None:
+                    res["cells"].append(cell_of(boot, mode, probe, ph,
+                                                dict(extra, seq=seq, role=role)))
         else:
-            ph = boot.phases.get(("async", "pvmm_latency"), {"result": None, "hist": {}})
-            rows = host_rows(boot.series)
-            t0 = (ph.get("host_begin") or {}).get("ms", 0)
-            t1 = (ph.get("host_end") or {}).get("ms", 1 << 62)
-            res["series"].append({
-                "name": kind_run, "host_worker": "SCHED_IDLE", "host_args": host,
-                "caps": boot.caps,
-                "guest": boot.guest_series.get("async", []),
-                "host": [{"t_ms": r["ms"] - t0, "live_objects": r["live_objects"],
-                          "destroys": r["destroys"], "sq_pending": r.get("sq_pending", 0)}
-                         for r in rows if r.get("slot", 0) == 0 and t0 <= r["ms"] <= t1],
-                "lat_us": lat_of(ph["result"]) if ph["result"] else None,
-                "cell": cell_of(boot, "async", "pvmm_latency", ph, extra),
-            })
+            res["series"].append(credits_series(b, boot, host, extra))
         # Written after every boot: an interrupted run keeps what it measured.
         res["meta"]["elapsed_s"] = round(time.monotonic() - start, 1)
         (args.out / "results.json").write_text(json.dumps(res, indent=1))

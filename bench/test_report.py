@@ -24,34 +24,51 @@ def lat(mx):
             "max": mx, "overflow": 0}
 
 
-def cell(boot, repeat, label, per_space, mode, probe, mx):
+def cell(boot, repeat, label, per_space, mode, probe, mx, role="measured"):
     return {"boot": boot, "repeat": repeat, "vcpus": 2, "shape": "large",
             "cost": {"label": label, "kind": "base", "base_us": int(per_space),
                      "per_mib_us": 0, "per_space_us": per_space},
-            "mode": mode, "probe": probe, "lat_us": lat(mx),
+            "mode": mode, "probe": probe, "role": role, "lat_us": lat(mx),
             "hist": [[3, 500], [4, 400], [mx, 1]],
             "forks_per_s": 1200.0, "teardowns": 5000, "doorbells_per_teardown": 0.25,
             "peak_outstanding": 40, "throttle_events": 3, "throttle_wait_us": 1500,
             "host_cpu_us_per_teardown": per_space}
 
 
-def results(async_factor=1.5, sync_grows=True, default_peak=60):
-    """2 costs × 4 modes × 2 repeats on 2 vCPUs, cyclictest too in repeat 0.
+def results(async_factor=1.2, sync=(1000, 10000), default_peak=60, last_factor=1.05,
+            failed=(), chunked=200):
+    """2 costs × 2 repeats on 2 vCPUs, cyclictest too in repeat 0.
 
-    off max is 20 (repeat 0) and 25 (repeat 1); async is async_factor × off;
-    sync is 1000 at the low cost and 10000 (or 1000 if not sync_grows) at the high one.
+    Each boot: a warm-up `off` (max 4000, never judged), `off` first (max 20
+    in repeat 0, 25 in repeat 1), sync, chunked (max chunked), async (async_factor × off)
+    and `off` last (last_factor × off first). sync's max is sync[cost].
+    Boots in failed ran nothing: their record says so.
     """
-    cells, boot = [], 0
+    cells, boots, boot = [], [], 0
     for ci, (label, per_space) in enumerate(COSTS):
         for repeat in (0, 1):
             boot += 1
+            boots.append({"boot": boot, "run": "matrix", "repeat": repeat, "vcpus": 2,
+                          "shape": "large", "cost": {"label": label, "per_space_us": per_space},
+                          "rc": 0, "done_rc": 0, "ok": True, "errors": [], "missing": []})
+            if boot in failed:
+                boots[-1].update(rc=124, done_rc=None, ok=False, errors=["timed out"],
+                                 missing=[{"mode": "off", "probe": "pvmm_latency",
+                                           "role": "first"}])
+                continue
             off = 20 + 5 * repeat
-            maxes = {"off": off, "async": int(off * async_factor),
-                     "sync": 10000 if (ci and sync_grows) else 1000, "chunked": 200}
+            cells.append(cell(boot, repeat, label, per_space, "off", "pvmm_latency", 4000,
+                              "warmup"))
+            maxes = {"off": off, "async": int(off * async_factor), "sync": sync[ci],
+                     "chunked": chunked}
             for mode, mx in maxes.items():
-                cells.append(cell(boot, repeat, label, per_space, mode, "pvmm_latency", mx))
+                cells.append(cell(boot, repeat, label, per_space, mode, "pvmm_latency", mx,
+                                  "first" if mode == "off" else "measured"))
                 if repeat == 0:
-                    cells.append(cell(boot, repeat, label, per_space, mode, "cyclictest", mx * 2))
+                    cells.append(cell(boot, repeat, label, per_space, mode, "cyclictest", mx * 2,
+                                      "crosscheck"))
+            cells.append(cell(boot, repeat, label, per_space, "off", "pvmm_latency",
+                              int(off * last_factor), "last"))
     guest_off = [{"t_ms": t * 100, "outstanding": 10 * t, "pgds_pending": t, "spaces_live": 5,
                   "throttle_events": 0} for t in range(30)]
     guest_def = [{"t_ms": t * 100, "outstanding": min(default_peak, 10 * t), "pgds_pending": 0,
@@ -63,10 +80,18 @@ def results(async_factor=1.5, sync_grows=True, default_peak=60):
               {"name": "credits-default", "caps": {"cap_spaces": 64, "cap_pages": 65536},
                "host_worker": "SCHED_IDLE", "guest": guest_def, "host": host, "lat_us": lat(28)}]
     meta = {"commit": "abc1234", "dirty": True, "command": "make bench PRESET=test",
-            "preset": "test", "kernel": "6.12.0-pvmm", "qemu": "7.2.0", "accel": "tcg",
+            "preset": "test", "kernel": "6.12.0-pvmm", "qemu": "7.2.0", "accel": "icount",
+            "icount": "shift=0,sleep=on", "credits_accel": "tcg",
+            "placement": {"vcpu_cpus": "1", "worker_cpus": "0", "worker_sched": "idle",
+                          "worker_nice": 19},
             "host_cpu_model": "Test CPU", "host_cpus": 4, "started": "2025-01-01T00:00:00Z",
             "elapsed_s": 123.4, "cell_seconds": 5.0, "repeats": 2, "interval_us": 1000}
-    return {"schema": 1, "meta": meta, "cells": cells, "series": series}
+    return {"schema": 2, "meta": meta, "boots": boots, "cells": cells, "series": series}
+
+
+def row(text, prefix):
+    return [x.strip() for x in next(ln for ln in text.splitlines()
+                                    if ln.startswith(prefix)).split("|")]
 
 
 def verdict(text, claim):
@@ -93,22 +118,27 @@ class ReportTest(unittest.TestCase):
         text = self.run_report(results())
         self.assertIn("make bench PRESET=test", text)
         self.assertIn("abc1234 (dirty)", text)
-        self.assertIn("accel tcg · QEMU 7.2.0 · guest kernel 6.12.0-pvmm · "
-                      "host CPU Test CPU × 4",
-                      text)
-        self.assertIn("TCG", text)
+        self.assertIn("accel icount (-icount shift=0,sleep=on) · QEMU 7.2.0 · guest kernel "
+                      "6.12.0-pvmm · host CPU Test CPU × 4", text)
+        self.assertIn("vCPUs on CPUs 1, host worker on CPUs 0 at idle, nice 19", text)
         rows = [ln for ln in text.splitlines() if ln.startswith("| 2 | large |")]
         modes = [ln.split("|")[4].strip() for ln in rows[:8]]
         self.assertEqual(modes, ["off", "sync", "chunked", "async"] * 2)  # cost, then mode order
-        self.assertIn("| 2 | large | 10ms | sync | 10000 [10000–10000] | ", text)
+        self.assertIn("| 2 | large | 10ms | sync | 2 | 10000 [10000–10000] | ", text)
 
     def test_ratio_against_same_boot_off(self):
-        # async/off per repeat: 30/20 = 1.5 and 37/25 = 1.48, median 1.49
+        # async/off per boot: 24/20 and 30/25, both 1.20; off first, not last, not warm-up
         text = self.run_report(results())
-        row = next(ln for ln in text.splitlines() if ln.startswith("| 2 | large | 1ms | async |"))
-        self.assertEqual(row.split("|")[5].strip(), "33.5 [30–37]")
-        self.assertEqual(row.split("|")[6].strip(), "1.49")
-        self.assertEqual(row.split("|")[15].strip(), "1.50")  # throttle wait in ms
+        r = row(text, "| 2 | large | 1ms | async |")
+        self.assertEqual(r[7], "1.20 [1.20–1.20]")
+        self.assertEqual(row(text, "| 2 | large | 1ms | off |")[6], "22.5 [20–25]")
+        self.assertEqual(r[18], "1.50")  # throttle wait in ms
+
+    def test_floor_per_point(self):
+        # off last = 1.05 × off first: 21/20 and 26/25
+        text = self.run_report(results())
+        self.assertEqual(row(text, "| 2 | large | 10ms | async |")[10], "1.04 [1.04–1.05]")
+        self.assertIn("floor", text)
 
     def test_crosscheck(self):
         text = self.run_report(results())
@@ -121,13 +151,46 @@ class ReportTest(unittest.TestCase):
             self.assertEqual(verdict(text, claim), "met", claim)
 
     def test_goals_missed(self):
-        text = self.run_report(results(async_factor=5, sync_grows=False, default_peak=100))
+        text = self.run_report(results(async_factor=5, sync=(1000, 1000), default_peak=100))
         for claim in ("Claim 1a", "Claim 1b", "Claim 2"):
             self.assertEqual(verdict(text, claim), "missed", claim)
-        self.assertIn("| 5.00 |", text)  # the async/off ratio behind the miss
+        self.assertIn("| 5.00 [5.00–5.00] |", text)  # the async/off ratio behind the miss
+
+    def test_below_the_floor_is_never_met(self):
+        # No mode's ratio exceeds the floor (off last 60 × off first): nothing to see.
+        text = self.run_report(results(async_factor=1.2, sync=(25, 30), last_factor=60))
+        self.assertEqual(verdict(text, "Claim 1a"), "below the floor")
+        self.assertEqual(verdict(text, "Claim 1b"), "below the floor")
+        # One point above the floor, one below: met, and the other point is named.
+        text = self.run_report(results(async_factor=1, sync=(21, 10000), chunked=21))
+        self.assertEqual(verdict(text, "Claim 1a"), "met")
+        self.assertIn("1 of 2 items below the floor", text)
+        self.assertIn("| below the floor |", text)
+
+    def test_floor_widens_the_bound(self):
+        self.assertEqual(verdict(self.run_report(results(async_factor=2)), "Claim 1a"),
+                         "missed")
+        text = self.run_report(results(async_factor=2, last_factor=3))
+        self.assertEqual(verdict(text, "Claim 1a"), "met")
+
+    def test_failed_boot_and_missing_point(self):
+        # Boot 2 failed: its point still has boot 1, but shows 1/2 boots.
+        text = self.run_report(results(failed=(2,)))
+        self.assertIn("| 2 | matrix | 2 | 1ms | 1 | 124 | – | off/pvmm_latency (first) | "
+                      "timed out |", text)
+        self.assertIn("| 2 | large | 1ms | 1/2 |", text)
+        # Both boots of 10ms failed: the point is missing and the claims not met.
+        text = self.run_report(results(failed=(3, 4)))
+        self.assertIn("| 2 | large | 10ms | 0/2 |", text)
+        self.assertEqual(verdict(text, "Claim 1a"), "not measured")
+        self.assertEqual(verdict(text, "Claim 1b"), "not measured")
+
+    def test_warmup_never_counts(self):
+        text = self.run_report(results())
+        self.assertNotIn("4000", text)
 
     def test_thresholds_are_options(self):
-        text = self.run_report(results(async_factor=1.5), flat=1.2)
+        text = self.run_report(results(async_factor=1.2), flat=1.1)
         self.assertEqual(verdict(text, "Claim 1a"), "missed")
 
     def test_plots_in_both_formats(self):

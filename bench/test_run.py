@@ -10,6 +10,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
+import plan
 import run
 
 
@@ -20,6 +21,10 @@ def write_series(path, rows):
         w.writerow(names)
         for r in rows:
             w.writerow([r.get(n, 0) for n in names])
+
+
+def phase(boot, mode, probe="pvmm_latency"):
+    return next(p for p in boot.phases if (p["mode"], p["probe"]) == (mode, probe))
 
 
 class BootParsing(unittest.TestCase):
@@ -46,12 +51,13 @@ class BootParsing(unittest.TestCase):
         b.line("PVMM-BENCH-HIST mode=sync probe=pvmm_latency 3:4 9:1")
         b.line("PVMM-BENCH-HIST mode=sync probe=pvmm_latency 9:2 12:1")
         self.assertEqual(b.errors, [])
-        cell = run.cell_of(b, "sync", "pvmm_latency", b.phases[("sync", "pvmm_latency")], {})
+        cell = run.cell_of(b, "sync", "pvmm_latency", phase(b, "sync"), {})
         self.assertEqual(cell["lat_us"]["max"], 9)
         self.assertEqual(cell["lat_us"]["avg"], 4.5)
         self.assertEqual(cell["hist"], [[3, 4], [9, 3], [12, 1]])
         self.assertEqual(cell["host_cpu_us_per_teardown"], 10000.0)
         self.assertEqual(cell["doorbells_per_teardown"], 0.5)
+        self.assertEqual(cell["phase_rc"], 0)
         self.assertTrue(cell["drained"])
 
     def test_no_teardowns_no_host_cpu(self):
@@ -61,31 +67,80 @@ class BootParsing(unittest.TestCase):
         write_series(b.series, [{"ms": 200, "destroys": 6, "cpu_us": 3000}])
         b.line("PVMM-BENCH-END mode=off probe=pvmm_latency rc=0")
         b.line("# PVMM-BENCH-RESULT mode=off probe=pvmm_latency max=7 destroyed=0 doorbells=0")
-        cell = run.cell_of(b, "off", "pvmm_latency", b.phases[("off", "pvmm_latency")], {})
+        cell = run.cell_of(b, "off", "pvmm_latency", phase(b, "off"), {})
         self.assertIsNone(cell["host_cpu_us_per_teardown"])
         self.assertIsNone(cell["doorbells_per_teardown"])
 
     def test_errors_series_and_caps(self):
         b = self.boot
         b.line("PVMM-BENCH-CAPS cap_spaces=256 cap_pages=1048576")
+        b.line("PVMM-BENCH-BEGIN mode=async probe=cyclictest")
         b.line("PVMM-BENCH-END mode=async probe=cyclictest rc=-10")
         b.line("PVMM-BENCH-ERROR /bin/cyclictest: No such file or directory")
         b.line("PVMM-BENCH-SERIES mode=async t_ms=250 outstanding=3 pgds_pending=2 "
                "spaces_live=9 throttle_events=0 draining=1")
         self.assertEqual(b.caps, {"cap_spaces": 256, "cap_pages": 1048576})
         self.assertEqual(len(b.errors), 2)
+        self.assertEqual(b.phases[0]["rc"], -10)
         self.assertEqual(b.guest_series["async"][0]["draining"], 1)
         self.assertEqual(b.guest_series["async"][0]["outstanding"], 3)
 
-    def test_costs(self):
-        c = run.cost_of("mib", 200, "large")
-        self.assertEqual(c["per_space_us"], 200.0 * run.LARGE_MIB)
-        self.assertEqual(run.cost_of("base", 50000, "small")["label"], "base 50 ms")
+    def test_done_rc_is_parsed(self):
+        b = self.boot
+        b.rc = 0
+        self.assertFalse(b.ok())  # no PVMM-BENCH-DONE yet: not finished
+        b.line("PVMM-BENCH-DONE rc=0")
+        self.assertEqual(b.done_rc, 0)
+        self.assertTrue(b.ok())
+        b.line("PVMM-BENCH-DONE rc=1")
+        self.assertEqual(b.done_rc, 1)
+        self.assertFalse(b.ok())
 
-    def test_plan_counts(self):
-        p = run.PRESETS["quick"]
-        n = p["repeats"] * len(p["vcpus"]) * len(p["shapes"]) * len(p["costs"])
-        self.assertEqual(len(run.plan(p)), n + 2)
+    def test_same_mode_twice_stays_apart(self):
+        b = self.boot
+        for mx in (9, 5):
+            b.line("PVMM-BENCH-BEGIN mode=off probe=pvmm_latency")
+            b.line("PVMM-BENCH-END mode=off probe=pvmm_latency rc=0")
+            b.line(f"# PVMM-BENCH-RESULT mode=off probe=pvmm_latency max={mx}")
+        self.assertEqual([p["result"]["max"] for p in b.phases], [9, 5])
+
+    def test_output_outside_its_phase_is_an_error(self):
+        b = self.boot
+        b.line("PVMM-BENCH-BEGIN mode=off probe=pvmm_latency")
+        b.line("# PVMM-BENCH-RESULT mode=sync probe=pvmm_latency max=1")
+        self.assertIsNone(b.phases[0]["result"])
+        self.assertEqual(len(b.errors), 1)
+
+    def test_missing_phases_are_recorded(self):
+        b = self.boot
+        want = plan.expected({"run": "matrix", "order": plan.phase_order(["sync"], 0),
+                              "cyclictest": [], "repeat": 0})
+        # The guest died in its third phase (sync): sync and the last off are missing.
+        for mode in ("off", "off", "sync"):
+            b.line(f"PVMM-BENCH-BEGIN mode={mode} probe=pvmm_latency")
+            if mode == "off":
+                b.line(f"# PVMM-BENCH-RESULT mode={mode} probe=pvmm_latency max=4")
+        b.rc = 1
+        rec = run.boot_record(3, {"run": "matrix", "repeat": 0, "vcpus": 1, "shape": "large",
+                                  "cost": plan.cost_of("base", 1000, "large"),
+                                  "order": ["off", "off", "sync", "off"]}, b, want)
+        self.assertEqual([(m["mode"], m["role"]) for m in rec["missing"]],
+                         [("sync", "measured"), ("off", "last")])
+        self.assertEqual((rec["rc"], rec["done_rc"], rec["ok"]), (1, None, False))
+
+    def test_placement_is_recorded_and_passed(self):
+        args = argparse.Namespace(vcpu_cpus="1", worker_cpus="0", worker_sched="idle",
+                                  worker_nice=19)
+        self.assertEqual(run.placement(args), {"vcpu_cpus": "1", "worker_cpus": "0",
+                                               "worker_sched": "idle", "worker_nice": 19})
+        self.assertEqual(run.worker_args(args), "--worker-sched idle --worker-nice 19")
+
+    def test_boot_env_names_the_order(self):
+        p = plan.PRESETS["quick"]
+        b = plan.plan(p)[1]
+        env = run.boot_env(p, b)
+        self.assertEqual(env["PVMM_BENCH_MODES"], ",".join(b["order"]))
+        self.assertEqual(env["PVMM_BENCH_WARMUP_S"], 0)
 
 
 if __name__ == "__main__":

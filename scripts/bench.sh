@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # make bench: build a CONFIG_PVMM=m guest, run the latency matrix
 # (bench/run.py) and write the report and plots (bench/report.py) into a
-# new directory under $PVMM_CACHE/bench; "latest" points at it.
+# new directory under $PVMM_CACHE/bench; "latest" points at it.  Arguments
+# go to bench/run.py: --accel icount|tcg, --vcpu-cpus LIST, --worker-cpus
+# LIST, --worker-sched other|batch|idle, --worker-nice N.
 #
-# env: PRESET (quick: about 10 minutes; full: about an hour), PVMM_CACHE, JOBS
+# usage: scripts/bench.sh [RUN.PY-OPTIONS...]
+# env:   PRESET (quick, the default; full; smoke), PVMM_CACHE, JOBS
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$PVMM_TOP"
@@ -22,7 +25,7 @@ log "results in $out"
 rc=0
 /usr/bin/python3 bench/run.py --build "$build" \
 	--initrd "$PVMM_AOUT/initramfs-bench.cpio.gz" --out "$out" --preset "$preset" \
-	--command "make bench PRESET=$preset" || rc=$?
+	--command "make bench PRESET=$preset${*:+ BENCH_ARGS='$*'}" "$@" || rc=$?
 /usr/bin/python3 bench/report.py "$out"
 log "report: $out/report.md"
 exit "$rc"

@@ -10,7 +10,8 @@
 #        MEM (1024), TIMEOUT seconds (900), LOG, NO_DEVICE=1 (boot
 #        without the ivshmem device), HOST_ARGS (extra pvmm-host options),
 #        HOST_STATS (where the host stub writes its counters), KERNEL_ARGS
-#        (more kernel command line), GUESTS (1)
+#        (more kernel command line), GUESTS (1), QEMU_CPUS and HOST_CPUS
+#        (taskset CPU lists for QEMU and for the host stub; empty: any)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -55,8 +56,8 @@ if [ "${NO_DEVICE:-0}" != 1 ]; then
 		hargs+=(--socket "$s")
 	done
 	# shellcheck disable=SC2086
-	"$host" "${hargs[@]}" --stats-file "$hstats" ${HOST_ARGS:-} \
-		>"$run/host.log" 2>&1 &
+	${HOST_CPUS:+taskset -c "$HOST_CPUS"} "$host" "${hargs[@]}" \
+		--stats-file "$hstats" ${HOST_ARGS:-} >"$run/host.log" 2>&1 &
 	hpid=$!
 	for s in "${socks[@]}"; do
 		for _ in $(seq 100); do
@@ -107,7 +108,8 @@ qemu_guest() {
 	[ "${NO_DEVICE:-0}" = 1 ] ||
 		dev=(-chardev "socket,path=${socks[$1]},id=ivs"
 		     -device "ivshmem-doorbell,chardev=ivs,vectors=1")
-	timeout --foreground "${TIMEOUT:-900}" "${qemu[@]}" \
+	timeout --foreground "${TIMEOUT:-900}" \
+		${QEMU_CPUS:+taskset -c "$QEMU_CPUS"} "${qemu[@]}" \
 		"${accel[@]}" -smp "${SMP:-2}" -m "${MEM:-1024}" \
 		-nographic -no-reboot -nodefaults -serial stdio \
 		-kernel "$kernel" -initrd "$initrd" \

@@ -3,14 +3,15 @@
  * pvmm-bench: the guest half of "make bench".  Not a test: it measures and
  * prints, and bench/run.py on the host collects, compares and judges.
  *
- * For each mode in PVMM_BENCH_MODES it runs one phase (pvmm_latency.h): a
- * storm beside the latency probe, then a drain.  For the modes in
+ * For each mode in PVMM_BENCH_MODES, in that order and as often as it is
+ * named, it runs one phase (pvmm_latency.h): a storm beside the latency
+ * probe, then a drain.  After the first phase of each mode in
  * PVMM_BENCH_CYCLICTEST it runs a second phase with the same storm in which
  * cyclictest measures instead, as the cross-check.  Every phase is framed by
  * markers on stdout, so the host can read its own counters at both ends:
  *
  *   PVMM-BENCH-BEGIN mode=M probe=P
- *   PVMM-BENCH-END mode=M probe=P
+ *   PVMM-BENCH-END mode=M probe=P rc=R
  *   # PVMM-BENCH-RESULT mode=M probe=P samples=... max=... (pvmm_phase_print)
  *   PVMM-BENCH-HIST mode=M probe=P US:COUNT ...      (sparse 1 us bins)
  *   PVMM-BENCH-SERIES mode=M t_ms=.. outstanding=.. ... draining=0|1
@@ -289,11 +290,13 @@ int main(void)
 		.drain_ms = pvmm_drain_timeout_ms(),
 		.series_ms = pvmm_env_ul("PVMM_BENCH_SERIES_MS", 0, 0, 60000),
 	};
+	char why[256], *list = strdup(modes), *tok, *save;
+	unsigned int i, seen = 0;
 	unsigned long warmup;
-	char why[256];
-	unsigned int i;
 	int failed = 0;
 
+	if (!list)
+		return 1;
 	if (pvmm_stats_unavailable(why, sizeof(why))) {
 		printf("PVMM-BENCH-ERROR %s\n", why);
 		return KSFT_SKIP;
@@ -307,13 +310,22 @@ int main(void)
 	warmup = pvmm_env_ul("PVMM_BENCH_WARMUP_S", 2, 0, 3600);
 	if (warmup && pvmm_phase_warmup(&cfg, warmup))
 		printf("PVMM-BENCH-ERROR the warm-up storm failed\n");
-	for (i = 0; i < 4; i++) {
-		if (!in_list(modes, all[i]))
+	/* In the order given, repeats allowed: the host rotates the order. */
+	for (tok = strtok_r(list, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		for (i = 0; i < 4 && strcmp(tok, all[i]); i++)
+			;
+		if (i == 4) {
+			printf("PVMM-BENCH-ERROR unknown mode %s\n", tok);
+			failed = 1;
 			continue;
+		}
 		cfg.probe = NULL;
 		failed |= run_phase(&cfg, all[i], "pvmm_latency", &res) != 0;
-		if (!in_list(ct_modes, all[i]))
+		/* The cross-check once per mode, after its first phase. */
+		if (seen & (1u << i) || !in_list(ct_modes, all[i]))
 			continue;
+		seen |= 1u << i;
 		if (access(ct.path, X_OK)) {
 			printf("PVMM-BENCH-ERROR %s: %s\n", ct.path,
 			       strerror(errno));
@@ -326,6 +338,7 @@ int main(void)
 		failed |= run_phase(&cfg, all[i], "cyclictest", &res) != 0;
 		cfg.series_ms = pvmm_env_ul("PVMM_BENCH_SERIES_MS", 0, 0, 60000);
 	}
+	free(list);
 	pvmm_knob_write("mode", "async\n");
 	return failed;
 }

@@ -1,0 +1,113 @@
+# SPDX-License-Identifier: GPL-2.0
+"""What `make bench` boots: the presets, and per boot its phases in order.
+
+Every matrix boot runs a warm-up phase of `off` (its figures are kept but
+never judged: the first phase after boot is slow in any mode), then `off`,
+the other modes in an order rotated from repeat to repeat, and `off` again.
+The two `off` phases bracket the rest: their ratio is the boot's noise floor.
+"""
+
+# (kind, microseconds): "base" is the fixed cost of every DESTROY, "mib" the
+# cost per MiB of address space (the host stub's two cost knobs).
+PRESETS = {
+    # A few minutes: checks the pipeline end to end, proves nothing.
+    "smoke": {
+        "costs": [("base", 1000), ("base", 10000)],
+        "vcpus": [1],
+        "shapes": ["large"],
+        "modes": ["sync", "async"],
+        "repeats": 1,
+        "seconds": 1,
+        "cyclictest": ["off", "sync", "async"],
+        "credits_seconds": 10,
+    },
+    "quick": {
+        "costs": [("base", 1000), ("base", 10000)],
+        "vcpus": [1],
+        "shapes": ["large"],
+        "modes": ["sync", "async"],
+        "repeats": 5,
+        "seconds": 1,
+        "cyclictest": [],  # full has the cross-check: it would add a third
+        "credits_seconds": 20,
+    },
+    "full": {
+        "costs": [("base", 100), ("base", 1000), ("base", 10000), ("base", 50000)],
+        "vcpus": [1, 2],
+        "shapes": ["large"],
+        "modes": ["sync", "chunked", "async"],
+        "repeats": 5,
+        "seconds": 2,
+        "cyclictest": ["off", "sync", "async"],
+        "cyclictest_repeats": 1,
+        "credits_seconds": 60,
+    },
+}
+LARGE_MIB = 32  # the smallest "large" space: more teardowns per phase
+
+# The roles of a boot's pvmm_latency phases, by position.
+WARMUP, FIRST, LAST, MEASURED = "warmup", "first", "last", "measured"
+
+
+def shape_mib(shape):
+    return LARGE_MIB if shape == "large" else 1
+
+
+def cost_of(kind, us, shape):
+    """The cost record of a cell: its knobs and its modelled cost per space."""
+    base, per_mib = (us, 0) if kind == "base" else (0, us)
+    label = f"base {us / 1000:g} ms" if kind == "base" else f"{us / 1000:g} ms/MiB"
+    return {"label": label, "kind": kind, "base_us": base, "per_mib_us": per_mib,
+            "per_space_us": float(base + per_mib * shape_mib(shape))}
+
+
+def rotated(modes, rotation):
+    """modes rotated left by rotation: each repeat starts with another mode."""
+    if not modes:
+        return []
+    k = rotation % len(modes)
+    return list(modes[k:]) + list(modes[:k])
+
+
+def phase_order(modes, rotation):
+    """The pvmm_latency phases of one boot: warm-up, off, the rest, off."""
+    return ["off", "off"] + rotated(modes, rotation) + ["off"]
+
+
+def roles(order):
+    """The role of each phase of phase_order(): warm-up, first, ..., last."""
+    n = len(order)
+    return [WARMUP if i == 0 else FIRST if i == 1 else LAST if i == n - 1 else MEASURED
+            for i in range(n)]
+
+
+def plan(p):
+    """Every boot of a preset: a dict per boot, matrix first, then credits."""
+    boots = []
+    for rep in range(p["repeats"]):
+        for vcpus in p["vcpus"]:
+            for shape in p["shapes"]:
+                for kind, us in p["costs"]:
+                    ct = p["cyclictest"] if rep < p.get("cyclictest_repeats",
+                                                        p["repeats"]) else []
+                    boots.append({"run": "matrix", "repeat": rep, "vcpus": vcpus,
+                                  "shape": shape, "cost": cost_of(kind, us, shape),
+                                  "order": phase_order(p["modes"], rep), "cyclictest": ct})
+    for name in ("credits-off", "credits-default"):
+        boots.append({"run": name, "repeat": 0, "vcpus": 2, "shape": "small",
+                      "cost": cost_of("base", 5000, "small"), "order": ["async"],
+                      "cyclictest": []})
+    return boots
+
+
+def expected(boot):
+    """[(seq, mode, probe, role)] a boot must print, in order of printing."""
+    out, seen = [], set()
+    order = boot["order"]
+    matrix = boot["run"] == "matrix"
+    for i, (mode, role) in enumerate(zip(order, roles(order))):
+        out.append((len(out), mode, "pvmm_latency", role if matrix else MEASURED))
+        if mode in boot["cyclictest"] and mode not in seen:
+            seen.add(mode)
+            out.append((len(out), mode, "cyclictest", "crosscheck"))
+    return out
