@@ -3,7 +3,7 @@
 #
 # usage: scripts/checkpatch.sh PATCH     a patch of kernel/patches
 #        scripts/checkpatch.sh --overlay the overlay's sources as files (-f):
-#                                        rust/kernel/*.rs, rust/helpers/*.c,
+#                                        rust/kernel/**/*.rs, rust/helpers/*.c,
 #                                        drivers/pvmm/**/*.rs
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -21,7 +21,7 @@ fi
 # non-zero on any error, warning or check.
 cd "$PVMM_TOP"
 rc=0
-for f in rust/kernel/*.rs rust/helpers/*.c $(find drivers/pvmm -name '*.rs' | sort); do
+for f in $(find rust/kernel drivers/pvmm -name '*.rs' | LC_ALL=C sort) rust/helpers/*.c; do
 	"$src/scripts/checkpatch.pl" "${opts[@]}" --terse -f "$f" || rc=1
 done
 [ "$rc" = 0 ] && echo "checkpatch clean: the overlay's sources"
