@@ -37,6 +37,24 @@ pub type ResourceSize = bindings::resource_size_t;
 ///
 /// `addr` is the start of a valid, mapped MMIO region of `maxsize` bytes, and `maxsize >= SIZE`.
 /// The region stays mapped for as long as the `Io` can be borrowed.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{io::Io, prelude::*};
+///
+/// // Registers of a device with a 16-byte BAR: a doorbell at 12, a status word at 0.
+/// fn ring(regs: &Io<16>, peer: u16, vector: u16) {
+///     // Offset 12 is checked at compile time: `regs.write32(.., 16)` would not build.
+///     regs.write32(u32::from(peer) << 16 | u32::from(vector), 12);
+/// }
+///
+/// // Past the first `SIZE` bytes, offsets are checked when used.
+/// fn status(regs: &Io, offset: usize) -> Result<u32> {
+///     regs.try_read32(offset)
+/// }
+/// # let _ = (ring, status);
+/// ```
 #[repr(C)]
 pub struct Io<const SIZE: usize = 0> {
     addr: usize,

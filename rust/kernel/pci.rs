@@ -129,32 +129,9 @@ unsafe extern "C" fn disable_device_action(pdev: *mut c_void) {
 ///
 /// # Examples
 ///
-/// ```ignore
-/// use kernel::{c_str, pci, prelude::*};
+/// A driver whose id matches no device (no device has vendor id `0xffff`), registered and
+/// unregistered again:
 ///
-/// kernel::pci_device_table!(
-///     IDS,
-///     MODULE_IDS,
-///     <Sample as pci::Driver>::IdInfo,
-///     [(pci::DeviceId::from_id(0x1af4, 0x1110), ())]
-/// );
-///
-/// struct Sample {
-///     regs: pci::Bar<16>,
-/// }
-///
-/// impl pci::Driver for Sample {
-///     type IdInfo = ();
-///     const NAME: &'static CStr = c_str!("sample");
-///     const ID_TABLE: pci::IdTable<Self::IdInfo> = &IDS;
-///
-///     fn probe(dev: &pci::Device, _info: &Self::IdInfo) -> impl PinInit<Self, Error> {
-///         let regs = dev
-///             .enable_device_mem()
-///             .and_then(|()| dev.iomap_region_sized::<16>(0, Self::NAME));
-///         regs.map(|regs| Sample { regs })
-///     }
-/// }
 /// ```
 /// use kernel::{c_str, pci, prelude::*, ThisModule};
 ///

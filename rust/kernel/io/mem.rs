@@ -43,6 +43,25 @@ use core::{
 ///
 /// `io.addr` was returned by `ioremap()` (or `pci_iomap()` of a memory BAR, which is the same)
 /// for `io.maxsize` bytes, is not unmapped before `drop`, and `io.maxsize >= SIZE`.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{
+///     io::{mem::IoMem, ResourceSize},
+///     prelude::*,
+/// };
+///
+/// /// # Safety
+/// ///
+/// /// `phys` must be the start of 16 bytes of registers that the caller has claimed.
+/// unsafe fn version(phys: ResourceSize) -> Result<u32> {
+///     // SAFETY: The caller's promise.
+///     let regs = unsafe { IoMem::<16>::ioremap(phys, 16) }?;
+///     Ok(regs.read32(4))
+/// }
+/// # let _ = version;
+/// ```
 pub struct IoMem<const SIZE: usize = 0> {
     io: Io<SIZE>,
 }
@@ -127,6 +146,37 @@ impl<const SIZE: usize> Drop for IoMem<SIZE> {
 ///
 /// `base` was returned by `memremap(.., MEMREMAP_WB)` for `size > 0` bytes, is aligned to at
 /// least 8 bytes, and stays mapped until `drop`. The memory is only accessed through atomics.
+///
+/// # Examples
+///
+/// A window onto RAM (which `memremap()` maps through the direct map) behaves as one onto a
+/// device's memory BAR:
+///
+/// ```
+/// use kernel::{bindings, io::mem::SharedMem, prelude::*};
+///
+/// let buf = KBox::new([0u64; 4], GFP_KERNEL)?;
+/// // SAFETY: `buf` is direct-mapped memory of ours.
+/// let phys = unsafe { bindings::virt_to_phys(buf.as_ptr().cast_mut().cast()) };
+/// // SAFETY: Nothing else uses `buf` while the window exists.
+/// let shm = unsafe { SharedMem::memremap_wb(phys, 32) }?;
+/// assert_eq!(shm.size(), 32);
+///
+/// shm.write_u64(8, 0x1122_3344_5566_7788);
+/// shm.store_release_u32(0, 7);
+/// assert_eq!(shm.load_acquire_u32(0), 7);
+/// assert_eq!(shm.read_u32(12), 0x1122_3344);
+///
+/// // Out of range or misaligned: reads give 0 and writes are dropped.
+/// shm.write_u32(32, 1);
+/// shm.write_u64(4, u64::MAX);
+/// assert_eq!(shm.read_u32(32), 0);
+/// assert_eq!(shm.read_u64(usize::MAX - 3), 0);
+/// assert_eq!(shm.read_u64(4), 0);
+/// drop(shm);
+/// assert_eq!(*buf, [7, 0x1122_3344_5566_7788, 0, 0]);
+/// # Ok::<(), Error>(())
+/// ```
 pub struct SharedMem {
     base: NonNull<u8>,
     size: usize,

@@ -122,19 +122,6 @@ pub type IdTable<U> = &'static dyn IdInfos<U>;
 ///
 /// # Examples
 ///
-/// ```ignore
-/// kernel::pci_device_table!(
-///     PVMM_PCI_TABLE,
-///     MODULE_PVMM_PCI_TABLE,
-///     <PvmmDevice as kernel::pci::Driver>::IdInfo,
-///     [(kernel::pci::DeviceId::from_id(0x1af4, 0x1110), ())]
-/// );
-///
-/// impl kernel::pci::Driver for PvmmDevice {
-///     type IdInfo = ();
-///     const ID_TABLE: kernel::pci::IdTable<Self::IdInfo> = &PVMM_PCI_TABLE;
-///     // ...
-/// }
 /// ```
 /// use kernel::pci::{DeviceId, IdInfos};
 ///
@@ -151,19 +138,6 @@ pub type IdTable<U> = &'static dyn IdInfos<U>;
 /// // The bus reports a match by the index it finds in `driver_data`.
 /// assert_eq!(TABLE.info(1), Some(&"virtio-net"));
 /// assert_eq!(TABLE.info(2), None);
-/// ```ignore
-/// kernel::pci_device_table!(
-///     PVMM_PCI_TABLE,
-///     MODULE_PVMM_PCI_TABLE,
-///     <PvmmDevice as kernel::pci::Driver>::IdInfo,
-///     [(kernel::pci::DeviceId::from_id(0x1af4, 0x1110), ())]
-/// );
-///
-/// impl kernel::pci::Driver for PvmmDevice {
-///     type IdInfo = ();
-///     const ID_TABLE: kernel::pci::IdTable<Self::IdInfo> = &PVMM_PCI_TABLE;
-///     // ...
-/// }
 /// ```
 #[macro_export]
 macro_rules! pci_device_table {
