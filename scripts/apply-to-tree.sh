@@ -5,7 +5,9 @@
 # when their content changed, so incremental kernel builds stay incremental.
 # The patches also carry the overlay's files (scripts/series.py), but those
 # sections are left out here and the files copied instead, so that an edited
-# overlay file is an incremental change, not a different series.
+# overlay file is an incremental change, not a different series.  That goes
+# for the 6.12 files the overlay carries changed too (series.py changed):
+# the overlay's copy is the patched file.
 #
 # usage: scripts/apply-to-tree.sh KSRC
 set -euo pipefail

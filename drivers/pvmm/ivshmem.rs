@@ -6,7 +6,7 @@
 
 use kernel::{
     device::Device,
-    io::SharedMem,
+    io::mem::SharedMem,
     irq::{IrqReturn, ThreadedHandler, ThreadedIrqReturn},
     pci,
 };

@@ -137,6 +137,46 @@ impl Drop for Entry {
 ///
 /// Created in process context; `Dir` is [`Send`] and [`Sync`], and creating children through a
 /// shared reference needs no locking (debugfs locks internally).
+///
+/// # Examples
+///
+/// ```
+/// use core::{
+///     fmt,
+///     sync::atomic::{AtomicU32, Ordering::Relaxed},
+/// };
+/// use kernel::{c_str, debugfs::{Dir, Reader}, prelude::*};
+///
+/// // A counter that shows its value and is reset by writing "0".
+/// struct Counter(AtomicU32);
+///
+/// impl fmt::Display for Counter {
+///     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+///         writeln!(f, "{}", self.0.load(Relaxed))
+///     }
+/// }
+///
+/// impl Reader for Counter {
+///     fn read_from_slice(&self, input: &[u8]) -> Result {
+///         match input.strip_suffix(b"\n").unwrap_or(input) {
+///             b"0" => {
+///                 self.0.store(0, Relaxed);
+///                 Ok(())
+///             }
+///             _ => Err(EINVAL),
+///         }
+///     }
+/// }
+///
+/// let dir = Dir::new(c_str!("rust_doctest_debugfs"));
+/// let version = dir.read_only_file(c_str!("version"), 3u32)?;
+/// let counter = dir.read_write_file(c_str!("counter"), Counter(AtomicU32::new(0)))?;
+/// // The directory stays until its last file is gone.
+/// drop(dir);
+/// drop(counter);
+/// drop(version);
+/// # Ok::<(), Error>(())
+/// ```
 pub struct Dir {
     entry: Option<Arc<Entry>>,
 }

@@ -132,7 +132,7 @@ impl<T: ?Sized + ThreadedHandler + Send> ThreadedHandler for Arc<T> {
 ///
 /// # Examples
 ///
-/// ```ignore
+/// ```
 /// use kernel::irq::{Flags, IrqRequest, IrqReturn, ThreadedHandler, ThreadedRegistration};
 /// use kernel::{c_str, device::Device, prelude::*};
 ///
@@ -150,6 +150,7 @@ impl<T: ?Sized + ThreadedHandler + Send> ThreadedHandler for Arc<T> {
 ///         GFP_KERNEL,
 ///     )
 /// }
+/// # let _ = setup;
 /// ```
 ///
 /// # Invariants
@@ -264,6 +265,21 @@ unsafe extern "C" fn threaded_thread<T: ThreadedHandler + 'static>(
 ///
 /// `f` must not sleep. On `PREEMPT_RT` it must not take a `SpinLock` or `Mutex` either, as
 /// both are sleeping locks there; only atomics, raw MMIO or shared memory accesses are fine.
+///
+/// # Examples
+///
+/// ```
+/// use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
+/// use kernel::irq::with_local_irqs_disabled;
+///
+/// let count = AtomicU32::new(1);
+/// // Calls nest: the inner one leaves interrupts off for the outer one's rest.
+/// let seen = with_local_irqs_disabled(|| {
+///     with_local_irqs_disabled(|| count.fetch_add(1, Relaxed));
+///     count.fetch_add(1, Relaxed)
+/// });
+/// assert_eq!((seen, count.load(Relaxed)), (2, 3));
+/// ```
 pub fn with_local_irqs_disabled<R>(f: impl FnOnce() -> R) -> R {
     // SAFETY: Always safe to call; the flags are handed back below on this CPU, since the
     // task cannot migrate while interrupts are off.

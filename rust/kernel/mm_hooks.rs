@@ -152,6 +152,45 @@ pub trait MmHooks: Send + Sync {
 /// [`MmHooks::pgd_alloc`] delays the drop, so the driver must wake such waiters
 /// first.
 ///
+/// # Examples
+///
+/// ```
+/// use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+/// use kernel::{
+///     mm_hooks::{AddressSpace, MmHooks, PageDirectory, Registration},
+///     prelude::*,
+///     sync::{Arc, ArcBorrow},
+/// };
+///
+/// // Counts new address spaces and frees page directories at once.
+/// struct Census {
+///     created: AtomicU64,
+/// }
+///
+/// impl MmHooks for Census {
+///     fn pgd_alloc(this: ArcBorrow<'_, Self>, _space: &AddressSpace) -> Result {
+///         this.created.fetch_add(1, Relaxed);
+///         Ok(())
+///     }
+///
+///     fn exit_mmap(_this: ArcBorrow<'_, Self>, _space: &AddressSpace) {}
+///
+///     fn pgd_free(_this: ArcBorrow<'_, Self>, pgd: PageDirectory) {
+///         drop(pgd);
+///     }
+/// }
+///
+/// let census = Arc::new(Census { created: AtomicU64::new(0) }, GFP_KERNEL)?;
+/// // A driver that found its device at boot holds the hooks already.
+/// match KBox::pin_init(Registration::new(census.clone()), GFP_KERNEL) {
+///     Ok(registration) => drop(registration),
+///     Err(e) => assert_eq!(e, EBUSY),
+/// }
+/// // Either way, the reference the registration took is given back.
+/// assert!(census.into_unique_or_drop().is_some());
+/// # Ok::<(), Error>(())
+/// ```
+///
 /// # Invariants
 ///
 /// `ops` is registered with `pvmm_hooks_register`, and `ops.data` comes from

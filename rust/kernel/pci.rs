@@ -11,8 +11,12 @@
 //! released and the device disabled, in that order (devres, reverse order of acquisition). The
 //! same happens if `probe` fails.
 //!
-//! Mappings ([`IoMem`], [`SharedMem`]) and interrupt registrations ([`crate::irq`]) are owned by
-//! the driver: keep them in its data, so they are gone before the resources they use.
+//! Mappings ([`IoMem`](crate::io::mem::IoMem), [`SharedMem`](crate::io::mem::SharedMem)) and
+//! interrupt registrations ([`crate::irq`]) are owned by the driver: keep them in its data, so
+//! they are gone before the resources they use.
+//!
+//! As upstream, the module is split by concept: the id tables are in `pci/id.rs`, the BARs in
+//! `pci/io.rs` and the interrupt vectors in `pci/irq.rs`.
 //!
 //! This is a local stand-in, for Linux 6.12, for the `pci` module of later kernels, with their
 //! shapes: the driver type is the device data, `probe` returns an initialiser and receives the
@@ -27,180 +31,19 @@ use crate::{
     error::{from_result, to_result},
     ffi::{c_int, c_void},
     init::pin_init_from_closure,
-    io::{IoMem, ResourceSize, SharedMem},
-    irq::IrqRequest,
     prelude::*,
     str::CStr,
     types::Opaque,
 };
 use core::{cell::Cell, marker::PhantomData, ptr::addr_of_mut, ptr::NonNull};
 
-/// Number of standard BARs (`PCI_STD_NUM_BARS`).
-const NUM_BARS: u32 = bindings::PCI_STD_NUM_BARS;
+mod id;
+mod io;
+mod irq;
 
-/// A PCI device id (`struct pci_device_id`).
-#[repr(transparent)]
-#[derive(Clone, Copy)]
-pub struct DeviceId(bindings::pci_device_id);
-
-impl DeviceId {
-    /// Matches any value of a field (`PCI_ANY_ID`).
-    pub const ANY: u32 = !0;
-
-    /// Matches `vendor`:`device` with any subsystem ids (C's `PCI_DEVICE()`).
-    pub const fn from_id(vendor: u32, device: u32) -> Self {
-        Self(bindings::pci_device_id {
-            vendor,
-            device,
-            subvendor: Self::ANY,
-            subdevice: Self::ANY,
-            class: 0,
-            class_mask: 0,
-            driver_data: 0,
-            override_only: 0,
-        })
-    }
-
-    /// The all-zero id that terminates a table.
-    const fn zero() -> Self {
-        Self(bindings::pci_device_id {
-            vendor: 0,
-            device: 0,
-            subvendor: 0,
-            subdevice: 0,
-            class: 0,
-            class_mask: 0,
-            driver_data: 0,
-            override_only: 0,
-        })
-    }
-}
-
-/// `N` [`DeviceId`]s followed by the all-zero id that ends a table, laid out as C expects a
-/// `pci_device_id` table.
-///
-/// # Invariants
-///
-/// `sentinel` is all zeroes and directly follows `ids` (same type, `repr(C)`, so no padding);
-/// the `driver_data` of `ids[i]` is `i`.
-#[repr(C)]
-pub struct RawIdArray<const N: usize> {
-    ids: [DeviceId; N],
-    sentinel: DeviceId,
-}
-
-impl<const N: usize> RawIdArray<N> {
-    /// Builds the table from `ids`, numbering them in `driver_data`.
-    pub const fn new(ids: [DeviceId; N]) -> Self {
-        let mut ids = ids;
-        let mut i = 0;
-        while i < N {
-            ids[i].0.driver_data = i as _;
-            i += 1;
-        }
-        // INVARIANT: The sentinel is the zero id and follows `ids`, numbered above.
-        Self {
-            ids,
-            sentinel: DeviceId::zero(),
-        }
-    }
-}
-
-/// A table of `N` [`DeviceId`]s, each with the driver's information `U` about the devices it
-/// matches. Usually made by [`pci_device_table!`](crate::pci_device_table).
-pub struct IdArray<U: 'static, const N: usize> {
-    raw: RawIdArray<N>,
-    infos: [U; N],
-}
-
-impl<U, const N: usize> IdArray<U, N> {
-    /// Builds the table from pairs of an id and its information.
-    pub const fn new(ids: [DeviceId; N], infos: [U; N]) -> Self {
-        Self {
-            raw: RawIdArray::new(ids),
-            infos,
-        }
-    }
-}
-
-/// A table of device ids with information of type `U`, whatever its length.
-///
-/// Implemented by [`IdArray`]; a driver names it through [`IdTable`].
-pub trait IdInfos<U>: Sync {
-    /// The zero-terminated `pci_device_id` table.
-    fn as_ptr(&self) -> *const bindings::pci_device_id;
-
-    /// The information of the id whose `driver_data` is `index`, if there is one.
-    fn info(&self, index: usize) -> Option<&U>;
-}
-
-impl<U: Sync, const N: usize> IdInfos<U> for IdArray<U, N> {
-    fn as_ptr(&self) -> *const bindings::pci_device_id {
-        // By the invariant of `RawIdArray`, the ids are followed by the sentinel.
-        self.raw.ids.as_ptr().cast()
-    }
-
-    fn info(&self, index: usize) -> Option<&U> {
-        self.infos.get(index)
-    }
-}
-
-/// The id table of a [`Driver`], as upstream spells it.
-pub type IdTable<U> = &'static dyn IdInfos<U>;
-
-/// Defines the id table `$table` with information of type `$info` per id, and, in a module,
-/// the `MODULE_DEVICE_TABLE` symbol `$module_table` from which modpost generates the module
-/// aliases for autoloading.
-///
-/// # Examples
-///
-/// ```ignore
-/// kernel::pci_device_table!(
-///     PVMM_PCI_TABLE,
-///     MODULE_PVMM_PCI_TABLE,
-///     <PvmmDevice as kernel::pci::Driver>::IdInfo,
-///     [(kernel::pci::DeviceId::from_id(0x1af4, 0x1110), ())]
-/// );
-///
-/// impl kernel::pci::Driver for PvmmDevice {
-///     type IdInfo = ();
-///     const ID_TABLE: kernel::pci::IdTable<Self::IdInfo> = &PVMM_PCI_TABLE;
-///     // ...
-/// }
-/// ```
-#[macro_export]
-macro_rules! pci_device_table {
-    ($table:ident, $module_table:ident, $info:ty, [$(($id:expr, $data:expr)),+ $(,)?]) => {
-        const $table: $crate::pci::IdArray<$info, { [$($id),+].len() }> =
-            $crate::pci::IdArray::new([$($id),+], [$($data),+]);
-
-        #[cfg(MODULE)]
-        #[used]
-        #[export_name = concat!("__mod_pci__", stringify!($module_table), "_device_table")]
-        static $module_table: $crate::pci::RawIdArray<{ [$($id),+].len() }> =
-            $crate::pci::RawIdArray::new([$($id),+]);
-    };
-}
-
-/// A mapped memory BAR of at least `SIZE` bytes, made by [`Device::iomap_region_sized`].
-///
-/// Upstream's `Bar<SIZE>` is a type of its own behind `Devres`, revoked when the device is
-/// unbound; without `Devres` in 6.12 it is the mapping itself, owned by the driver's data.
-pub type Bar<const SIZE: usize> = IoMem<SIZE>;
-
-/// Interrupt types for [`Device::alloc_irq_vectors`] (`PCI_IRQ_*`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IrqTypes(u32);
-
-impl IrqTypes {
-    /// MSI-X (`PCI_IRQ_MSIX`).
-    pub const MSIX: IrqTypes = IrqTypes(bindings::PCI_IRQ_MSIX);
-
-    /// Returns the raw `PCI_IRQ_*` bits.
-    pub const fn as_raw(self) -> u32 {
-        self.0
-    }
-}
+pub use self::id::{DeviceId, IdArray, IdInfos, IdTable, RawIdArray};
+pub use self::io::Bar;
+pub use self::irq::IrqTypes;
 
 /// A PCI device during [`Driver::probe`], [`Driver::unbind`] or [`Driver::shutdown`]
 /// (`struct pci_dev`).
@@ -246,120 +89,6 @@ impl Device {
         unsafe { bindings::pci_set_master(self.as_raw()) };
     }
 
-    /// Returns the physical start address of `bar`, or `EINVAL` for an invalid BAR index.
-    fn resource_start(&self, bar: u32) -> Result<ResourceSize> {
-        let bar = Self::bar_index(bar)?;
-        // SAFETY: By the type invariant, `pdev` is valid; `bar` is in range.
-        Ok(unsafe { bindings::pci_resource_start(self.as_raw(), bar) })
-    }
-
-    /// Returns the length of `bar` in bytes (0 if unused), or `EINVAL` for an invalid BAR index.
-    fn resource_len(&self, bar: u32) -> Result<ResourceSize> {
-        let bar = Self::bar_index(bar)?;
-        // SAFETY: By the type invariant, `pdev` is valid; `bar` is in range.
-        Ok(unsafe { bindings::pci_resource_len(self.as_raw(), bar) })
-    }
-
-    /// Claims memory BAR `bar` under `name` (unless already claimed) and maps all of it
-    /// uncached, checking that it is at least `SIZE` bytes long.
-    ///
-    /// Accesses below `SIZE` are then checked at compile time. Fails with `EINVAL` for an
-    /// invalid, unused, I/O-port or too small BAR, `EBUSY` if another driver holds the region and
-    /// `ENOMEM` if mapping fails.
-    pub fn iomap_region_sized<const SIZE: usize>(
-        &self,
-        bar: u32,
-        name: &'static CStr,
-    ) -> Result<Bar<SIZE>> {
-        let (start, len) = self.mem_bar(bar)?;
-        self.claim(bar, name)?;
-        // SAFETY: `[start, start + len)` is the memory BAR `bar` of our device, and its region is
-        // claimed for this binding.
-        unsafe { IoMem::ioremap(start, len) }
-    }
-
-    /// Claims memory BAR `bar` under the driver's name (unless already claimed) and maps it
-    /// cacheable (`memremap(MEMREMAP_WB)`) as shared memory.
-    ///
-    /// Meant for BARs backed by RAM, such as the shared-memory BAR of ivshmem. Fails like
-    /// [`Device::iomap_region_sized`].
-    pub fn memremap_bar(&self, bar: u32) -> Result<SharedMem> {
-        let (start, len) = self.mem_bar(bar)?;
-        self.claim(bar, self.name)?;
-        // SAFETY: `[start, start + len)` is the memory BAR `bar` of our device, and its region is
-        // claimed for this binding.
-        unsafe { SharedMem::memremap_wb(start, len) }
-    }
-
-    /// Allocates between `min` and `max` interrupt vectors of the allowed `types`
-    /// (`pci_alloc_irq_vectors()`), and returns how many were allocated.
-    ///
-    /// The device must be enabled. The vectors are freed on unbind, after the driver's data is
-    /// dropped: interrupt registrations kept there are gone by then.
-    pub fn alloc_irq_vectors(&self, min: u32, max: u32, types: IrqTypes) -> Result<u32> {
-        // SAFETY: By the type invariant, `pdev` is valid and owned by this driver.
-        let ret =
-            unsafe { bindings::pci_alloc_irq_vectors(self.as_raw(), min, max, types.as_raw()) };
-        if ret < 0 {
-            return Err(Error::from_errno(ret));
-        }
-        self.add_action(
-            free_irq_vectors_action,
-            crate::c_str!("pci_free_irq_vectors"),
-        )?;
-        Ok(ret as u32)
-    }
-
-    /// Returns the interrupt line of vector `index` (`pci_irq_vector()`), for
-    /// [`crate::irq::ThreadedRegistration::new`].
-    pub fn irq_vector(&self, index: u32) -> Result<IrqRequest<'_>> {
-        // SAFETY: By the type invariant, `pdev` is valid.
-        let ret = unsafe { bindings::pci_irq_vector(self.as_raw(), index) };
-        if ret < 0 {
-            return Err(Error::from_errno(ret));
-        }
-        // SAFETY: `pci_irq_vector()` returned an interrupt number of this device's vectors,
-        // which stay allocated until it is unbound.
-        Ok(unsafe { IrqRequest::new(self.as_ref(), ret as u32) })
-    }
-
-    fn bar_index(bar: u32) -> Result<c_int> {
-        if bar >= NUM_BARS {
-            return Err(EINVAL);
-        }
-        Ok(bar as c_int)
-    }
-
-    /// Returns start and length of `bar` if it is a used memory BAR.
-    fn mem_bar(&self, bar: u32) -> Result<(ResourceSize, usize)> {
-        let index = Self::bar_index(bar)?;
-        // SAFETY: By the type invariant, `pdev` is valid; `index` is in range.
-        let flags = unsafe { bindings::pci_resource_flags(self.as_raw(), index) };
-        let start = self.resource_start(bar)?;
-        let len = self.resource_len(bar)?;
-        if flags & bindings::IORESOURCE_MEM as usize == 0 || start == 0 || len == 0 {
-            return Err(EINVAL);
-        }
-        Ok((start, len.try_into().map_err(|_| EINVAL)?))
-    }
-
-    /// Requests the region of `bar` for this binding unless it already holds it.
-    fn claim(&self, bar: u32, name: &'static CStr) -> Result {
-        let index = Self::bar_index(bar)?;
-        let bit = 1u8 << bar;
-        if self.requested.get() & bit != 0 {
-            return Ok(());
-        }
-        // SAFETY: By the type invariant, `pdev` is valid and owned by this driver; `name` is
-        // `'static`, as the resource keeps the pointer.
-        to_result(unsafe {
-            bindings::pcim_request_region(self.as_raw(), index, name.as_char_ptr())
-        })?;
-        // INVARIANT: The region is now requested, managed by devres.
-        self.requested.set(self.requested.get() | bit);
-        Ok(())
-    }
-
     /// Runs `action(pdev)` when the binding ends (devres); runs it now if that cannot be arranged.
     fn add_action(&self, action: unsafe extern "C" fn(*mut c_void), name: &'static CStr) -> Result {
         let data = self.as_raw().cast::<c_void>();
@@ -393,14 +122,6 @@ unsafe extern "C" fn disable_device_action(pdev: *mut c_void) {
     unsafe { bindings::pci_disable_device(pdev.cast()) };
 }
 
-/// # Safety
-///
-/// `pdev` must be a valid `struct pci_dev`.
-unsafe extern "C" fn free_irq_vectors_action(pdev: *mut c_void) {
-    // SAFETY: Guaranteed by the caller; freeing without vectors allocated is a no-op.
-    unsafe { bindings::pci_free_irq_vectors(pdev.cast()) };
-}
-
 /// A PCI driver: its type is the data of a bound device.
 ///
 /// The bus allocates `Self` pinned for each device it binds, initialises it with the
@@ -408,14 +129,17 @@ unsafe extern "C" fn free_irq_vectors_action(pdev: *mut c_void) {
 ///
 /// # Examples
 ///
-/// ```ignore
-/// use kernel::{c_str, pci, prelude::*};
+/// A driver whose id matches no device (no device has vendor id `0xffff`), registered and
+/// unregistered again:
+///
+/// ```
+/// use kernel::{c_str, pci, prelude::*, ThisModule};
 ///
 /// kernel::pci_device_table!(
 ///     IDS,
 ///     MODULE_IDS,
 ///     <Sample as pci::Driver>::IdInfo,
-///     [(pci::DeviceId::from_id(0x1af4, 0x1110), ())]
+///     [(pci::DeviceId::from_id(0xffff, 0xffff), 16)]
 /// );
 ///
 /// struct Sample {
@@ -423,8 +147,9 @@ unsafe extern "C" fn free_irq_vectors_action(pdev: *mut c_void) {
 /// }
 ///
 /// impl pci::Driver for Sample {
-///     type IdInfo = ();
-///     const NAME: &'static CStr = c_str!("sample");
+///     // The size of BAR 0 that the device needs.
+///     type IdInfo = usize;
+///     const NAME: &'static CStr = c_str!("rust_doctest_pci");
 ///     const ID_TABLE: pci::IdTable<Self::IdInfo> = &IDS;
 ///
 ///     fn probe(dev: &pci::Device, _info: &Self::IdInfo) -> impl PinInit<Self, Error> {
@@ -434,6 +159,12 @@ unsafe extern "C" fn free_irq_vectors_action(pdev: *mut c_void) {
 ///         regs.map(|regs| Sample { regs })
 ///     }
 /// }
+///
+/// // SAFETY: Built-in code has no module; null stands for the kernel image, as `THIS_MODULE`.
+/// static KERNEL: ThisModule = unsafe { ThisModule::from_ptr(core::ptr::null_mut()) };
+/// let registration = KBox::pin_init(pci::Registration::<Sample>::new(&KERNEL), GFP_KERNEL)?;
+/// drop(registration);
+/// # Ok::<(), Error>(())
 /// ```
 pub trait Driver: Send + Sync + Sized + 'static {
     /// What the driver knows about the devices an id matches, one per id of

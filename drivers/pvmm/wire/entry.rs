@@ -17,7 +17,8 @@ pub const MAX_SPACE: u64 = (1 << 52) - 1;
 /// Largest page count a request may carry (4 PiB of 4 KiB pages).
 pub const MAX_PAGES: u64 = 1 << 40;
 
-/// A name that is not one of a code's names, from [`FromStr`] on [`Op`] or [`Status`].
+/// A name that is not one of a code's names, from [`FromStr`] on [`Op`], [`Status`] or
+/// [`Why`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UnknownName;
 
@@ -27,27 +28,27 @@ impl fmt::Display for UnknownName {
     }
 }
 
-/// Defines a wire code: a `u16` enum with its protocol names, decoded with
-/// `TryFrom<u16>` (the error carries the raw value), shown with `Display` and
-/// parsed back with `FromStr`.
+/// Defines a wire code: an enum of the given width with its protocol names, decoded
+/// with `TryFrom` from that width (the error carries the raw value), shown with
+/// `Display` and parsed back with `FromStr`.
 macro_rules! code {
     (
         $(#[$doc:meta])*
-        pub enum $name:ident, bad $bad:path {
+        pub enum $name:ident: $repr:ident, bad $bad:path {
             $( $(#[$vdoc:meta])* $variant:ident = $raw:literal, $text:literal; )*
         }
     ) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-        #[repr(u16)]
+        #[repr($repr)]
         pub enum $name {
             $( $(#[$vdoc])* $variant = $raw, )*
         }
 
-        impl TryFrom<u16> for $name {
+        impl TryFrom<$repr> for $name {
             type Error = BadEntry;
 
-            fn try_from(raw: u16) -> Result<$name, BadEntry> {
+            fn try_from(raw: $repr) -> Result<$name, BadEntry> {
                 match raw {
                     $( $raw => Ok($name::$variant), )*
                     _ => Err($bad(raw)),
@@ -78,7 +79,7 @@ macro_rules! code {
 
 code! {
     /// Submission opcodes.
-    pub enum Op, bad BadEntry::Opcode {
+    pub enum Op: u16, bad BadEntry::Opcode {
         /// A new address space exists. `pages` is zero.
         Create = 1, "CREATE";
         /// An address space is being torn down; `pages` is its size.
@@ -88,7 +89,7 @@ code! {
 
 code! {
     /// Completion status codes.
-    pub enum Status, bad BadEntry::Status {
+    pub enum Status: u16, bad BadEntry::Status {
         /// Done.
         Ok = 0, "OK";
         /// DESTROY of a space the host does not know.
@@ -126,7 +127,7 @@ pub enum BadEntry {
     /// Unknown status.
     Status(u16),
     /// Flags or reserved bits set.
-    // This and `Pages` come from the decoders of the guest's entries, in `host.rs`.
+    // This, `Pages` and `Why` come from the decoders of the guest's entries, in `host.rs`.
     #[allow(dead_code)]
     Reserved,
     /// Space id zero or above [`MAX_SPACE`].
@@ -134,6 +135,9 @@ pub enum BadEntry {
     /// Page count above [`MAX_PAGES`].
     #[allow(dead_code)]
     Pages(u64),
+    /// Unknown release reason.
+    #[allow(dead_code)]
+    Why(u32),
 }
 
 impl fmt::Display for BadEntry {
@@ -144,6 +148,7 @@ impl fmt::Display for BadEntry {
             BadEntry::Reserved => f.write_str("reserved bits set"),
             BadEntry::Space(s) => write!(f, "space id {s:#x} out of range"),
             BadEntry::Pages(p) => write!(f, "page count {p} out of range"),
+            BadEntry::Why(w) => write!(f, "unknown release reason {w}"),
         }
     }
 }
@@ -171,19 +176,19 @@ pub struct Completion {
     pub space: u64,
 }
 
-/// Why the guest released a page directory, as reported in the release log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Why {
-    /// After the host's DESTROY completion.
-    Acked = 0,
-    /// After the host acknowledged a reset, which forgets every object.
-    Reset = 1,
-    /// Without an acknowledgment: at detach, what a host without the reset handshake,
-    /// or one that did not acknowledge it in time, still held; and on a stopped ring
-    /// that no reset can restart. Taking the host for dead releases nothing. The
-    /// guest counts and logs these.
-    Forced = 2,
+code! {
+    /// Why the guest released a page directory, as reported in the release log.
+    pub enum Why: u32, bad BadEntry::Why {
+        /// After the host's DESTROY completion.
+        Acked = 0, "Acked";
+        /// After the host acknowledged a reset, which forgets every object.
+        Reset = 1, "Reset";
+        /// Without an acknowledgment: at detach, what a host without the reset handshake,
+        /// or one that did not acknowledge it in time, still held; and on a stopped ring
+        /// that no reset can restart. Taking the host for dead releases nothing. The
+        /// guest counts and logs these.
+        Forced = 2, "Forced";
+    }
 }
 
 /// One release log entry, guest to host.

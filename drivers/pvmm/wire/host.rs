@@ -125,16 +125,10 @@ impl Release {
     /// Decodes and validates two wire words.
     pub fn decode(w: [u64; 2]) -> Result<Release, BadEntry> {
         let space = check_space(w[0])?;
-        let why = match (w[1] >> 32) as u32 {
-            0 => Why::Acked,
-            1 => Why::Reset,
-            2 => Why::Forced,
-            _ => return Err(BadEntry::Reserved),
-        };
         Ok(Release {
             space,
             tag: w[1] as u32,
-            why,
+            why: Why::try_from((w[1] >> 32) as u32)?,
         })
     }
 }

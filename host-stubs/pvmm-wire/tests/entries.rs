@@ -107,6 +107,26 @@ fn op_and_status_names() {
 }
 
 #[test]
+fn why_codes_and_names() {
+    // The codes and names of the release log in Documentation/protocol.md.
+    let whys = [
+        (Why::Acked, 0, "Acked"),
+        (Why::Reset, 1, "Reset"),
+        (Why::Forced, 2, "Forced"),
+    ];
+    for (why, raw, name) in whys {
+        assert_eq!(Why::try_from(raw), Ok(why));
+        assert_eq!(why.to_string(), name);
+        assert_eq!(name.parse::<Why>(), Ok(why));
+    }
+    for raw in [3, 0x100, u32::MAX] {
+        assert_eq!(Why::try_from(raw), Err(BadEntry::Why(raw)));
+    }
+    assert_eq!("ACKED".parse::<Why>(), Err(UnknownName));
+    assert!(BadEntry::Why(7).to_string().contains('7'));
+}
+
+#[test]
 fn request_bad_entries() {
     let ok = req(Op::Destroy, 9, 5, 100).encode();
     assert!(Request::decode(ok).is_ok());

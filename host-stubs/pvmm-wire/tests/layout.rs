@@ -194,7 +194,7 @@ fn release_log_round_trip() {
     // A tail beyond the log is refused.
     shm.write_u32(guest_ctl::LOG_TAIL, 100);
     assert!(matches!(host.pop(&shm), Err(Error::BadIndex { .. })));
-    assert_eq!(Release::decode([7, 3 << 32]), Err(BadEntry::Reserved));
+    assert_eq!(Release::decode([7, 3 << 32]), Err(BadEntry::Why(3)));
     assert_eq!(Release::decode([0, 0]), Err(BadEntry::Space(0)));
 }
 
