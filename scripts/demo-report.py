@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Summarise a pvmm demo run: guest counters before/after the storm, the
-storm's own report, and the host stub's counters.  Reads the guest console
+storm's own report, the host stub's counters, and a latency table (off, sync
+and async beside a storm, after a warm-up phase).  Reads the guest console
 on stdin and the host stats file named on the command line."""
+import re
 import sys
 
 
@@ -12,6 +14,27 @@ def parse(lines):
         if len(parts) == 2:
             stats[parts[0]] = parts[1]
     return stats
+
+
+def latency(console):
+    """The latency phases pvmm_bench printed, the first (the warm-up) left out."""
+    rows = []
+    for line in console:
+        i = line.find("PVMM-BENCH-RESULT ")
+        if i >= 0:
+            rows.append(dict(re.findall(r"(\w+)=(\S+)", line[i:])))
+    return rows[1:]
+
+
+def latency_table(rows, cost):
+    print(f"\n== wakeup latency beside a storm, host cost {cost} (guest µs, icount) ==")
+    if not rows:
+        print("  (no latency phases finished)")
+        return
+    print(f"  {'mode':8} {'max':>8} {'p99.9':>8} {'avg':>8} {'forks/s':>8}")
+    for r in rows:
+        print(f"  {r.get('mode', '?'):8} {r.get('max', '?'):>8} {r.get('p999', '?'):>8} "
+              f"{r.get('avg', '?'):>8} {r.get('forks_per_s', '?'):>8}")
 
 
 def main():
@@ -60,11 +83,12 @@ def main():
     try:
         with open(sys.argv[1]) as f:
             host = parse(f.read().splitlines())
-        print("\n== host stub counters ==")
+        print("\n== host stub counters (the whole run, latency phases too) ==")
         for k, v in host.items():
             print(f"  {k:22} {v}")
     except OSError as e:
         print(f"\n(no host stats: {e})")
+    latency_table(latency(console), sys.argv[2] if len(sys.argv) > 2 else "?")
     return 0
 
 
