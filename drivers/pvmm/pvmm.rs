@@ -145,7 +145,7 @@ impl PvmmDevice {
         let features = wire::guest_attach(&shm, header.features);
 
         let nvec = dev.alloc_irq_vectors(1, 1, pci::IrqTypes::MSIX)?;
-        let bell = IvshmemBell::new(regs, header.host_peer);
+        let bell = IvshmemBell::new(regs, header.host_peer, peer);
         let teardown = Arc::pin_init(
             Teardown::new(shm, bell, header.layout, features, &settings::SETTINGS),
             GFP_KERNEL,

@@ -126,6 +126,9 @@ counters! {
     drain_interrupted,
     /// Completion passes cut short to let the hooks in, with entries left.
     completion_passes_cut,
+    /// Completion interrupts the guest raised itself: after a cut pass, or when the
+    /// poll found completions that no interrupt announced.
+    completion_polls,
     /// Synchronous teardowns that went asynchronous (ring full, out of memory).
     sync_fallbacks,
 }

@@ -145,13 +145,14 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
 
     /// Whether the host has taken every submission and gone idle, so that every
     /// completion it will post (CREATEs included) is in the ring already. A host that
-    /// never goes idle keeps the drain waiting until its deadline.
+    /// never goes idle keeps the drain waiting until its deadline. One that did not
+    /// offer `FEATURE_NEED_WAKEUP` never says it is idle: taking everything must do.
     fn host_settled(&self, inner: &Inner) -> bool {
         let shm = self.notifier.shm();
         let taken = inner
             .sq
             .space(shm)
             .map_or(true, |free| free == self.layout.sq_entries);
-        taken && wire::host_needs_wakeup(shm)
+        taken && (self.features & wire::FEATURE_NEED_WAKEUP == 0 || wire::host_needs_wakeup(shm))
     }
 }

@@ -14,7 +14,7 @@
 //! - `detach`: the detach phases and their [`Deadline`];
 //! - `hooks`: the mm hooks and the throttling of creation.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use kernel::{
     c_str,
     mm_hooks::{PageDirectory, SpaceId},
@@ -163,12 +163,13 @@ impl Inner {
 /// # Lifetime
 ///
 /// Shared through an `Arc` by the hook registration, the interrupt handler, the
-/// debugfs files and, while it is armed, the flush-deadline timer; the hooks and the
-/// interrupt are torn down before the device is unmapped, and the timer is cancelled
-/// when detaching.
+/// debugfs files and, while it is armed, the timer (the flush deadline and, while
+/// work is outstanding, the poll); the hooks and the interrupt are torn down before
+/// the device is unmapped, and the timer is cancelled when detaching.
 #[pin_data]
 pub(crate) struct Teardown<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> {
-    /// The flush deadline of an incomplete batch, armed by the hooks. No lock.
+    /// The flush deadline of an incomplete batch, armed by the hooks, and the poll
+    /// while work is outstanding, armed by the hooks and by itself. No lock.
     #[pin]
     deadline: Timer<Self>,
     /// Shared memory, doorbell and batching. No lock.
@@ -191,6 +192,12 @@ pub(crate) struct Teardown<M: SharedMemory + Send + Sync + 'static, B: Doorbell 
     next_seq: AtomicU32,
     /// Features the guest accepted. Fixed at attach.
     features: u32,
+    /// Work is outstanding, so the flush timer also polls for completions that no
+    /// interrupt announced. Written with `inner` held, read without.
+    busy: AtomicBool,
+    /// Completion passes cut in a row; a few are followed at once by another pass,
+    /// the rest wait for the poll. No lock (a hint).
+    cuts: AtomicU32,
     /// Acknowledgments counted when the last interrupt was handled; one consumed by a
     /// synchronous waiter before the interrupt thread ran still answers that interrupt.
     /// Only the (oneshot) interrupt thread uses it.
@@ -248,6 +255,8 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             epoch,
             next_seq: AtomicU32::new(1),
             features,
+            busy: AtomicBool::new(false),
+            cuts: AtomicU32::new(0),
             irq_acks: AtomicU64::new(0),
             settings,
         }? Error)
@@ -297,6 +306,11 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         drop(inner);
         self.maxima().sync_wait_max_us.store(0, Relaxed);
         self.maxima().irq_off_max_us.store(0, Relaxed);
+    }
+
+    /// Notes whether work is outstanding, for the poll; with `inner` held.
+    fn note_busy(&self, inner: &Inner) {
+        self.busy.store(inner.outstanding.spaces != 0, Relaxed);
     }
 
     /// Releases a page directory, counts it, and reports it to an auditing host.
