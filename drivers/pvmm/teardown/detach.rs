@@ -52,6 +52,12 @@ impl Deadline {
 }
 
 impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M, B> {
+    /// Tells the host that the guest is attached, with the accepted features, and
+    /// wants completion interrupts. Withdrawn by [`Self::finish`].
+    pub(crate) fn announce(&self) {
+        wire::guest_attach(self.notifier.shm(), self.features);
+    }
+
     /// Detach phase 1: stops tracking new address spaces and wakes throttled creators.
     pub(crate) fn close(&self) {
         self.inner.lock().hooks_active = false;
