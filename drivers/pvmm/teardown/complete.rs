@@ -139,10 +139,11 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         let mut budget = self.layout.cq_entries;
         let mut valid = false;
         let mut left = false;
+        let mut gone = None;
         loop {
             let mut guard = self.inner.lock();
             let inner = &mut *guard;
-            if !self.poll_reset(inner) || inner.broken {
+            if !self.poll_reset(inner, &mut gone) || inner.broken {
                 break;
             }
             inner.peak_host_held = inner.peak_host_held.max(wire::host_destroys_held(shm));
@@ -194,6 +195,9 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                 }
                 break;
             }
+        }
+        if let Some(gone) = gone {
+            self.reset_released(gone);
         }
         if valid {
             self.progress.notify_all();

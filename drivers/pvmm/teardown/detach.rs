@@ -14,8 +14,7 @@ use kernel::{
 use super::{Inner, Teardown};
 use crate::{
     notify::Doorbell,
-    space::Space,
-    wire::{self, SharedMemory},
+    wire::{self, SharedMemory, Why},
 };
 
 /// A point in wall time, `ms` after `start` (6.12's `Ktime` has no addition).
@@ -86,6 +85,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             if let CondVarTimeoutResult::Signal { .. } =
                 self.progress.wait_killable_timeout(&mut inner, step)
             {
+                inner.detach_interrupted = true;
                 drop(inner);
                 self.stats().drain_interrupted.fetch_add(1, Relaxed);
                 pr_warn!("detach interrupted by a fatal signal\n");
@@ -124,28 +124,37 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     }
 
     /// Detach phase 5, after the hooks are unregistered: releases what the host never
-    /// acknowledged, counted and logged, and leaves the ring.
+    /// acknowledged, counted and logged (or, after a detach a fatal signal cut short,
+    /// leaves it unreleased), says how many address spaces the host still holds, and
+    /// leaves the ring.
     pub(crate) fn finish(&self) {
         self.process_completions();
         Timer::cancel_sync(self);
-        let mut guard = self.inner.lock();
-        let inner = &mut *guard;
-        let mut forced = 0u64;
-        while let Some((id, space)) = inner.untrack_first() {
-            if let Space {
-                tag,
-                pgd: Some(pgd),
-                ..
-            } = space
-            {
-                self.release_forced(inner, id, tag, pgd);
-                forced += 1;
-            }
-        }
-        drop(guard);
+        let (gone, leak) = {
+            let mut inner = self.inner.lock();
+            (inner.untrack_all(), inner.detach_interrupted)
+        };
+        let (pgds, live) = self.release_untracked(gone, Why::Forced, leak);
         wire::guest_detach(self.notifier.shm());
-        if forced != 0 {
-            pr_warn!("released {forced} page directories the host never acknowledged\n");
+        if pgds != 0 && leak {
+            pr_warn!(
+                "detach interrupted: {pgds} unacknowledged page directories left unreleased\n"
+            );
+        } else if pgds != 0 {
+            self.stats().forced_releases.fetch_add(pgds, Relaxed);
+            pr_warn!("released {pgds} page directories the host never acknowledged\n");
+        }
+        if live != 0 {
+            // Without a reset nothing tells the host to forget them.
+            self.stats().spaces_abandoned.fetch_add(live, Relaxed);
+            pr_warn!(
+                "left {live} live address spaces on the host, which {}\n",
+                if self.features & wire::FEATURE_RESET == 0 {
+                    "cannot reset"
+                } else {
+                    "did not reset"
+                }
+            );
         }
     }
 
