@@ -31,7 +31,8 @@ pub(crate) const BAR_SHM: u32 = 2;
 /// The [`teardown::Teardown`] of an ivshmem-doorbell device.
 pub(crate) type Teardown = teardown::Teardown<SharedMem, IvshmemBell>;
 
-/// Rings the host stub's peer through the ivshmem doorbell register.
+/// Rings the host stub's peer through the ivshmem doorbell register, and this guest's
+/// own peer to raise its own interrupt: ivshmem delivers a doorbell to any peer.
 ///
 /// # Locking
 ///
@@ -43,14 +44,16 @@ pub(crate) type Teardown = teardown::Teardown<SharedMem, IvshmemBell>;
 pub(crate) struct IvshmemBell {
     regs: pci::Bar<{ regs::SIZE }>,
     value: u32,
+    own: u32,
 }
 
 impl IvshmemBell {
-    /// A doorbell that interrupts vector 0 of `host_peer`.
-    pub(crate) fn new(regs: pci::Bar<{ regs::SIZE }>, host_peer: u32) -> Self {
+    /// A doorbell that interrupts vector 0 of `host_peer`, and of `own_peer` to kick.
+    pub(crate) fn new(regs: pci::Bar<{ regs::SIZE }>, host_peer: u32, own_peer: u32) -> Self {
         IvshmemBell {
             regs,
             value: host_peer << 16,
+            own: own_peer << 16,
         }
     }
 }
@@ -58,6 +61,9 @@ impl IvshmemBell {
 impl Doorbell for IvshmemBell {
     fn ring(&self) {
         self.regs.write32(self.value, regs::DOORBELL);
+    }
+    fn kick(&self) {
+        self.regs.write32(self.own, regs::DOORBELL);
     }
 }
 

@@ -30,6 +30,9 @@ use crate::{
 pub(crate) trait Doorbell: Send + Sync {
     /// Rings the host. May be called in atomic context.
     fn ring(&self);
+    /// Raises this guest's own completion interrupt, so that its handler runs again
+    /// without waiting for the host. May be called in atomic context.
+    fn kick(&self);
 }
 
 /// The transport side of the `Teardown`: shared memory, doorbell, and the decision
@@ -102,6 +105,11 @@ impl<M: SharedMemory + Send + Sync, B: Doorbell> Notifier<M, B> {
         stats.batches.fetch_add(1, Relaxed);
         stats.doorbells.fetch_add(1, Relaxed);
         self.bell.ring();
+    }
+
+    /// Raises the guest's own completion interrupt (see [`Doorbell::kick`]).
+    pub(crate) fn kick(&self) {
+        self.bell.kick();
     }
 
     /// Counts `n` newly published requests into the batch: flushes it when it is

@@ -142,10 +142,12 @@ impl PvmmDevice {
         dev.set_master();
         let regs = dev.iomap_region_sized::<{ regs::SIZE }>(BAR_REGS, c_str!("pvmm"))?;
         let peer = regs.read32(regs::IVPOSITION);
-        let features = wire::guest_attach(&shm, header.features);
+        // Announced to the host (`GUEST_READY`) only once the engine and its
+        // interrupt exist, so that a failure before leaves nothing announced.
+        let features = header.features & wire::FEATURES_ALL;
 
         let nvec = dev.alloc_irq_vectors(1, 1, pci::IrqTypes::MSIX)?;
-        let bell = IvshmemBell::new(regs, header.host_peer);
+        let bell = IvshmemBell::new(regs, header.host_peer, peer);
         let teardown = Arc::pin_init(
             Teardown::new(shm, bell, header.layout, features, &settings::SETTINGS),
             GFP_KERNEL,
@@ -166,6 +168,8 @@ impl PvmmDevice {
             ),
             GFP_KERNEL,
         )?);
+        // From here on `Drop` also withdraws the announcement.
+        teardown.announce();
         // Completions that arrived before the handler existed.
         teardown.process_completions();
 

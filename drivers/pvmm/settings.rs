@@ -173,7 +173,7 @@ settings! {
     // Long enough for the slowest host the benchmarks model (a starved worker at
     // 100 ms of CPU per teardown), short against a throttle timeout.
     HostTimeoutMs = host_timeout_ms {
-        desc: "Time without an acknowledgment, with teardowns in flight, after which \
+        desc: "Time without an acknowledgment, with work owed, after which \
                the host is taken for dead and creation is no longer throttled (ms)",
         min: 100, max: 3_600_000, default: 10_000,
     }

@@ -95,6 +95,11 @@ counters! {
     host_errors,
     /// Page directories released without any acknowledgment (logged).
     forced_releases,
+    /// Page directories left unreleased at a detach that a fatal signal cut short:
+    /// the host never acknowledged them, and might still read them (logged).
+    pgds_leaked,
+    /// Live address spaces left on a host that did not reset at detach (logged).
+    spaces_abandoned,
     /// Exits handled without the host because the ring was stopped.
     fallback_exits,
     /// `pgd_alloc` calls that waited because outstanding work was at a cap.
@@ -126,6 +131,9 @@ counters! {
     drain_interrupted,
     /// Completion passes cut short to let the hooks in, with entries left.
     completion_passes_cut,
+    /// Completion interrupts the guest raised itself: after a cut pass, or when the
+    /// poll found completions that no interrupt announced.
+    completion_polls,
     /// Synchronous teardowns that went asynchronous (ring full, out of memory).
     sync_fallbacks,
 }

@@ -9,7 +9,8 @@
  *             teardown gives up after sync_timeout_ms and pvmm switches to
  *             async; creation at the cap fails with ENOMEM after
  *             throttle_timeout_ms instead of hanging; unloading finishes
- *             within the detach deadline and counts what it released.
+ *             within the detach deadline and counts what it released, and
+ *             one killed while it waits leaves it unreleased instead.
  *  cq-flood   the host fills every free completion slot with entries that
  *             match nothing and interrupts every millisecond.  Storms still
  *             complete and drain, the bogus entries are counted, and a
@@ -34,6 +35,15 @@
  *             deadline.  Unloading waits for the deadline, the reset then
  *             releases what is parked, and the next instance sees no stale
  *             completion.
+ *  no-irq     completions are published, the guest is never interrupted.
+ *             Polling while work is outstanding still drains storms, and
+ *             the healthy host is not taken for dead.
+ *  stopped    the host serves nothing; with a small ring its CREATEs fill
+ *             it and every DESTROY waits in the backlog.  The work it owes
+ *             arms the dead-host watchdog all the same.
+ *  no-wakeup  the host does not offer FEATURE_NEED_WAKEUP, so it never says
+ *             it is idle.  Storms drain, and unloading does not wait for the
+ *             detach deadline.
  *
  * The tests of each family of faults are in a pvmm_faults_*.h file, included
  * below.  Without PVMM_FAULT the program skips: it needs a faulty host.
@@ -149,6 +159,7 @@ static uint64_t reload_ms(struct __test_metadata *_metadata,
 #include "pvmm_faults_acks.h"
 #include "pvmm_faults_ring.h"
 #include "pvmm_faults_flood.h"
+#include "pvmm_faults_quiet.h"
 
 PVMM_KERNEL_FIXTURE
 
@@ -160,7 +171,8 @@ int main(int argc, char **argv)
 		const char *const expected[4];
 	} map[] = {
 		{ "never-ack", "never_ack",
-		  { "switched to async", "acknowledged nothing" } },
+		  { "switched to async", "acknowledged nothing",
+		    "detach interrupted" } },
 		/* Random tags: some look like an earlier instance's. */
 		{ "cq-flood", "cq_flood",
 		  { "bogus completion", "earlier instance" } },
@@ -175,6 +187,9 @@ int main(int argc, char **argv)
 		/* Acks later than host_timeout_ms: a throttled storm may
 		 * declare the host dead before the first one arrives. */
 		{ "late-ack", "late_ack", { "acknowledged nothing" } },
+		{ "no-irq", "no_irq", { NULL } },
+		{ "stopped", "stopped", { "acknowledged nothing" } },
+		{ "no-wakeup", "no_wakeup", { NULL } },
 	};
 	const char *f = fault();
 	unsigned int i;

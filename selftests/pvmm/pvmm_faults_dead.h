@@ -8,30 +8,78 @@
 
 /* ---- never-ack ---- */
 
-FIXTURE(never_ack) {
-	struct pvmm_stats before, after;
-	/* The settings the tests change, restored after each. */
-	char cap[32], tmo[32], htmo[32];
-};
+/* A fixture whose tests change the throttle's settings, restored after each. */
+#define DEAD_HOST_FIXTURE(name)						\
+	FIXTURE(name) {							\
+		struct pvmm_stats before, after;			\
+		char cap[32], tmo[32], htmo[32];			\
+	};								\
+	FIXTURE_SETUP(name)						\
+	{								\
+		PVMM_REQUIRE_STATS();					\
+		ASSERT_EQ(0, pvmm_knob_read("cap_spaces", self->cap,	\
+					    sizeof(self->cap)));	\
+		ASSERT_EQ(0, pvmm_knob_read("throttle_timeout_ms",	\
+					    self->tmo, sizeof(self->tmo))); \
+		ASSERT_EQ(0, pvmm_knob_read("host_timeout_ms",		\
+					    self->htmo, sizeof(self->htmo))); \
+		pvmm_snapshot(_metadata, &self->before);		\
+	}								\
+	FIXTURE_TEARDOWN(name)						\
+	{								\
+		pvmm_knob_write("mode", "async\n");			\
+		pvmm_knob_write("cap_spaces", self->cap);		\
+		pvmm_knob_write("throttle_timeout_ms", self->tmo);	\
+		pvmm_knob_write("host_timeout_ms", self->htmo);		\
+	}
 
-FIXTURE_SETUP(never_ack)
+/*
+ * Forks past a cap of 2 with a host that answers nothing: each waits until
+ * the host is taken for dead, after host_timeout_ms, and none fails.
+ */
+static void forks_past_dead_host(struct __test_metadata *_metadata,
+				 struct pvmm_stats *before,
+				 struct pvmm_stats *after)
 {
-	PVMM_REQUIRE_STATS();
-	ASSERT_EQ(0, pvmm_knob_read("cap_spaces", self->cap, sizeof(self->cap)));
-	ASSERT_EQ(0, pvmm_knob_read("throttle_timeout_ms", self->tmo,
-				    sizeof(self->tmo)));
-	ASSERT_EQ(0, pvmm_knob_read("host_timeout_ms", self->htmo,
-				    sizeof(self->htmo)));
-	pvmm_snapshot(_metadata, &self->before);
+	unsigned long host_timeout = 1000, i;
+	uint64_t start, ms;
+	int status;
+	pid_t pid;
+
+	ASSERT_EQ(0, pvmm_knob_write_ul("cap_spaces", 2));
+	ASSERT_EQ(0, pvmm_knob_write_ul("throttle_timeout_ms", 20000));
+	ASSERT_EQ(0, pvmm_knob_write_ul("host_timeout_ms", host_timeout));
+	start = pvmm_now_ms();
+	for (i = 0; i < 6; i++) {
+		pid = fork();
+		ASSERT_LE(0, pid) {
+			TH_LOG("fork %lu failed: %s", i, strerror(errno));
+		}
+		if (!pid)
+			_exit(0);
+		ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	}
+	ms = pvmm_now_ms() - start;
+	pvmm_snapshot(_metadata, after);
+	ksft_print_msg("6 forks past the cap took %llu ms (host_timeout_ms %lu); %llu in flight, %llu in the backlog\n",
+		       (unsigned long long)ms, host_timeout,
+		       (unsigned long long)pvmm_stat(_metadata, after,
+						     "in_flight"),
+		       (unsigned long long)pvmm_stat(_metadata, after,
+						     "backlog"));
+	EXPECT_LE(ms, host_timeout + slack_ms());
+	EXPECT_EQ(1ULL, pvmm_stat(_metadata, after, "host_dead"));
+	EXPECT_GE(pvmm_delta(_metadata, before, after, "host_declared_dead"),
+		  1ULL);
+	EXPECT_EQ(0ULL, pvmm_delta(_metadata, before, after,
+				   "throttle_timeouts"));
+	/* Nothing was released without an acknowledgement. */
+	EXPECT_EQ(0ULL, pvmm_delta(_metadata, before, after,
+				   "forced_releases"));
+	EXPECT_GT(pvmm_stat(_metadata, after, "pgds_pending"), 0ULL);
 }
 
-FIXTURE_TEARDOWN(never_ack)
-{
-	pvmm_knob_write("mode", "async\n");
-	pvmm_knob_write("cap_spaces", self->cap);
-	pvmm_knob_write("throttle_timeout_ms", self->tmo);
-	pvmm_knob_write("host_timeout_ms", self->htmo);
-}
+DEAD_HOST_FIXTURE(never_ack)
 
 /* A blocking teardown on a dead host is bounded, and happens only once. */
 TEST_F_TIMEOUT(never_ack, sync_gives_up_and_degrades, 120)
@@ -131,6 +179,52 @@ TEST_F_TIMEOUT(never_ack, unload_within_deadline, 120)
 }
 
 /*
+ * A fatal signal to the unloading task ends the detach early, and what the
+ * host never acknowledged stays unreleased: freed, the host might still read
+ * it.
+ */
+TEST_F_TIMEOUT(never_ack, killed_unload_frees_nothing_early, 120)
+{
+	uint64_t seq0, seq, start, ms;
+	unsigned int tries;
+	char why[256];
+	int status;
+	pid_t pid;
+
+	if (pvmm_module_unavailable(why, sizeof(why)))
+		SKIP(return, "%s", why);
+	ASSERT_EQ(0, pvmm_knob_write("mode", "async\n"));
+	/* Something parked (a child's pgd is freed when its mm is dropped). */
+	for (tries = 0; tries < 50; tries++) {
+		pvmm_run_child(_metadata, NULL, NULL);
+		pvmm_snapshot(_metadata, &self->after);
+		if (pvmm_stat(_metadata, &self->after, "pgds_pending"))
+			break;
+		pvmm_sleep_ms(100);
+	}
+	ASSERT_GT(pvmm_stat(_metadata, &self->after, "pgds_pending"), 0ULL);
+	ASSERT_LE(0, pvmm_kmsg_find(0, &seq0, false, ""));
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (!pid)
+		_exit(pvmm_module_unload(60000, &tries) ? 1 : 0);
+	/* Well inside the drain, which a dead host makes last its deadline. */
+	pvmm_sleep_ms(1000);
+	start = pvmm_now_ms();
+	ASSERT_EQ(0, kill(pid, SIGKILL));
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	ms = pvmm_now_ms() - start;
+	ksft_print_msg("SIGKILL ended the unload in %llu ms\n",
+		       (unsigned long long)ms);
+	EXPECT_LE(ms, slack_ms());
+	EXPECT_EQ(1, pvmm_kmsg_find(seq0, &seq, true, "unreleased"));
+	EXPECT_EQ(0, pvmm_kmsg_find(seq0, &seq, true, "pvmm: released"));
+	/* Back for the tests that follow; the unload may not have finished. */
+	(void)pvmm_module_unload(slack_ms(), &tries);
+	ASSERT_EQ(0, pvmm_module_load());
+}
+
+/*
  * A forker throttled at the cap: SIGSTOP and SIGCONT do not end its wait,
  * SIGKILL does, at once.
  */
@@ -203,38 +297,6 @@ TEST_F_TIMEOUT(never_ack, kill_throttled_forker, 120)
 /* A host that answers nothing for host_timeout_ms stops throttling creation. */
 TEST_F_TIMEOUT(never_ack, dead_host_stops_throttling, 120)
 {
-	unsigned long host_timeout = 1000, i;
-	uint64_t start, ms;
-	int status;
-	pid_t pid;
-
 	ASSERT_EQ(0, pvmm_knob_write("mode", "async\n"));
-	ASSERT_EQ(0, pvmm_knob_write_ul("cap_spaces", 2));
-	ASSERT_EQ(0, pvmm_knob_write_ul("throttle_timeout_ms", 60000));
-	ASSERT_EQ(0, pvmm_knob_write_ul("host_timeout_ms", host_timeout));
-	/* Past the cap: each fork waits until the host is taken for dead. */
-	start = pvmm_now_ms();
-	for (i = 0; i < 6; i++) {
-		pid = fork();
-		ASSERT_LE(0, pid) {
-			TH_LOG("fork %lu failed: %s", i, strerror(errno));
-		}
-		if (!pid)
-			_exit(0);
-		ASSERT_EQ(pid, waitpid(pid, &status, 0));
-	}
-	ms = pvmm_now_ms() - start;
-	pvmm_snapshot(_metadata, &self->after);
-	ksft_print_msg("6 forks past the cap took %llu ms (host_timeout_ms %lu)\n",
-		       (unsigned long long)ms, host_timeout);
-	EXPECT_LE(ms, host_timeout + slack_ms());
-	EXPECT_EQ(1ULL, pvmm_stat(_metadata, &self->after, "host_dead"));
-	EXPECT_GE(pvmm_delta(_metadata, &self->before, &self->after,
-			     "host_declared_dead"), 1ULL);
-	EXPECT_EQ(0ULL, pvmm_delta(_metadata, &self->before, &self->after,
-				   "throttle_timeouts"));
-	/* Nothing was released without an acknowledgement. */
-	EXPECT_EQ(0ULL, pvmm_delta(_metadata, &self->before, &self->after,
-				   "forced_releases"));
-	EXPECT_GT(pvmm_stat(_metadata, &self->after, "pgds_pending"), 0ULL);
+	forks_past_dead_host(_metadata, &self->before, &self->after);
 }

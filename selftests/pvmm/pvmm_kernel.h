@@ -65,10 +65,12 @@ static inline bool pvmm_kmsg_is_bad(const char *msg)
 
 /*
  * Walk /dev/kmsg records newer than @after.  Returns the number of records
- * that look like a warning or an oops (printed if @report), or -errno if
- * the log cannot be read.  *@last gets the newest sequence number seen.
+ * that contain @find or, without it, look like a warning or an oops
+ * (printed if @report), or -errno if the log cannot be read.  *@last gets
+ * the newest sequence number seen.
  */
-static inline int pvmm_kmsg_scan(uint64_t after, uint64_t *last, bool report)
+static inline int pvmm_kmsg_find(uint64_t after, uint64_t *last, bool report,
+				 const char *find)
 {
 	char rec[8192];
 	int fd, bad = 0;
@@ -102,7 +104,7 @@ static inline int pvmm_kmsg_scan(uint64_t after, uint64_t *last, bool report)
 		nl = strchr(msg, '\n');
 		if (nl)
 			*nl = '\0';
-		if (pvmm_kmsg_is_bad(msg)) {
+		if (find ? !!strstr(msg, find) : pvmm_kmsg_is_bad(msg)) {
 			bad++;
 			if (report)
 				ksft_print_msg("kernel log: %s\n", msg);
@@ -110,6 +112,11 @@ static inline int pvmm_kmsg_scan(uint64_t after, uint64_t *last, bool report)
 	}
 	close(fd);
 	return bad;
+}
+
+static inline int pvmm_kmsg_scan(uint64_t after, uint64_t *last, bool report)
+{
+	return pvmm_kmsg_find(after, last, report, NULL);
 }
 
 /* Called once per program, before any test runs. */

@@ -20,6 +20,9 @@ use crate::{
 /// stale rather than bogus: a reload that could not reset the host leaves them.
 const STALE_EPOCHS: u32 = 8;
 
+/// Cut passes in a row that are followed at once by another; after them, the poll.
+const CUTS_KICKED: u32 = 4;
+
 impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M, B> {
     /// Handles a DESTROY the host acknowledged (or never needed to see).
     pub(super) fn destroyed(&self, inner: &mut Inner, id: SpaceId) {
@@ -127,16 +130,20 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     ///
     /// The teardown lock is held for at most [`CQ_PASS`] entries at a time, so a host
     /// that keeps the ring full cannot keep the hooks out, and for at most
-    /// `cq_entries` entries per call in all: whatever a hostile host adds beyond that
-    /// waits for the next interrupt, which it asks for by re-arming.
+    /// `cq_entries` entries per call in all. Whatever is left then gets another pass
+    /// through an interrupt the guest raises itself: at once for the first few cuts in
+    /// a row, afterwards at the poll, so that a host that keeps the ring full cannot
+    /// keep the interrupt thread running either.
     pub(crate) fn process_completions(&self) {
         let shm = self.notifier.shm();
         let mut budget = self.layout.cq_entries;
         let mut valid = false;
+        let mut left = false;
+        let mut gone = None;
         loop {
             let mut guard = self.inner.lock();
             let inner = &mut *guard;
-            if !self.poll_reset(inner) || inner.broken {
+            if !self.poll_reset(inner, &mut gone) || inner.broken {
                 break;
             }
             inner.peak_host_held = inner.peak_host_held.max(wire::host_destroys_held(shm));
@@ -157,10 +164,14 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                     }
                     Ok(None) => {
                         inner.cq.release(shm);
-                        // Re-arm, and look again if completions raced with it.
+                        // Re-arm, and look again if completions raced with it. Each
+                        // look counts as an entry, so that a host that moves its tail
+                        // back and forth cannot keep this loop going.
                         if !inner.cq.set_need_irq(shm, true) {
                             break;
                         }
+                        pass += 1;
+                        budget -= 1;
                     }
                     Err(e) => self.protocol_error(inner, e),
                 }
@@ -171,9 +182,11 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             let n = self.submit_backlog(inner);
             self.publish(inner, n);
             if more && budget == 0 {
-                // Leave the rest for the interrupt the host raises when it adds more.
-                let _ = inner.cq.set_need_irq(shm, true);
+                // The host interrupts only for what it publishes from now on: what
+                // is there already needs a pass of our own.
+                left = inner.cq.set_need_irq(shm, true);
             }
+            self.note_busy(inner);
             drop(guard);
             self.notify_now(n);
             if !more || budget == 0 {
@@ -183,8 +196,17 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                 break;
             }
         }
+        if let Some(gone) = gone {
+            self.reset_released(gone);
+        }
         if valid {
             self.progress.notify_all();
+        }
+        if !left {
+            self.cuts.store(0, Relaxed);
+        } else if self.cuts.fetch_add(1, Relaxed) < CUTS_KICKED {
+            self.stats().completion_polls.fetch_add(1, Relaxed);
+            self.notifier.kick();
         }
     }
 

@@ -14,8 +14,7 @@ use kernel::{
 use super::{Inner, Teardown};
 use crate::{
     notify::Doorbell,
-    space::Space,
-    wire::{self, SharedMemory},
+    wire::{self, SharedMemory, Why},
 };
 
 /// A point in wall time, `ms` after `start` (6.12's `Ktime` has no addition).
@@ -52,6 +51,12 @@ impl Deadline {
 }
 
 impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M, B> {
+    /// Tells the host that the guest is attached, with the accepted features, and
+    /// wants completion interrupts. Withdrawn by [`Self::finish`].
+    pub(crate) fn announce(&self) {
+        wire::guest_attach(self.notifier.shm(), self.features);
+    }
+
     /// Detach phase 1: stops tracking new address spaces and wakes throttled creators.
     pub(crate) fn close(&self) {
         self.inner.lock().hooks_active = false;
@@ -80,6 +85,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             if let CondVarTimeoutResult::Signal { .. } =
                 self.progress.wait_killable_timeout(&mut inner, step)
             {
+                inner.detach_interrupted = true;
                 drop(inner);
                 self.stats().drain_interrupted.fetch_add(1, Relaxed);
                 pr_warn!("detach interrupted by a fatal signal\n");
@@ -118,40 +124,50 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     }
 
     /// Detach phase 5, after the hooks are unregistered: releases what the host never
-    /// acknowledged, counted and logged, and leaves the ring.
+    /// acknowledged, counted and logged (or, after a detach a fatal signal cut short,
+    /// leaves it unreleased), says how many address spaces the host still holds, and
+    /// leaves the ring.
     pub(crate) fn finish(&self) {
         self.process_completions();
         Timer::cancel_sync(self);
-        let mut guard = self.inner.lock();
-        let inner = &mut *guard;
-        let mut forced = 0u64;
-        while let Some((id, space)) = inner.untrack_first() {
-            if let Space {
-                tag,
-                pgd: Some(pgd),
-                ..
-            } = space
-            {
-                self.release_forced(inner, id, tag, pgd);
-                forced += 1;
-            }
-        }
-        drop(guard);
+        let (gone, leak) = {
+            let mut inner = self.inner.lock();
+            (inner.untrack_all(), inner.detach_interrupted)
+        };
+        let (pgds, live) = self.release_untracked(gone, Why::Forced, leak);
         wire::guest_detach(self.notifier.shm());
-        if forced != 0 {
-            pr_warn!("released {forced} page directories the host never acknowledged\n");
+        if pgds != 0 && leak {
+            pr_warn!(
+                "detach interrupted: {pgds} unacknowledged page directories left unreleased\n"
+            );
+        } else if pgds != 0 {
+            self.stats().forced_releases.fetch_add(pgds, Relaxed);
+            pr_warn!("released {pgds} page directories the host never acknowledged\n");
+        }
+        if live != 0 {
+            // Without a reset nothing tells the host to forget them.
+            self.stats().spaces_abandoned.fetch_add(live, Relaxed);
+            pr_warn!(
+                "left {live} live address spaces on the host, which {}\n",
+                if self.features & wire::FEATURE_RESET == 0 {
+                    "cannot reset"
+                } else {
+                    "did not reset"
+                }
+            );
         }
     }
 
     /// Whether the host has taken every submission and gone idle, so that every
     /// completion it will post (CREATEs included) is in the ring already. A host that
-    /// never goes idle keeps the drain waiting until its deadline.
+    /// never goes idle keeps the drain waiting until its deadline. One that did not
+    /// offer `FEATURE_NEED_WAKEUP` never says it is idle: taking everything must do.
     fn host_settled(&self, inner: &Inner) -> bool {
         let shm = self.notifier.shm();
         let taken = inner
             .sq
             .space(shm)
             .map_or(true, |free| free == self.layout.sq_entries);
-        taken && wire::host_needs_wakeup(shm)
+        taken && (self.features & wire::FEATURE_NEED_WAKEUP == 0 || wire::host_needs_wakeup(shm))
     }
 }

@@ -30,27 +30,26 @@ fn elapsed_us(since: Ktime) -> u64 {
 }
 
 impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M, B> {
-    /// Whether the host has acknowledged nothing for `host_timeout_ms` while it holds
-    /// DESTROYs. Such a host is reported once and no longer throttles creation: its
-    /// parked page directories stay parked (one page per exited process) until it
-    /// answers or the driver detaches, because a host that is only slow may still
-    /// read them.
+    /// Whether the host has acknowledged nothing for `host_timeout_ms` while it owes
+    /// work: a submission it has not taken, or a DESTROY not acknowledged, in flight
+    /// or in the backlog (which a host that takes nothing keeps there). Such a host is
+    /// reported once and no longer throttles creation: its parked page directories
+    /// stay parked (one page per exited process) until it answers or the driver
+    /// detaches, because a host that is only slow may still read them.
     fn host_is_dead(&self, inner: &mut Inner) -> bool {
         if inner.host_dead {
             return true;
         }
         let limit_ms = i64::try_from(self.settings.get(Setting::HostTimeoutMs)).unwrap_or(i64::MAX);
-        if inner.in_flight.spaces == 0
-            || (Ktime::ktime_get() - inner.last_progress).to_ms() < limit_ms
-        {
+        if !self.host_owes(inner) || (Ktime::ktime_get() - inner.last_progress).to_ms() < limit_ms {
             return false;
         }
         inner.host_dead = true;
         if count_problem(&self.stats().host_declared_dead) {
             pr_err!(
-                "host acknowledged nothing for {limit_ms} ms with {} teardowns in flight; \
+                "host acknowledged nothing for {limit_ms} ms with {} teardowns outstanding; \
                  no longer throttling\n",
-                inner.in_flight.spaces
+                inner.outstanding.spaces
             );
         }
         self.progress.notify_all();
@@ -87,7 +86,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                 break Err(ENOMEM);
             }
             let left_ms = u32::try_from((limit_us - waited).div_ceil(1000)).unwrap_or(u32::MAX);
-            // Bounded steps: completions are also polled by the interrupt thread.
+            // Bounded steps: completions come through the interrupt thread and the poll.
             let step = msecs_to_jiffies(left_ms.min(100));
             if let CondVarTimeoutResult::Signal { .. } =
                 self.progress.wait_killable_timeout(guard, step)
@@ -217,6 +216,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
         );
         // Consume the acknowledgment now rather than at the next interrupt.
         this.process_completions();
+        Self::poll_while_busy(this);
     }
 
     fn pgd_free(this: ArcBorrow<'_, Self>, pgd: PageDirectory) {

@@ -14,7 +14,10 @@
 //! - `detach`: the detach phases and their [`Deadline`];
 //! - `hooks`: the mm hooks and the throttling of creation.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{
+    AtomicBool, AtomicU32, AtomicU64,
+    Ordering::{Relaxed, Release as Publish},
+};
 use kernel::{
     c_str,
     mm_hooks::{PageDirectory, SpaceId},
@@ -93,6 +96,9 @@ struct Inner {
     /// Most DESTROYs the host said it held unanswered, sampled at each completion
     /// pass: what `in_flight` bounds, as the host sees it.
     peak_host_held: u32,
+    /// A fatal signal cut a detach wait short: what the host never acknowledged is
+    /// left unreleased rather than released early. Set by detach phases 2 and 3.
+    detach_interrupted: bool,
 }
 
 impl Inner {
@@ -141,11 +147,36 @@ impl Inner {
         Some(space)
     }
 
-    /// Stops tracking the space with the lowest id, if any is tracked.
-    fn untrack_first(&mut self) -> Option<(SpaceId, Space)> {
-        let id = self.spaces.keys().next().copied()?;
-        self.untrack(id).map(|space| (id, space))
+    /// Stops tracking every space at once, keeping the gauges consistent. The records
+    /// are moved out, to be released after the lock is dropped.
+    fn untrack_all(&mut self) -> Untracked {
+        for s in self.spaces.values() {
+            if s.state == State::Destroying {
+                self.outstanding.give(s.pages);
+            }
+            if s.in_flight {
+                self.in_flight.give(s.pages);
+            }
+        }
+        self.spaces_live = 0;
+        self.pgds_pending = 0;
+        self.backlog_len = 0;
+        Untracked {
+            spaces: core::mem::take(&mut self.spaces),
+            backlog: core::mem::take(&mut self.backlog),
+        }
     }
+}
+
+/// Records no longer tracked, moved out of [`Inner`] under the lock so that their
+/// page directories are released after it is dropped: `pgd_free` spins on that lock
+/// with preemption off.
+///
+/// A plain value owned by the thread that untracked them; no lock.
+struct Untracked {
+    spaces: RBTree<SpaceId, Space>,
+    /// The backlog nodes of those records, freed with them.
+    backlog: RBTree<u64, SpaceId>,
 }
 
 /// The teardown of one device's address spaces on its host.
@@ -163,12 +194,13 @@ impl Inner {
 /// # Lifetime
 ///
 /// Shared through an `Arc` by the hook registration, the interrupt handler, the
-/// debugfs files and, while it is armed, the flush-deadline timer; the hooks and the
-/// interrupt are torn down before the device is unmapped, and the timer is cancelled
-/// when detaching.
+/// debugfs files and, while it is armed, the timer (the flush deadline and, while
+/// work is outstanding, the poll); the hooks and the interrupt are torn down before
+/// the device is unmapped, and the timer is cancelled when detaching.
 #[pin_data]
 pub(crate) struct Teardown<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> {
-    /// The flush deadline of an incomplete batch, armed by the hooks. No lock.
+    /// The flush deadline of an incomplete batch, armed by the hooks, and the poll
+    /// while work is outstanding, armed by the hooks and by itself. No lock.
     #[pin]
     deadline: Timer<Self>,
     /// Shared memory, doorbell and batching. No lock.
@@ -191,6 +223,12 @@ pub(crate) struct Teardown<M: SharedMemory + Send + Sync + 'static, B: Doorbell 
     next_seq: AtomicU32,
     /// Features the guest accepted. Fixed at attach.
     features: u32,
+    /// Work is outstanding, so the flush timer also polls for completions that no
+    /// interrupt announced. Written with `inner` held, read without.
+    busy: AtomicBool,
+    /// Completion passes cut in a row; a few are followed at once by another pass,
+    /// the rest wait for the poll. No lock (a hint).
+    cuts: AtomicU32,
     /// Acknowledgments counted when the last interrupt was handled; one consumed by a
     /// synchronous waiter before the interrupt thread ran still answers that interrupt.
     /// Only the (oneshot) interrupt thread uses it.
@@ -243,11 +281,14 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                 last_progress: Ktime::ktime_get(),
                 host_dead: false,
                 peak_host_held: 0,
+                detach_interrupted: false,
             }, "pvmm_teardown"),
             progress <- new_condvar!("pvmm_progress"),
             epoch,
             next_seq: AtomicU32::new(1),
             features,
+            busy: AtomicBool::new(false),
+            cuts: AtomicU32::new(0),
             irq_acks: AtomicU64::new(0),
             settings,
         }? Error)
@@ -299,8 +340,13 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         self.maxima().irq_off_max_us.store(0, Relaxed);
     }
 
-    /// Releases a page directory, counts it, and reports it to an auditing host.
-    fn release(&self, inner: &mut Inner, id: SpaceId, tag: u32, pgd: PageDirectory, why: Why) {
+    /// Notes whether work is outstanding, for the poll; with `inner` held.
+    fn note_busy(&self, inner: &Inner) {
+        self.busy.store(inner.outstanding.spaces != 0, Relaxed);
+    }
+
+    /// Reports a release to an auditing host.
+    fn log_release(&self, inner: &mut Inner, id: SpaceId, tag: u32, why: Why) {
         if let Some(log) = inner.log.as_mut() {
             let r = Release {
                 space: id,
@@ -311,8 +357,52 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                 self.stats().release_log_dropped.fetch_add(1, Relaxed);
             }
         }
+    }
+
+    /// Releases a page directory, counts it, and reports it to an auditing host.
+    fn release(&self, inner: &mut Inner, id: SpaceId, tag: u32, pgd: PageDirectory, why: Why) {
+        self.log_release(inner, id, tag, why);
         drop(pgd);
         self.stats().pgds_released.fetch_add(1, Relaxed);
+    }
+
+    /// Releases the parked page directories of `gone` as `why`, or leaks them, and
+    /// wakes their synchronous waiters. The teardown lock is taken only to report each
+    /// release to an auditing host. Returns how many page directories there were, and
+    /// how many of the spaces still have an object on the host (live, CREATE sent).
+    fn release_untracked(&self, gone: Untracked, why: Why, leak: bool) -> (u64, u64) {
+        let Untracked {
+            mut spaces,
+            backlog,
+        } = gone;
+        drop(backlog);
+        let (mut pgds, mut live) = (0, 0);
+        while let Some(cursor) = spaces.cursor_front() {
+            let (_, node) = cursor.remove_current();
+            let (id, mut space) = node.to_key_value();
+            if let Some(w) = space.waiter.take() {
+                w.store(true, Publish);
+            }
+            if space.state == State::Live && !matches!(space.queued, Some((Op::Create, _))) {
+                live += 1;
+            }
+            let Some(pgd) = space.pgd.take() else {
+                continue;
+            };
+            pgds += 1;
+            if leak {
+                // Freed early it could still be read by the host: lost instead.
+                core::mem::forget(pgd);
+                self.stats().pgds_leaked.fetch_add(1, Relaxed);
+                continue;
+            }
+            if self.features & wire::FEATURE_RELEASE_LOG != 0 {
+                self.log_release(&mut self.inner.lock(), id, space.tag, why);
+            }
+            drop(pgd);
+            self.stats().pgds_released.fetch_add(1, Relaxed);
+        }
+        (pgds, live)
     }
 
     /// Releases the page directory of `id` without an acknowledgment, counted.

@@ -4,10 +4,10 @@
 //! the host has forgotten everything of this guest, which releases every parked page
 //! directory.
 
-use core::sync::atomic::Ordering::{Relaxed, Release as Publish};
+use core::sync::atomic::Ordering::Relaxed;
 use kernel::{prelude::*, time::Ktime};
 
-use super::{Inner, Teardown};
+use super::{Inner, Teardown, Untracked};
 use crate::{
     notify::Doorbell,
     stats::count_problem,
@@ -41,9 +41,10 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     }
 
     /// Finishes a reset once the host acknowledged it: the host holds nothing of ours,
-    /// so every parked page directory is released and every record dropped. Returns
-    /// whether the reset is done (or none was pending).
-    pub(super) fn poll_reset(&self, inner: &mut Inner) -> bool {
+    /// so every record is dropped, moved to `gone` for the caller to release every
+    /// parked page directory ([`Self::reset_released`]) once it dropped the lock.
+    /// Returns whether the reset is done (or none was pending).
+    pub(super) fn poll_reset(&self, inner: &mut Inner, gone: &mut Option<Untracked>) -> bool {
         let shm = self.notifier.shm();
         let Some(seq) = inner.reset else {
             return true;
@@ -53,17 +54,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         }
         inner.reset = None;
         self.stats().resets.fetch_add(1, Relaxed);
-        let mut released = 0u64;
-        while let Some((id, mut space)) = inner.untrack_first() {
-            if let Some(w) = space.waiter.take() {
-                w.store(true, Publish);
-            }
-            if let Some(pgd) = space.pgd.take() {
-                self.release(inner, id, space.tag, pgd, Why::Reset);
-                released += 1;
-            }
-        }
-        self.stats().reset_releases.fetch_add(released, Relaxed);
+        *gone = Some(inner.untrack_all());
         inner.cq.skip_all(shm);
         inner.sq = SqProducer::resume(self.layout, shm);
         inner.broken = !matches!(inner.sq.space(shm), Ok(n) if n == self.layout.sq_entries);
@@ -71,10 +62,16 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         inner.last_progress = Ktime::ktime_get();
         if inner.broken {
             pr_err!("host acknowledged a reset but left the ring unusable\n");
-        } else {
-            pr_info!("host reset; released {released} page directories it had forgotten\n");
         }
-        self.progress.notify_all();
         true
+    }
+
+    /// Releases what a finished reset untracked, without the teardown lock, and wakes
+    /// throttled creators.
+    pub(super) fn reset_released(&self, gone: Untracked) {
+        let (released, _) = self.release_untracked(gone, Why::Reset, false);
+        self.stats().reset_releases.fetch_add(released, Relaxed);
+        pr_info!("host reset; released {released} page directories it had forgotten\n");
+        self.progress.notify_all();
     }
 }

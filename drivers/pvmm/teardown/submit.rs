@@ -18,18 +18,31 @@ use crate::{
     wire::{self, Op, SharedMemory},
 };
 
+/// How often completions are polled for while work is outstanding: rarely, since an
+/// interrupt normally announces them.
+const POLL_MS: u32 = 50;
+
 impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M, B> {
-    /// Accounts for a request that went into the ring.
-    fn count_submission(&self, inner: &mut Inner, id: SpaceId, op: Op) {
+    /// Whether the host owes work: a submission it has not taken, or a DESTROY not
+    /// acknowledged (in flight or in the backlog).
+    pub(super) fn host_owes(&self, inner: &Inner) -> bool {
+        inner.outstanding.spaces != 0
+            || !matches!(inner.sq.space(self.notifier.shm()), Ok(n) if n == self.layout.sq_entries)
+    }
+
+    /// Accounts for a request that went into the ring; `owed` is whether the host
+    /// owed work before.
+    fn count_submission(&self, inner: &mut Inner, id: SpaceId, op: Op, owed: bool) {
         self.stats().submissions.fetch_add(1, Relaxed);
+        if !owed {
+            // The watchdog measures from when the host was given work (a DESTROY,
+            // from when it was started).
+            inner.last_progress = Ktime::ktime_get();
+        }
         if op != Op::Destroy {
             return;
         }
         if let Some(space) = inner.spaces.get_mut(&id) {
-            if inner.in_flight.spaces == 0 {
-                // The watchdog measures from when the host was given work.
-                inner.last_progress = Ktime::ktime_get();
-            }
             space.in_flight = true;
             space.sq_pos = inner.sq.index().wrapping_sub(1);
             inner.in_flight.take(space.pages);
@@ -53,9 +66,10 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             inner.enqueue(id, op);
             return false;
         }
+        let owed = self.host_owes(inner);
         match inner.sq.push(self.notifier.shm(), &space.request(id, op)) {
             Ok(()) => {
-                self.count_submission(inner, id, op);
+                self.count_submission(inner, id, op, owed);
                 true
             }
             Err(wire::Error::Full) => {
@@ -97,10 +111,20 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     }
 
     /// Publishes `n` written requests, drops the teardown lock and notifies the host.
+    /// With work outstanding, makes sure the poll runs.
     pub(super) fn publish_and_notify(this: ArcBorrow<'_, Self>, guard: InnerGuard<'_>, n: u32) {
         this.publish(&guard, n);
+        this.note_busy(&guard);
         drop(guard);
         Self::notify(this, n);
+        Self::poll_while_busy(this);
+    }
+
+    /// Makes sure the poll runs while work is outstanding.
+    pub(super) fn poll_while_busy(this: ArcBorrow<'_, Self>) {
+        if this.busy.load(Relaxed) {
+            Timer::arm_within(this, msecs_to_jiffies(POLL_MS));
+        }
     }
 
     /// Moves queued requests into the ring, oldest first, while it has room and the
@@ -124,6 +148,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             if op == Op::Destroy && !inner.in_flight.fits(space.pages, self.settings) {
                 break;
             }
+            let owed = self.host_owes(inner);
             match inner.sq.push(self.notifier.shm(), &space.request(id, op)) {
                 Ok(()) => {}
                 Err(wire::Error::Full) => break,
@@ -133,7 +158,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                 }
             }
             inner.dequeue(id);
-            self.count_submission(inner, id, op);
+            self.count_submission(inner, id, op, owed);
             wrote += 1;
         }
         wrote
@@ -142,6 +167,9 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     /// Starts the host teardown of a live space. Returns whether a request was
     /// written to the ring.
     pub(super) fn start_destroy(&self, inner: &mut Inner, id: SpaceId, pages: u64) -> bool {
+        if !self.host_owes(inner) {
+            inner.last_progress = Ktime::ktime_get();
+        }
         let Some(space) = inner.spaces.get_mut(&id) else {
             return false;
         };
@@ -167,11 +195,22 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
 impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> TimerCallback
     for Teardown<M, B>
 {
-    /// The flush deadline passed: flushes the incomplete batch.
+    /// The flush deadline passed: flushes the incomplete batch. While work is
+    /// outstanding it is also the poll: completions that no interrupt announced (a
+    /// host that stopped after refilling a ring the guest had to leave) get one, raised
+    /// by the guest itself, since the teardown lock is not taken here.
     fn run(this: Arc<Self>) {
         if this.notifier.flush(&this.stats) {
             this.stats.deadline_flushes.fetch_add(1, Relaxed);
         }
+        if !this.busy.load(Relaxed) {
+            return;
+        }
+        if wire::guest_cq_waiting(this.notifier.shm()) {
+            this.stats.completion_polls.fetch_add(1, Relaxed);
+            this.notifier.kick();
+        }
+        Self::poll_while_busy(this.as_arc_borrow());
     }
 }
 

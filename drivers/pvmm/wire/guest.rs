@@ -240,6 +240,13 @@ pub fn guest_attach(shm: &impl SharedMemory, offered: u32) -> u32 {
     accepted
 }
 
+/// Guest side: whether the host published completions beyond the head the guest
+/// handed back last. Lock-free, so only a hint: a hostile host can make it say
+/// anything, and the consumer validates whatever it then reads.
+pub fn guest_cq_waiting(shm: &impl SharedMemory) -> bool {
+    shm.load_acquire_u32(host_ctl::CQ_TAIL) != shm.read_u32(guest_ctl::CQ_HEAD)
+}
+
 /// Guest side: the DESTROYs the host says it holds unanswered (informational: a
 /// hostile host can say anything, so it is only ever shown, never acted on).
 pub fn host_destroys_held(shm: &impl SharedMemory) -> u32 {

@@ -216,8 +216,14 @@ impl<K: RingKind, R: Role> RingEnd<K, R> {
     }
 
     /// Continues where an earlier instance of this side stopped: at the index it last
-    /// published (zero on a fresh window). That line is this side's own, so the index
-    /// is trusted.
+    /// published (zero on a fresh window). The line is this side's to write, but the
+    /// peer can write it too, so the value read back is not trusted. It is safe to
+    /// start from: every use checks it against the peer's index (a producer's free
+    /// space, a consumer's pending count) before a slot is read or written, so a
+    /// forged index is either impossible, a protocol error, or one within the ring,
+    /// which can only make this side re-read or skip the peer's entries (each is
+    /// validated, and a repeated completion is rejected) or hand the peer slots it
+    /// wrote itself: nothing the peer could not do through its own index.
     pub fn resume(layout: Layout, shm: &impl SharedMemory) -> Self {
         Self::at(&layout, shm.read_u32(R::own::<K>()))
     }

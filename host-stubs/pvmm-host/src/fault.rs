@@ -58,6 +58,13 @@ pub enum Fault {
     /// Never write the header: the device looks like any other user's
     /// ivshmem-doorbell device, which pvmm must leave alone.
     NoHeader,
+    /// Publish completions as usual but never interrupt the guest: the
+    /// interrupt it waits for after a cut completion pass never comes.
+    NoIrq,
+    /// Serve nothing at all: take no request, post nothing, answer no reset.
+    Stopped,
+    /// Do not offer `FEATURE_NEED_WAKEUP`, and never set `HOST_NEED_WAKEUP`.
+    NoWakeup,
 }
 
 /// Most requests before a `break-ring` or `break-ring-back`.
@@ -92,6 +99,9 @@ impl FromStr for Fault {
             "dup-ack" => Fault::DupAck,
             "forged-ack" => Fault::ForgedAck,
             "no-header" => Fault::NoHeader,
+            "no-irq" => Fault::NoIrq,
+            "stopped" => Fault::Stopped,
+            "no-wakeup" => Fault::NoWakeup,
             _ => {
                 let ms = |v| Duration::from_millis(v);
                 if let Some(v) = numbered(s, "late-ack", 1..=MAX_LATE_MS) {
@@ -106,7 +116,7 @@ impl FromStr for Fault {
                     return Err(format!(
                         "unknown fault {s:?}: expected none, never-ack, late-ack:MS, cq-flood, \
                          irq-storm, dup-ack, forged-ack, break-ring:N, break-ring-back:N, \
-                         stall:MS or no-header"
+                         stall:MS, no-header, no-irq, stopped or no-wakeup"
                     ));
                 }
             }
@@ -129,6 +139,9 @@ impl fmt::Display for Fault {
             Fault::BreakRingBack(n) => write!(f, "break-ring-back:{n}"),
             Fault::Stall(d) => write!(f, "stall:{}", d.as_millis()),
             Fault::NoHeader => f.write_str("no-header"),
+            Fault::NoIrq => f.write_str("no-irq"),
+            Fault::Stopped => f.write_str("stopped"),
+            Fault::NoWakeup => f.write_str("no-wakeup"),
         }
     }
 }
@@ -156,6 +169,11 @@ impl Fault {
             }
             Fault::Stall(_) => "after the first DESTROY nothing is served for the given time",
             Fault::NoHeader => "no header is written: the device is not marked for pvmm",
+            Fault::NoIrq => "completions are published but the guest is never interrupted",
+            Fault::Stopped => "nothing is served: no request is taken, nothing is posted",
+            Fault::NoWakeup => {
+                "FEATURE_NEED_WAKEUP is not offered: the guest rings for every batch"
+            }
         }
     }
 }
@@ -260,8 +278,11 @@ impl Injector {
         }
     }
 
-    /// Whether `stall` holds all service at `now`.
+    /// Whether `stall` (or `stopped`, always) holds all service at `now`.
     pub fn stalled(&mut self, now: Instant) -> bool {
+        if self.fault == Fault::Stopped {
+            return true;
+        }
         match self.stall_until {
             Some(t) if now < t => true,
             Some(_) => {
@@ -324,6 +345,9 @@ impl Injector {
             | Fault::DupAck
             | Fault::ForgedAck
             | Fault::NoHeader
+            | Fault::NoIrq
+            | Fault::Stopped
+            | Fault::NoWakeup
             | Fault::BreakRing(_)
             | Fault::BreakRingBack(_) => return None,
         };
@@ -513,6 +537,9 @@ mod tests {
         assert_eq!(ok("break-ring-back:20"), Fault::BreakRingBack(20));
         assert_eq!(ok("stall:3000"), Fault::Stall(Duration::from_secs(3)));
         assert_eq!(ok("no-header"), Fault::NoHeader);
+        assert_eq!(ok("no-irq"), Fault::NoIrq);
+        assert_eq!(ok("stopped"), Fault::Stopped);
+        assert_eq!(ok("no-wakeup"), Fault::NoWakeup);
         for s in [
             "none",
             "never-ack",
@@ -525,6 +552,9 @@ mod tests {
             "break-ring-back:4294967296",
             "stall:600000",
             "no-header",
+            "no-irq",
+            "stopped",
+            "no-wakeup",
         ] {
             assert_eq!(ok(s).to_string(), s, "round trip");
         }
@@ -605,6 +635,7 @@ mod tests {
         assert!(!inj.taken(Some(Op::Destroy), t0 + d), "once");
         assert!(!inj.stalled(t0 + d));
         assert_eq!(inj.take_break(), None);
+        assert!(Injector::new(Fault::Stopped).stalled(t0 + d), "for good");
     }
 
     #[test]

@@ -118,7 +118,9 @@ struct Args {
     /// (after N requests, publish an impossible SQ head until the guest
     /// resets); stall:MS (after the first DESTROY, serve nothing for MS ms,
     /// 1 to 600000; once); no-header (never write the header, so the device
-    /// is not marked for pvmm).
+    /// is not marked for pvmm); no-irq (publish completions, never
+    /// interrupt); stopped (serve nothing at all); no-wakeup (do not offer
+    /// FEATURE_NEED_WAKEUP).
     #[arg(long, default_value_t = Fault::None, value_name = "SPEC")]
     fault: Fault,
     /// Offer the release log and check every page directory the guest

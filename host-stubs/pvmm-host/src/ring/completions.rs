@@ -6,6 +6,7 @@
 use pvmm_wire::{guest_ctl, Completion, Error, Op, SharedMemory, FEATURE_IRQ_SUPPRESS};
 
 use super::{Batch, Ring, RingHost};
+use crate::fault::Fault;
 
 impl RingHost {
     /// Publishes the pushed completions; returns whether the guest wants an
@@ -80,7 +81,9 @@ impl RingHost {
         self.count(|c| &c.completions, u64::from(n));
         // A guest that did not accept IRQ suppression gets every interrupt.
         let honours = shm.read_u32(guest_ctl::FEATURES) & FEATURE_IRQ_SUPPRESS != 0;
-        if wants || !honours {
+        if self.inject.fault() == Fault::NoIrq {
+            self.count(|c| &c.irqs_suppressed, 1);
+        } else if wants || !honours {
             irq();
             self.count(|c| &c.irqs_sent, 1);
         } else {

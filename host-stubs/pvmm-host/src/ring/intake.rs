@@ -141,7 +141,7 @@ impl RingHost {
             ring.name()
         );
         // Make sure the guest's re-announcing doorbell is not suppressed.
-        let _ = self.sq.set_need_wakeup(shm, true);
+        let _ = self.set_idle(shm, true);
     }
 
     pub(crate) fn check_ready(&mut self, shm: &impl SharedMemory) {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use pvmm_wire::{
     host_ctl, Completion, CqProducer, Layout, LogConsumer, SharedMemory, SqConsumer, FEATURES_ALL,
-    FEATURE_RELEASE_LOG,
+    FEATURE_NEED_WAKEUP, FEATURE_RELEASE_LOG,
 };
 
 use crate::audit::AckedSet;
@@ -202,6 +202,9 @@ impl RingHost {
         if self.layout.log_entries == 0 {
             features &= !FEATURE_RELEASE_LOG;
         }
+        if self.cfg.fault == Fault::NoWakeup {
+            features &= !FEATURE_NEED_WAKEUP;
+        }
         self.layout.init_header(shm, features, self.cfg.host_peer);
     }
 
@@ -320,7 +323,7 @@ impl RingHost {
         let cq_waiting = !self.overflow.is_empty() && !self.cq_stalled;
         if self.sq_stalled || self.intake_blocked() {
             if self.stalled() {
-                let _ = self.sq.set_need_wakeup(shm, true);
+                let _ = self.set_idle(shm, true);
             }
             if self.reset_pending(shm) {
                 return Next::Run;
@@ -333,8 +336,8 @@ impl RingHost {
         }
         // A reset request is re-checked after the flag's fence too, in case
         // the guest stored it without ringing while we were busy.
-        if self.sq.set_need_wakeup(shm, true) || self.reset_pending(shm) {
-            self.sq.set_need_wakeup(shm, false);
+        if self.set_idle(shm, true) || self.reset_pending(shm) {
+            self.set_idle(shm, false);
             return Next::Run;
         }
         if cq_waiting {
@@ -344,10 +347,20 @@ impl RingHost {
         }
     }
 
+    /// Says whether the host is idle (`HOST_NEED_WAKEUP`); returns whether
+    /// submissions raced with going idle. `no-wakeup` never sets the flag:
+    /// the guest rings for every batch.
+    pub(crate) fn set_idle(&self, shm: &impl SharedMemory, idle: bool) -> bool {
+        if self.inject.fault() == Fault::NoWakeup {
+            return false;
+        }
+        self.sq.set_need_wakeup(shm, idle)
+    }
+
     /// Called after waking up: the host is busy again.
     pub fn woken(&mut self, shm: &impl SharedMemory) {
         if !self.stalled() {
-            self.sq.set_need_wakeup(shm, false);
+            self.set_idle(shm, false);
         }
     }
 
