@@ -21,7 +21,7 @@ recorded in results.json with its exit status, pvmm-bench's own
 
 Usage (scripts/bench.sh builds everything first and calls this):
   bench/run.py --build KERNEL_BUILD_DIR --initrd INITRAMFS --out DIR [--preset quick|full]
-      [--accel icount|tcg] [--vcpu-cpus LIST] [--worker-cpus LIST]
+      [--accel icount|tcg] [--work process|busy] [--vcpu-cpus LIST] [--worker-cpus LIST]
       [--worker-sched other|batch|idle] [--worker-nice N]
 """
 
@@ -242,6 +242,7 @@ def meta(args, build):
         "qemu": qemu,
         "accel": args.accel, "icount": ICOUNT if args.accel == "icount" else None,
         "credits_accel": CREDITS_ACCEL,
+        "host_work": args.work,
         "placement": placement(args),
         "host_cpu_model": model, "host_cpus": os.cpu_count(),
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(
@@ -257,7 +258,9 @@ def placement(args):
 
 
 def worker_args(args):
-    return f"--worker-sched {args.worker_sched} --worker-nice {args.worker_nice}"
+    """The matrix host's own options: its work model and its worker's place."""
+    return (f"--work {args.work} --worker-sched {args.worker_sched} "
+            f"--worker-nice {args.worker_nice}")
 
 
 def boot_env(p, b):
@@ -316,6 +319,10 @@ def options():
                     help="seconds one guest boot may take")
     ap.add_argument("--accel", choices=["icount", "tcg"], default="icount",
                     help="the matrix's guest clock: icount (default) or multi-threaded tcg")
+    ap.add_argument("--work", choices=["process", "busy"], default="process",
+                    help="the matrix host's work per address space: process (a real "
+                    "host process created and torn down, the default) or busy (a "
+                    "calibrated busy loop only)")
     ap.add_argument("--vcpu-cpus", metavar="LIST",
                     help="host CPUs for QEMU and its vCPU threads (taskset list)")
     ap.add_argument("--worker-cpus", metavar="LIST",

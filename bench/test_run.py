@@ -130,10 +130,10 @@ class BootParsing(unittest.TestCase):
 
     def test_placement_is_recorded_and_passed(self):
         args = argparse.Namespace(vcpu_cpus="1", worker_cpus="0", worker_sched="idle",
-                                  worker_nice=19)
+                                  worker_nice=19, work="process")
         self.assertEqual(run.placement(args), {"vcpu_cpus": "1", "worker_cpus": "0",
                                                "worker_sched": "idle", "worker_nice": 19})
-        self.assertEqual(run.worker_args(args), "--worker-sched idle --worker-nice 19")
+        self.assertEqual(run.worker_args(args), "--work process --worker-sched idle --worker-nice 19")
 
     def test_boot_env_names_the_order(self):
         p = plan.PRESETS["quick"]

@@ -2,8 +2,8 @@
 # make bench: build a CONFIG_PVMM=m guest, run the latency matrix
 # (bench/run.py) and write the report and plots (bench/report.py) into a
 # new directory under $PVMM_CACHE/bench; "latest" points at it.  Arguments
-# go to bench/run.py: --accel icount|tcg, --vcpu-cpus LIST, --worker-cpus
-# LIST, --worker-sched other|batch|idle, --worker-nice N.
+# go to bench/run.py: --accel icount|tcg, --work process|busy, --vcpu-cpus
+# LIST, --worker-cpus LIST, --worker-sched other|batch|idle, --worker-nice N.
 #
 # usage: scripts/bench.sh [RUN.PY-OPTIONS...]
 # env:   PRESET (quick, the default; full; smoke), PVMM_CACHE, JOBS
