@@ -159,7 +159,7 @@ if [ -n "$tests" ] && [ -n "$build_m" ] && [ -n "$ko" ] &&
 	# break-ring breaks the ring after 40 requests, inside the first storm;
 	# stall and late-ack outlast host_timeout_ms and the detach deadline.
 	for f in never-ack cq-flood irq-storm dup-ack forged-ack break-ring:40 \
-		break-ring-back:40 stall:3000 late-ack:12000 no-irq stopped \
+		break-ring-back:40 stall:3000 late-ack:12000 no-irq stop:200 \
 		no-wakeup; do
 		# loglevel=4: the driver's rate-limited warnings about the
 		# host stay in the log the tests read, off the console they
@@ -167,11 +167,11 @@ if [ -n "$tests" ] && [ -n "$build_m" ] && [ -n "$ko" ] &&
 		# forged-ack: a slow host, so that processes exit before the
 		# host reaches their CREATE and a forged DESTROY completion
 		# comes while the real DESTROY is still queued.
-		# stopped: a ring of 8, which the CREATEs fill, so that every
+		# stop: a ring of 8, which the CREATEs fill, so that every
 		# DESTROY waits in the guest's backlog, none in flight.
 		case $f in
 		forged-ack) cost="--cost-base-us 5000" ;;
-		stopped) cost="--sq-entries 8 --cq-entries 8" ;;
+		stop:*) cost="--sq-entries 8 --cq-entries 8" ;;
 		*) cost= ;;
 		esac
 		run_guest "fault=$f,smp=2" "$build_m/$KIMAGE" \

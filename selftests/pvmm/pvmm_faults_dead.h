@@ -179,52 +179,6 @@ TEST_F_TIMEOUT(never_ack, unload_within_deadline, 120)
 }
 
 /*
- * A fatal signal to the unloading task ends the detach early, and what the
- * host never acknowledged stays unreleased: freed, the host might still read
- * it.
- */
-TEST_F_TIMEOUT(never_ack, killed_unload_frees_nothing_early, 120)
-{
-	uint64_t seq0, seq, start, ms;
-	unsigned int tries;
-	char why[256];
-	int status;
-	pid_t pid;
-
-	if (pvmm_module_unavailable(why, sizeof(why)))
-		SKIP(return, "%s", why);
-	ASSERT_EQ(0, pvmm_knob_write("mode", "async\n"));
-	/* Something parked (a child's pgd is freed when its mm is dropped). */
-	for (tries = 0; tries < 50; tries++) {
-		pvmm_run_child(_metadata, NULL, NULL);
-		pvmm_snapshot(_metadata, &self->after);
-		if (pvmm_stat(_metadata, &self->after, "pgds_pending"))
-			break;
-		pvmm_sleep_ms(100);
-	}
-	ASSERT_GT(pvmm_stat(_metadata, &self->after, "pgds_pending"), 0ULL);
-	ASSERT_LE(0, pvmm_kmsg_find(0, &seq0, false, ""));
-	pid = fork();
-	ASSERT_LE(0, pid);
-	if (!pid)
-		_exit(pvmm_module_unload(60000, &tries) ? 1 : 0);
-	/* Well inside the drain, which a dead host makes last its deadline. */
-	pvmm_sleep_ms(1000);
-	start = pvmm_now_ms();
-	ASSERT_EQ(0, kill(pid, SIGKILL));
-	ASSERT_EQ(pid, waitpid(pid, &status, 0));
-	ms = pvmm_now_ms() - start;
-	ksft_print_msg("SIGKILL ended the unload in %llu ms\n",
-		       (unsigned long long)ms);
-	EXPECT_LE(ms, slack_ms());
-	EXPECT_EQ(1, pvmm_kmsg_find(seq0, &seq, true, "unreleased"));
-	EXPECT_EQ(0, pvmm_kmsg_find(seq0, &seq, true, "pvmm: released"));
-	/* Back for the tests that follow; the unload may not have finished. */
-	(void)pvmm_module_unload(slack_ms(), &tries);
-	ASSERT_EQ(0, pvmm_module_load());
-}
-
-/*
  * A forker throttled at the cap: SIGSTOP and SIGCONT do not end its wait,
  * SIGKILL does, at once.
  */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * pvmm_faults: a host that never interrupts (no-irq), one that serves
- * nothing (stopped) and one that never says it is idle (no-wakeup).
+ * pvmm_faults: a host that never interrupts (no-irq), one that stops
+ * serving (stop:N) and one that never says it is idle (no-wakeup).
  *
  * Part of pvmm_faults.c, which includes it once, after its helpers: the
  * harness allows one translation unit per program.
@@ -47,29 +47,56 @@ TEST_F_TIMEOUT(no_irq, polled_without_interrupts, 300)
 				   "throttle_timeouts"));
 }
 
-/* ---- stopped ---- */
+/* ---- stop:N ---- */
 
-/* The host's ring size (check.sh: --sq-entries 8). */
-#define PVMM_STOPPED_RING 8
+/* Longer than the host's ring (check.sh: --sq-entries 8). */
+#define PVMM_STOP_SLEEPERS 10
 
-DEAD_HOST_FIXTURE(stopped)
+DEAD_HOST_FIXTURE(stop)
+
+/* Waits until the host has answered every DESTROY handed to it. */
+static void wait_none_in_flight(struct __test_metadata *_metadata,
+				struct pvmm_stats *s)
+{
+	uint64_t end = pvmm_now_ms() + slack_ms();
+
+	do {
+		pvmm_snapshot(_metadata, s);
+		if (!pvmm_stat(_metadata, s, "in_flight"))
+			return;
+		pvmm_sleep_ms(20);
+	} while (pvmm_now_ms() < end);
+	ASSERT_EQ(0ULL, pvmm_stat(_metadata, s, "in_flight"));
+}
 
 /*
- * The host took nothing: its small ring is full of CREATEs and every DESTROY
- * waits in the backlog, so none is in flight. The work it owes still arms
- * the watchdog: forks past the cap wait host_timeout_ms at most, not
+ * The host stops after N requests, the last of them CREATEs, with nothing
+ * in flight; then the guest's CREATEs fill its ring and every DESTROY waits
+ * in the backlog, none in flight.  The work it owes still arms the
+ * watchdog: forks past the cap wait host_timeout_ms at most, not
  * throttle_timeout_ms each.
  */
-TEST_F_TIMEOUT(stopped, dead_host_stops_throttling, 120)
+TEST_F_TIMEOUT(stop, dead_host_stops_throttling, 120)
 {
-	pid_t sleepers[PVMM_STOPPED_RING];
+	unsigned long n = strtoul(strchr(fault(), ':') + 1, NULL, 10);
+	pid_t sleepers[PVMM_STOP_SLEEPERS];
+	uint64_t sent;
 	int status, go[2];
 	unsigned int i;
 
 	ASSERT_EQ(0, pvmm_knob_write("mode", "async\n"));
-	/* Live processes whose CREATEs fill the ring, then their DESTROYs. */
+	/* Up to two requests short of N, each DESTROY answered. */
+	for (;;) {
+		wait_none_in_flight(_metadata, &self->after);
+		sent = pvmm_stat(_metadata, &self->after, "submissions");
+		ASSERT_LT(sent, n);
+		if (n - sent <= 2)
+			break;
+		pvmm_run_child(_metadata, NULL, NULL);
+	}
+	/* Live processes: their CREATEs stop the host, then fill its ring. */
 	ASSERT_EQ(0, pipe(go));
-	for (i = 0; i < PVMM_STOPPED_RING; i++) {
+	for (i = 0; i < PVMM_STOP_SLEEPERS; i++) {
 		sleepers[i] = fork();
 		ASSERT_LE(0, sleepers[i]);
 		if (!sleepers[i]) {
@@ -81,10 +108,56 @@ TEST_F_TIMEOUT(stopped, dead_host_stops_throttling, 120)
 	}
 	close(go[0]);
 	close(go[1]);
-	for (i = 0; i < PVMM_STOPPED_RING; i++)
+	for (i = 0; i < PVMM_STOP_SLEEPERS; i++)
 		ASSERT_EQ(sleepers[i], waitpid(sleepers[i], &status, 0));
 	forks_past_dead_host(_metadata, &self->before, &self->after);
 	EXPECT_EQ(0ULL, pvmm_stat(_metadata, &self->after, "in_flight"));
+}
+
+/*
+ * A fatal signal to the unloading task ends the detach early, and what the
+ * host never acknowledged stays unreleased: freed, the host might still read
+ * it.
+ */
+TEST_F_TIMEOUT(stop, killed_unload_frees_nothing_early, 120)
+{
+	uint64_t seq0, seq, start, ms;
+	unsigned int tries;
+	char why[256];
+	int status;
+	pid_t pid;
+
+	if (pvmm_module_unavailable(why, sizeof(why)))
+		SKIP(return, "%s", why);
+	ASSERT_EQ(0, pvmm_knob_write("mode", "async\n"));
+	/* Something parked (a child's pgd is freed when its mm is dropped). */
+	for (tries = 0; tries < 50; tries++) {
+		pvmm_run_child(_metadata, NULL, NULL);
+		pvmm_snapshot(_metadata, &self->after);
+		if (pvmm_stat(_metadata, &self->after, "pgds_pending"))
+			break;
+		pvmm_sleep_ms(100);
+	}
+	ASSERT_GT(pvmm_stat(_metadata, &self->after, "pgds_pending"), 0ULL);
+	ASSERT_LE(0, pvmm_kmsg_find(0, &seq0, false, ""));
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (!pid)
+		_exit(pvmm_module_unload(60000, &tries) ? 1 : 0);
+	/* Well inside the drain, which a dead host makes last its deadline. */
+	pvmm_sleep_ms(1000);
+	start = pvmm_now_ms();
+	ASSERT_EQ(0, kill(pid, SIGKILL));
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	ms = pvmm_now_ms() - start;
+	ksft_print_msg("SIGKILL ended the unload in %llu ms\n",
+		       (unsigned long long)ms);
+	EXPECT_LE(ms, slack_ms());
+	EXPECT_EQ(1, pvmm_kmsg_find(seq0, &seq, true, "unreleased"));
+	EXPECT_EQ(0, pvmm_kmsg_find(seq0, &seq, true, "pvmm: released"));
+	/* Back for the tests that follow; the unload may not have finished. */
+	(void)pvmm_module_unload(slack_ms(), &tries);
+	ASSERT_EQ(0, pvmm_module_load());
 }
 
 /* ---- no-wakeup ---- */

@@ -61,8 +61,9 @@ pub enum Fault {
     /// Publish completions as usual but never interrupt the guest: the
     /// interrupt it waits for after a cut completion pass never comes.
     NoIrq,
-    /// Serve nothing at all: take no request, post nothing, answer no reset.
-    Stopped,
+    /// After this many requests, serve nothing at all: take no request, post
+    /// nothing (not even what that round finished), answer no reset.
+    Stop(u64),
     /// Do not offer `FEATURE_NEED_WAKEUP`, and never set `HOST_NEED_WAKEUP`.
     NoWakeup,
 }
@@ -100,7 +101,6 @@ impl FromStr for Fault {
             "forged-ack" => Fault::ForgedAck,
             "no-header" => Fault::NoHeader,
             "no-irq" => Fault::NoIrq,
-            "stopped" => Fault::Stopped,
             "no-wakeup" => Fault::NoWakeup,
             _ => {
                 let ms = |v| Duration::from_millis(v);
@@ -108,6 +108,8 @@ impl FromStr for Fault {
                     Fault::LateAck(ms(v?))
                 } else if let Some(v) = numbered(s, "stall", 1..=MAX_LATE_MS) {
                     Fault::Stall(ms(v?))
+                } else if let Some(v) = numbered(s, "stop", 1..=MAX_COUNT) {
+                    Fault::Stop(v?)
                 } else if let Some(v) = numbered(s, "break-ring", 1..=MAX_COUNT) {
                     Fault::BreakRing(v?)
                 } else if let Some(v) = numbered(s, "break-ring-back", 1..=MAX_COUNT) {
@@ -116,7 +118,7 @@ impl FromStr for Fault {
                     return Err(format!(
                         "unknown fault {s:?}: expected none, never-ack, late-ack:MS, cq-flood, \
                          irq-storm, dup-ack, forged-ack, break-ring:N, break-ring-back:N, \
-                         stall:MS, no-header, no-irq, stopped or no-wakeup"
+                         stall:MS, no-header, no-irq, stop:N or no-wakeup"
                     ));
                 }
             }
@@ -140,7 +142,7 @@ impl fmt::Display for Fault {
             Fault::Stall(d) => write!(f, "stall:{}", d.as_millis()),
             Fault::NoHeader => f.write_str("no-header"),
             Fault::NoIrq => f.write_str("no-irq"),
-            Fault::Stopped => f.write_str("stopped"),
+            Fault::Stop(n) => write!(f, "stop:{n}"),
             Fault::NoWakeup => f.write_str("no-wakeup"),
         }
     }
@@ -170,7 +172,7 @@ impl Fault {
             Fault::Stall(_) => "after the first DESTROY nothing is served for the given time",
             Fault::NoHeader => "no header is written: the device is not marked for pvmm",
             Fault::NoIrq => "completions are published but the guest is never interrupted",
-            Fault::Stopped => "nothing is served: no request is taken, nothing is posted",
+            Fault::Stop(_) => "after the given number of requests nothing is served",
             Fault::NoWakeup => {
                 "FEATURE_NEED_WAKEUP is not offered: the guest rings for every batch"
             }
@@ -278,9 +280,9 @@ impl Injector {
         }
     }
 
-    /// Whether `stall` (or `stopped`, always) holds all service at `now`.
+    /// Whether `stall` (or `stop`, for good) holds all service at `now`.
     pub fn stalled(&mut self, now: Instant) -> bool {
-        if self.fault == Fault::Stopped {
+        if matches!(self.fault, Fault::Stop(n) if self.requests >= n) {
             return true;
         }
         match self.stall_until {
@@ -346,7 +348,7 @@ impl Injector {
             | Fault::ForgedAck
             | Fault::NoHeader
             | Fault::NoIrq
-            | Fault::Stopped
+            | Fault::Stop(_)
             | Fault::NoWakeup
             | Fault::BreakRing(_)
             | Fault::BreakRingBack(_) => return None,
@@ -538,7 +540,7 @@ mod tests {
         assert_eq!(ok("stall:3000"), Fault::Stall(Duration::from_secs(3)));
         assert_eq!(ok("no-header"), Fault::NoHeader);
         assert_eq!(ok("no-irq"), Fault::NoIrq);
-        assert_eq!(ok("stopped"), Fault::Stopped);
+        assert_eq!(ok("stop:200"), Fault::Stop(200));
         assert_eq!(ok("no-wakeup"), Fault::NoWakeup);
         for s in [
             "none",
@@ -553,7 +555,7 @@ mod tests {
             "stall:600000",
             "no-header",
             "no-irq",
-            "stopped",
+            "stop:3",
             "no-wakeup",
         ] {
             assert_eq!(ok(s).to_string(), s, "round trip");
@@ -635,7 +637,10 @@ mod tests {
         assert!(!inj.taken(Some(Op::Destroy), t0 + d), "once");
         assert!(!inj.stalled(t0 + d));
         assert_eq!(inj.take_break(), None);
-        assert!(Injector::new(Fault::Stopped).stalled(t0 + d), "for good");
+        let mut inj = Injector::new(Fault::Stop(1));
+        assert!(!inj.stalled(t0));
+        inj.taken(Some(Op::Create), t0);
+        assert!(inj.stalled(t0 + d), "for good");
     }
 
     #[test]

@@ -119,8 +119,8 @@ struct Args {
     /// resets); stall:MS (after the first DESTROY, serve nothing for MS ms,
     /// 1 to 600000; once); no-header (never write the header, so the device
     /// is not marked for pvmm); no-irq (publish completions, never
-    /// interrupt); stopped (serve nothing at all); no-wakeup (do not offer
-    /// FEATURE_NEED_WAKEUP).
+    /// interrupt); stop:N (after N requests, serve nothing at all); no-wakeup
+    /// (do not offer FEATURE_NEED_WAKEUP).
     #[arg(long, default_value_t = Fault::None, value_name = "SPEC")]
     fault: Fault,
     /// Offer the release log and check every page directory the guest
