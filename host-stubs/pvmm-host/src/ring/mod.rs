@@ -26,6 +26,7 @@ use crate::ratelimit::RateLimit;
 use crate::stats::Counters;
 
 mod completions;
+mod fault_hooks;
 mod intake;
 mod objects;
 mod reset;
