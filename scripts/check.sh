@@ -169,12 +169,13 @@ if [ -n "$tests" ] && [ -n "$build_m" ] && [ -n "$ko" ] &&
 		# comes while the real DESTROY is still queued.
 		# stop: a ring of 8, which the CREATEs fill, so that every
 		# DESTROY waits in the guest's backlog, none in flight.
+		keeps=0
 		case $f in
 		forged-ack) cost="--cost-base-us 5000" ;;
-		stop:*) cost="--sq-entries 8 --cq-entries 8" ;;
+		stop:*) cost="--sq-entries 8 --cq-entries 8" keeps=1 ;;
 		*) cost= ;;
 		esac
-		run_guest "fault=$f,smp=2" "$build_m/$KIMAGE" \
+		KEEPS_OBJECTS=$keeps run_guest "fault=$f,smp=2" "$build_m/$KIMAGE" \
 			"$PVMM_AOUT/initramfs-m.cpio.gz" pass SMP=2 \
 			HOST_ARGS="$AUDIT $cost --fault $f" \
 			KERNEL_ARGS="pvmm.env.PVMM_ONLY=pvmm_faults pvmm.env.PVMM_FAULT=$f loglevel=4"
