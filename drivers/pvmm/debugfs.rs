@@ -50,6 +50,11 @@ impl fmt::Display for StatsFile {
         let m = t.maxima();
         writeln!(w, "sync_wait_max_us {}", m.sync_wait_max_us.load(Relaxed))?;
         writeln!(w, "irq_off_max_us {}", m.irq_off_max_us.load(Relaxed))?;
+        writeln!(
+            w,
+            "create_wait_max_us {}",
+            m.create_wait_max_us.load(Relaxed)
+        )?;
         writeln!(w, "throttled {}", g.throttled)?;
         writeln!(w, "pgds_pending {}", g.pgds_pending)?;
         writeln!(w, "backlog {}", g.backlog)?;

@@ -170,6 +170,13 @@ settings! {
         desc: "Longest throttled wait of a fork or exec before it fails (ms)",
         min: 1, max: 3_600_000, default: 30_000,
     }
+    // A fork or exec waits for its address space's CREATE: long against a host that
+    // serves creation behind a queue of teardowns, bounded against one that stopped.
+    CreateTimeoutMs = create_timeout_ms {
+        desc: "Longest wait of a fork or exec for the host to create its address \
+               space before it fails (ms)",
+        min: 1, max: 3_600_000, default: 30_000,
+    }
     // Long enough for the slowest host the benchmarks model (a starved worker at
     // 100 ms of CPU per teardown), short against a throttle timeout.
     HostTimeoutMs = host_timeout_ms {

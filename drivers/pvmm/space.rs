@@ -14,7 +14,7 @@ use core::sync::atomic::AtomicBool;
 
 use crate::{
     settings::{Setting, Settings},
-    wire::{Op, Request},
+    wire::{Op, Request, Status},
 };
 
 /// Where an address space is in its lifecycle: `Live`, then `Destroying` at
@@ -66,10 +66,11 @@ pub(crate) struct Space {
     /// Submission ring index of the DESTROY once written; its completion is valid
     /// only after the host consumed it.
     pub(crate) sq_pos: u32,
-    /// The host never heard of this space (its CREATE was still queued when it died).
-    pub(crate) unsent: bool,
-    /// The CREATE completion arrived; a second one is bogus.
-    pub(crate) created: bool,
+    /// The host's answer to the CREATE, once it came; a second one is bogus.
+    pub(crate) created: Option<Status>,
+    /// `Acked` by a reset, which made the host forget the space, rather than by a
+    /// completion: the release is reported as such.
+    pub(crate) forgotten: bool,
 }
 
 impl Space {
@@ -85,8 +86,8 @@ impl Space {
             waiter: None,
             in_flight: false,
             sq_pos: 0,
-            unsent: false,
-            created: false,
+            created: None,
+            forgotten: false,
         })
     }
 

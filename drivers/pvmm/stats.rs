@@ -55,6 +55,23 @@ counters! {
     spaces_acked,
     /// CREATE completions accepted.
     creates_acked,
+    /// `pgd_alloc` calls that waited for their CREATE to be acknowledged.
+    creates_waited,
+    /// Total time `pgd_alloc` waited for CREATEs, microseconds.
+    create_wait_us,
+    /// CREATEs the host refused (a non-Ok status): the fork or exec failed.
+    creates_refused,
+    /// CREATE (or reset) waits that ended without an acknowledgment:
+    /// `create_timeout_ms` passed, or the host was taken for dead (logged). The fork
+    /// or exec failed.
+    create_timeouts,
+    /// `pgd_alloc` calls that waited for a reset under way to finish.
+    reset_waits,
+    /// Live address spaces whose CREATE was sent again after a reset.
+    spaces_recreated,
+    /// Address spaces created while no host could create them (the ring stopped for
+    /// good, or the host taken for dead): never registered.
+    spaces_hostless,
     /// Page directories kept at `pgd_free` until the host acknowledges.
     pgds_parked,
     /// Page directories released, parked or not.
@@ -67,8 +84,10 @@ counters! {
     submissions,
     /// Groups of submissions handed to the host with one notification decision.
     batches,
-    /// Doorbells rung.
+    /// Doorbells rung, but for CREATEs.
     doorbells,
+    /// Doorbells rung for a CREATE that a task waits for (never batched).
+    create_doorbells,
     /// Batches that needed no doorbell because the host was busy.
     doorbells_suppressed,
     /// Batches handed over by the flush deadline rather than by size.
@@ -138,7 +157,7 @@ counters! {
     sync_fallbacks,
 }
 
-/// Longest synchronous stretches since the last reset of the peaks, microseconds.
+/// Longest waits for the host since the last reset of the peaks, microseconds.
 ///
 /// # Locking
 ///
@@ -149,6 +168,9 @@ pub(crate) struct Maxima {
     pub(crate) sync_wait_max_us: AtomicU64,
     /// Longest stretch with interrupts off in a synchronous wait.
     pub(crate) irq_off_max_us: AtomicU64,
+    /// Longest wait of `pgd_alloc` for its CREATE. Not synchronous (it sleeps), but
+    /// what a fork or exec pays for the host.
+    pub(crate) create_wait_max_us: AtomicU64,
 }
 
 /// Gauges: a snapshot of the teardown state.

@@ -134,7 +134,7 @@ TEST_F(device, settings_are_parameters)
 	static const char *const names[] = {
 		"mode", "batch", "flush_us", "cap_spaces", "cap_pages",
 		"chunk_us", "sync_timeout_ms", "throttle_timeout_ms",
-		"host_timeout_ms", NULL,
+		"create_timeout_ms", "host_timeout_ms", NULL,
 	};
 	static const char *const bad[] = { "0", "-1", "16x", "65537", " ",
 					   NULL };

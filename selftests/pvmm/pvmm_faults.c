@@ -188,7 +188,9 @@ int main(int argc, char **argv)
 		 * declare the host dead before the first one arrives. */
 		{ "late-ack", "late_ack", { "acknowledged nothing" } },
 		{ "no-irq", "no_irq", { NULL } },
-		{ "stop", "stop", { "acknowledged nothing", "detach interrupted" } },
+		{ "stop", "stop",
+		  { "acknowledged nothing", "detach interrupted",
+		    "did not create" } },
 		{ "no-wakeup", "no_wakeup", { NULL } },
 	};
 	const char *f = fault();

@@ -49,9 +49,6 @@ TEST_F_TIMEOUT(no_irq, polled_without_interrupts, 300)
 
 /* ---- stop:N ---- */
 
-/* Longer than the host's ring (check.sh: --sq-entries 8). */
-#define PVMM_STOP_SLEEPERS 10
-
 DEAD_HOST_FIXTURE(stop)
 
 /* Waits until the host has answered every DESTROY handed to it. */
@@ -70,19 +67,19 @@ static void wait_none_in_flight(struct __test_metadata *_metadata,
 }
 
 /*
- * The host stops after N requests, the last of them CREATEs, with nothing
- * in flight; then the guest's CREATEs fill its ring and every DESTROY waits
- * in the backlog, none in flight.  The work it owes still arms the
- * watchdog: forks past the cap wait host_timeout_ms at most, not
- * throttle_timeout_ms each.
+ * The host stops after N requests.  A fork waits for its CREATE, so the
+ * first one the host never answers fails with ENOMEM once the host is taken
+ * for dead (host_timeout_ms), not after create_timeout_ms; its DESTROY
+ * follows the CREATE the host may have seen, and its pgd waits for that.
+ * Later forks run without the host, at once.
  */
-TEST_F_TIMEOUT(stop, dead_host_stops_throttling, 120)
+TEST_F_TIMEOUT(stop, dead_host_fails_one_creation, 120)
 {
 	unsigned long n = strtoul(strchr(fault(), ':') + 1, NULL, 10);
-	pid_t sleepers[PVMM_STOP_SLEEPERS];
-	uint64_t sent;
-	int status, go[2];
-	unsigned int i;
+	unsigned long host_timeout = 1000;
+	uint64_t sent, start, ms;
+	int status, i, failed = -1;
+	pid_t pid;
 
 	ASSERT_EQ(0, pvmm_knob_write("mode", "async\n"));
 	/* Up to two requests short of N, each DESTROY answered. */
@@ -94,24 +91,40 @@ TEST_F_TIMEOUT(stop, dead_host_stops_throttling, 120)
 			break;
 		pvmm_run_child(_metadata, NULL, NULL);
 	}
-	/* Live processes: their CREATEs stop the host, then fill its ring. */
-	ASSERT_EQ(0, pipe(go));
-	for (i = 0; i < PVMM_STOP_SLEEPERS; i++) {
-		sleepers[i] = fork();
-		ASSERT_LE(0, sleepers[i]);
-		if (!sleepers[i]) {
-			char c;
-
-			close(go[1]);
-			_exit(read(go[0], &c, 1) == 0 ? 0 : 1);
+	pvmm_snapshot(_metadata, &self->before);
+	ASSERT_EQ(0, pvmm_knob_write_ul("host_timeout_ms", host_timeout));
+	start = pvmm_now_ms();
+	for (i = 0; i < 4 && failed < 0; i++) {
+		pid = fork();
+		if (pid < 0) {
+			EXPECT_EQ(ENOMEM, errno);
+			failed = i;
+			break;
 		}
+		if (!pid)
+			_exit(0);
+		ASSERT_EQ(pid, waitpid(pid, &status, 0));
 	}
-	close(go[0]);
-	close(go[1]);
-	for (i = 0; i < PVMM_STOP_SLEEPERS; i++)
-		ASSERT_EQ(sleepers[i], waitpid(sleepers[i], &status, 0));
-	forks_past_dead_host(_metadata, &self->before, &self->after);
-	EXPECT_EQ(0ULL, pvmm_stat(_metadata, &self->after, "in_flight"));
+	ms = pvmm_now_ms() - start;
+	ksft_print_msg("fork %d failed after %llu ms (host_timeout_ms %lu)\n",
+		       failed, (unsigned long long)ms, host_timeout);
+	ASSERT_LE(0, failed);
+	EXPECT_LE(ms, host_timeout + slack_ms());
+	start = pvmm_now_ms();
+	for (i = 0; i < 6; i++)
+		pvmm_run_child(_metadata, NULL, NULL);
+	ms = pvmm_now_ms() - start;
+	EXPECT_LE(ms, slack_ms());
+	pvmm_snapshot(_metadata, &self->after);
+	EXPECT_EQ(1ULL, pvmm_stat(_metadata, &self->after, "host_dead"));
+	EXPECT_EQ(1ULL, pvmm_delta(_metadata, &self->before, &self->after,
+				   "create_timeouts"));
+	EXPECT_LE(6ULL, pvmm_delta(_metadata, &self->before, &self->after,
+				   "spaces_hostless"));
+	EXPECT_EQ(0ULL, pvmm_delta(_metadata, &self->before, &self->after,
+				   "forced_releases"));
+	/* The failed fork's pgd, at least, waits for its DESTROY. */
+	EXPECT_GT(pvmm_stat(_metadata, &self->after, "pgds_pending"), 0ULL);
 }
 
 /*
@@ -158,6 +171,22 @@ TEST_F_TIMEOUT(stop, killed_unload_frees_nothing_early, 120)
 	/* Back for the tests that follow; the unload may not have finished. */
 	(void)pvmm_module_unload(slack_ms(), &tries);
 	ASSERT_EQ(0, pvmm_module_load());
+	/*
+	 * The new instance learns that the host is dead from its first
+	 * creation, which fails; the forks after it run without the host.
+	 */
+	ASSERT_EQ(0, pvmm_knob_write_ul("host_timeout_ms", 1000));
+	start = pvmm_now_ms();
+	pid = fork();
+	if (!pid)
+		_exit(0);
+	ms = pvmm_now_ms() - start;
+	EXPECT_EQ(-1, pid);
+	EXPECT_EQ(ENOMEM, errno);
+	EXPECT_LE(ms, 1000 + slack_ms());
+	if (pid > 0)
+		waitpid(pid, &status, 0);
+	pvmm_run_child(_metadata, NULL, NULL);
 }
 
 /* ---- no-wakeup ---- */

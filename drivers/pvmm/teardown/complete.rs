@@ -84,13 +84,14 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             Some(s) if s.tag == c.tag => match c.op {
                 // Once, and only for a CREATE that left the backlog.
                 Op::Create => {
-                    !s.created
+                    s.created.is_none()
                         && s.state != State::Acked
-                        && !s.unsent
                         && !matches!(s.queued, Some((Op::Create, _)))
                 }
+                // Only after the CREATE's answer: the host takes them in order.
                 Op::Destroy => {
-                    s.state == State::Destroying
+                    s.created.is_some()
+                        && s.state == State::Destroying
                         && s.in_flight
                         && inner.sq.consumed(self.notifier.shm(), s.sq_pos)
                 }
@@ -103,21 +104,23 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                 c.op, c.space, c.tag
             ));
         }
-        inner.last_progress = Ktime::ktime_get();
-        if core::mem::take(&mut inner.host_dead) {
-            pr_info!("host acknowledges again; throttling resumes\n");
-        }
         if c.status != Status::Ok && count_problem(&self.stats().host_errors) {
             pr_warn!("host: {:?} of space {:#x}: {:?}\n", c.op, c.space, c.status);
         }
         match c.op {
             Op::Create => {
                 if let Some(s) = inner.spaces.get_mut(&c.space) {
-                    s.created = true;
+                    s.created = Some(c.status);
                 }
                 self.stats().creates_acked.fetch_add(1, Relaxed);
             }
             Op::Destroy => {
+                // Only teardown counts as progress: a host that creates but never
+                // destroys still owes what the caps bound.
+                inner.last_progress = Ktime::ktime_get();
+                if core::mem::take(&mut inner.host_dead) {
+                    pr_info!("host acknowledges again; throttling resumes\n");
+                }
                 self.stats().spaces_acked.fetch_add(1, Relaxed);
                 self.destroyed(inner, c.space);
             }

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The mm hooks: CREATE at `pgd_alloc`, DESTROY at `exit_mmap`, and `pgd_free`
-//! parked until the host acknowledges; and the throttling of creation at the caps.
+//! The mm hooks: CREATE at `pgd_alloc` (waited for, in `create`), DESTROY at
+//! `exit_mmap`, and `pgd_free` parked until the host acknowledges; and the throttling
+//! of creation at the caps.
 
 use core::sync::atomic::{
     AtomicBool,
@@ -15,7 +16,7 @@ use kernel::{
     time::{msecs_to_jiffies, Ktime},
 };
 
-use super::{Inner, InnerGuard, Teardown};
+use super::{create::elapsed_us, Inner, InnerGuard, Teardown};
 use crate::{
     notify::Doorbell,
     settings::{Mode, Setting},
@@ -25,10 +26,6 @@ use crate::{
     wire::{self, Op, SharedMemory, Why},
 };
 
-fn elapsed_us(since: Ktime) -> u64 {
-    u64::try_from((Ktime::ktime_get() - since).to_ns() / 1000).unwrap_or(0)
-}
-
 impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M, B> {
     /// Whether the host has acknowledged nothing for `host_timeout_ms` while it owes
     /// work: a submission it has not taken, or a DESTROY not acknowledged, in flight
@@ -36,7 +33,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     /// reported once and no longer throttles creation: its parked page directories
     /// stay parked (one page per exited process) until it answers or the driver
     /// detaches, because a host that is only slow may still read them.
-    fn host_is_dead(&self, inner: &mut Inner) -> bool {
+    pub(super) fn host_is_dead(&self, inner: &mut Inner) -> bool {
         if inner.host_dead {
             return true;
         }
@@ -111,10 +108,17 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
         let id = space.id();
         let record = Space::new(wire::tag(this.epoch, this.next_seq.fetch_add(1, Relaxed)))?;
         let node = RBTreeNode::new(id, record, GFP_KERNEL)?;
-        let mut guard = this.inner.lock();
+        let mut guard = this.await_reset(this.inner.lock())?;
         this.throttle(&mut guard)?;
         let inner = &mut *guard;
-        if !inner.hooks_active || inner.broken {
+        if !inner.hooks_active {
+            return Ok(());
+        }
+        if inner.broken || this.host_is_dead(inner) {
+            // No host can create it now (the ring stopped for good, or the host does
+            // not answer): it runs without one, as in `off`.
+            drop(guard);
+            this.stats().spaces_hostless.fetch_add(1, Relaxed);
             return Ok(());
         }
         if let Some(old) = inner.spaces.get(&id) {
@@ -129,8 +133,15 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
         inner.spaces_live += 1;
         this.stats().spaces_created.fetch_add(1, Relaxed);
         let n = u32::from(this.submit(inner, id, Op::Create));
-        Self::publish_and_notify(this, guard, n);
-        Ok(())
+        this.publish(inner, n);
+        this.note_busy(inner);
+        drop(guard);
+        if n != 0 {
+            // Not batched: the fork or exec waits for the answer.
+            this.notifier.notify_create(&this.stats);
+        }
+        Self::poll_while_busy(this);
+        this.await_creation(id)
     }
 
     fn exit_mmap(this: ArcBorrow<'_, Self>, space: &AddressSpace) {
@@ -262,10 +273,11 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> MmHooks for
             _ => {
                 // The host is already done (or never heard of it): release now.
                 match inner.untrack(id) {
-                    Some(Space {
-                        tag, unsent: false, ..
-                    }) => this.release(inner, id, tag, pgd, Why::Acked),
-                    _ => {
+                    Some(Space { tag, forgotten, .. }) => {
+                        let why = if forgotten { Why::Reset } else { Why::Acked };
+                        this.release(inner, id, tag, pgd, why);
+                    }
+                    None => {
                         drop(pgd);
                         this.stats().pgds_released.fetch_add(1, Relaxed);
                     }

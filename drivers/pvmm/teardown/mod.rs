@@ -10,6 +10,7 @@
 //! - this file: [`Teardown`], its locked state and the release of page directories;
 //! - `submit`: requests into the ring, the backlog, and notifying the host;
 //! - `complete`: completions, checked and applied, and the interrupt;
+//! - `create`: the wait of a new address space for its CREATE's acknowledgment;
 //! - `reset`: protocol errors and the host reset that recovers from them;
 //! - `detach`: the detach phases and their [`Deadline`];
 //! - `hooks`: the mm hooks and the throttling of creation.
@@ -42,6 +43,7 @@ use crate::{
 };
 
 mod complete;
+mod create;
 mod detach;
 mod hooks;
 mod reset;
@@ -79,6 +81,8 @@ struct Inner {
     pgds_pending: u64,
     /// `pgd_alloc` calls waiting at a cap.
     throttled: u64,
+    /// `pgd_alloc` calls waiting for the host to acknowledge their CREATE.
+    creating: u64,
     /// DESTROYs handed to the host and not yet acknowledged: what the caps bound.
     in_flight: Tally,
     /// The ring is not usable: the host broke the protocol, or a reset is under way.
@@ -107,15 +111,9 @@ impl Inner {
         let Some(space) = self.spaces.get_mut(&id) else {
             return;
         };
-        // By the invariant on `Space::slot` this only fails if already queued.
-        let Some(slot) = space.slot.take() else {
-            return;
-        };
-        let key = self.backlog_next;
-        self.backlog_next += 1;
-        space.queued = Some((op, key));
-        self.backlog.insert(slot.into_node(key, id));
-        self.backlog_len += 1;
+        if queue(&mut self.backlog, &mut self.backlog_next, space, id, op) {
+            self.backlog_len += 1;
+        }
     }
 
     /// Takes the request of `id` out of the backlog, if one is queued.
@@ -166,6 +164,25 @@ impl Inner {
             backlog: core::mem::take(&mut self.backlog),
         }
     }
+}
+
+/// Queues the request `op` of `space`, whose id is `id`, at the end of `backlog`,
+/// whose next key is `next`. Returns whether it was queued: by the invariant on
+/// `Space::slot`, it is unless already queued.
+fn queue(
+    backlog: &mut RBTree<u64, SpaceId>,
+    next: &mut u64,
+    space: &mut Space,
+    id: SpaceId,
+    op: Op,
+) -> bool {
+    let Some(slot) = space.slot.take() else {
+        return false;
+    };
+    space.queued = Some((op, *next));
+    backlog.insert(slot.into_node(*next, id));
+    *next += 1;
+    true
 }
 
 /// Records no longer tracked, moved out of [`Inner`] under the lock so that their
@@ -273,6 +290,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
                 outstanding: Tally::default(),
                 pgds_pending: 0,
                 throttled: 0,
+                creating: 0,
                 in_flight: Tally::default(),
                 broken: false,
                 reset: None,
@@ -338,6 +356,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         drop(inner);
         self.maxima().sync_wait_max_us.store(0, Relaxed);
         self.maxima().irq_off_max_us.store(0, Relaxed);
+        self.maxima().create_wait_max_us.store(0, Relaxed);
     }
 
     /// Notes whether work is outstanding, for the poll; with `inner` held.

@@ -2,17 +2,83 @@
 
 //! Protocol errors and the host reset that recovers from them: the ring stops until
 //! the host has forgotten everything of this guest, which releases every parked page
-//! directory.
+//! directory; the spaces still in use then get their host objects again.
 
 use core::sync::atomic::Ordering::Relaxed;
 use kernel::{prelude::*, time::Ktime};
 
-use super::{Inner, Teardown, Untracked};
+use super::{queue, Inner, Teardown, Untracked};
 use crate::{
     notify::Doorbell,
+    space::State,
     stats::count_problem,
-    wire::{self, SharedMemory, SqProducer, Why},
+    wire::{self, Op, SharedMemory, SqProducer, Why},
 };
+use kernel::rbtree::RBTree;
+
+impl Inner {
+    /// The host forgot every object of this guest while its spaces are in use. Every
+    /// queued request is void; the host's part of every teardown is done, so a parked
+    /// page directory is released (its record is returned) and an exit waiting for
+    /// `pgd_free` is acknowledged; every live space is queued to be created again.
+    /// Returns the released records and how many spaces are created again.
+    fn forget_on_host(&mut self) -> (Untracked, u64) {
+        let mut voided = core::mem::take(&mut self.backlog);
+        while let Some(cursor) = voided.cursor_front() {
+            let id = *cursor.current().1;
+            let (_, node) = cursor.remove_current();
+            if let Some(s) = self.spaces.get_mut(&id) {
+                s.queued = None;
+                s.slot = Some(node.into_reservation());
+            }
+        }
+        self.backlog_len = 0;
+        self.in_flight.spaces = 0;
+        self.in_flight.pages = 0;
+        let mut released = RBTree::new();
+        let mut cursor = self.spaces.cursor_front();
+        while let Some(mut c) = cursor {
+            let (_, s) = c.current_mut();
+            s.in_flight = false;
+            let (state, parked, pages) = (s.state, s.pgd.is_some(), s.pages);
+            if state == State::Destroying {
+                self.outstanding.give(pages);
+                if parked {
+                    let (next, node) = c.remove_current();
+                    self.spaces_live -= 1;
+                    self.pgds_pending -= 1;
+                    released.insert(node);
+                    cursor = next;
+                    continue;
+                }
+                let s = c.current_mut().1;
+                s.state = State::Acked;
+                s.forgotten = true;
+            }
+            cursor = c.move_next();
+        }
+        let mut recreate = 0;
+        for (id, s) in self.spaces.iter_mut() {
+            if s.state == State::Live {
+                s.created = None;
+                queue(
+                    &mut self.backlog,
+                    &mut self.backlog_next,
+                    s,
+                    *id,
+                    Op::Create,
+                );
+                recreate += 1;
+            }
+        }
+        self.backlog_len = recreate;
+        let gone = Untracked {
+            spaces: released,
+            backlog: RBTree::new(),
+        };
+        (gone, recreate)
+    }
+}
 
 impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M, B> {
     /// Stops the ring after the host broke the protocol with `err`, and asks for a
@@ -41,8 +107,10 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     }
 
     /// Finishes a reset once the host acknowledged it: the host holds nothing of ours,
-    /// so every record is dropped, moved to `gone` for the caller to release every
-    /// parked page directory ([`Self::reset_released`]) once it dropped the lock.
+    /// so the records of parked page directories are moved to `gone` for the caller to
+    /// release ([`Self::reset_released`]) once it dropped the lock, and the live spaces
+    /// are queued to be created again ([`Inner::forget_on_host`]). While detaching,
+    /// every record goes.
     /// Returns whether the reset is done (or none was pending).
     pub(super) fn poll_reset(&self, inner: &mut Inner, gone: &mut Option<Untracked>) -> bool {
         let shm = self.notifier.shm();
@@ -54,7 +122,14 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         }
         inner.reset = None;
         self.stats().resets.fetch_add(1, Relaxed);
-        *gone = Some(inner.untrack_all());
+        *gone = Some(if inner.hooks_active {
+            let (released, recreate) = inner.forget_on_host();
+            self.stats().spaces_recreated.fetch_add(recreate, Relaxed);
+            released
+        } else {
+            // Detaching: nothing is created again.
+            inner.untrack_all()
+        });
         inner.cq.skip_all(shm);
         inner.sq = SqProducer::resume(self.layout, shm);
         inner.broken = !matches!(inner.sq.space(shm), Ok(n) if n == self.layout.sq_entries);

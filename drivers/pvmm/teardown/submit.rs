@@ -23,11 +23,21 @@ use crate::{
 const POLL_MS: u32 = 50;
 
 impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M, B> {
-    /// Whether the host owes work: a submission it has not taken, or a DESTROY not
-    /// acknowledged (in flight or in the backlog).
+    /// Whether the host owes work: a submission it has not taken, a CREATE a task
+    /// waits for, or a DESTROY not acknowledged (in flight or in the backlog).
     pub(super) fn host_owes(&self, inner: &Inner) -> bool {
         inner.outstanding.spaces != 0
+            || inner.creating != 0
             || !matches!(inner.sq.space(self.notifier.shm()), Ok(n) if n == self.layout.sq_entries)
+    }
+
+    /// Whether a DESTROY of `pages` may go into the ring now: it fits under the caps
+    /// in flight, and leaves a quarter of the ring free for CREATEs, so that creation
+    /// never waits for a slot behind teardowns.
+    fn destroy_fits(&self, inner: &Inner, pages: u64) -> bool {
+        let kept = self.layout.sq_entries / 4;
+        inner.in_flight.fits(pages, self.settings)
+            && matches!(inner.sq.space(self.notifier.shm()), Ok(free) if free > kept)
     }
 
     /// Accounts for a request that went into the ring; `owed` is whether the host
@@ -59,10 +69,14 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         let Some(space) = inner.spaces.get(&id) else {
             return false;
         };
-        // Beyond the caps in flight a DESTROY waits in the backlog; teardown itself
-        // goes on.
-        let fits = op == Op::Create || inner.in_flight.fits(space.pages, self.settings);
-        if space.queued.is_some() || inner.backlog_len != 0 || !fits {
+        // A CREATE, which a task waits for, needs only a free slot. A DESTROY waits in
+        // the backlog behind queued requests, beyond the caps in flight, or where it
+        // would take the slots kept for CREATEs; teardown itself goes on.
+        let goes = match op {
+            Op::Create => true,
+            Op::Destroy => inner.backlog_len == 0 && self.destroy_fits(inner, space.pages),
+        };
+        if space.queued.is_some() || !goes {
             inner.enqueue(id, op);
             return false;
         }
@@ -145,7 +159,7 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             };
             // FIFO: a DESTROY beyond the caps holds up those behind it, so that
             // none is overtaken for ever.
-            if op == Op::Destroy && !inner.in_flight.fits(space.pages, self.settings) {
+            if op == Op::Destroy && !self.destroy_fits(inner, space.pages) {
                 break;
             }
             let owed = self.host_owes(inner);
@@ -160,12 +174,18 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
             inner.dequeue(id);
             self.count_submission(inner, id, op, owed);
             wrote += 1;
+            if op == Op::Create && inner.spaces.get(&id).map(|s| s.state) == Some(State::Destroying)
+            {
+                // Its DESTROY was started while the CREATE waited here: it follows.
+                inner.enqueue(id, Op::Destroy);
+            }
         }
         wrote
     }
 
     /// Starts the host teardown of a live space. Returns whether a request was
-    /// written to the ring.
+    /// written to the ring. A DESTROY never overtakes its CREATE, and never cancels
+    /// it: the host sees both.
     pub(super) fn start_destroy(&self, inner: &mut Inner, id: SpaceId, pages: u64) -> bool {
         if !self.host_owes(inner) {
             inner.last_progress = Ktime::ktime_get();
@@ -175,17 +195,11 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
         };
         space.pages = pages;
         space.state = State::Destroying;
-        let cancel = matches!(space.queued, Some((Op::Create, _)));
-        if cancel {
-            space.unsent = true;
-            inner.dequeue(id);
-        }
+        let create_queued = matches!(space.queued, Some((Op::Create, _)));
         inner.outstanding.take(pages);
         self.stats().spaces_destroyed.fetch_add(1, Relaxed);
-        if cancel {
-            // The CREATE never reached the host: nothing to destroy there.
-            self.stats().spaces_acked.fetch_add(1, Relaxed);
-            self.destroyed(inner, id);
+        if create_queued {
+            // Follows the CREATE out of the backlog (`submit_backlog`).
             return false;
         }
         self.submit(inner, id, Op::Destroy)

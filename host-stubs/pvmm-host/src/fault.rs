@@ -33,9 +33,10 @@ pub enum Fault {
     /// Behave.
     #[default]
     None,
-    /// Process requests but never post a completion.
+    /// Process requests but never post a DESTROY completion (CREATEs are
+    /// answered: the guest waits for those before it uses a space).
     NeverAck,
-    /// Post each completion this long after its request was taken.
+    /// Post each DESTROY completion this long after its request was taken.
     LateAck(Duration),
     /// Also fill every free CQ slot with completions that match nothing.
     CqFlood,
@@ -151,8 +152,8 @@ impl Fault {
     pub fn describe(&self) -> &'static str {
         match self {
             Fault::None => "none",
-            Fault::NeverAck => "requests are processed but no completion is ever posted",
-            Fault::LateAck(_) => "every completion is posted only after the delay",
+            Fault::NeverAck => "requests are processed but no DESTROY is ever acknowledged",
+            Fault::LateAck(_) => "every DESTROY completion is posted only after the delay",
             Fault::CqFlood => {
                 "free completion slots are filled with completions that match nothing"
             }
@@ -246,8 +247,8 @@ impl Injector {
     /// Takes a completion the host finished for a request taken at `taken`.
     pub fn intercept(&mut self, c: Completion, taken: Instant) -> Intercept {
         match self.fault {
-            Fault::NeverAck => Intercept::Withheld,
-            Fault::LateAck(d) => {
+            Fault::NeverAck if c.op == Op::Destroy => Intercept::Withheld,
+            Fault::LateAck(d) if c.op == Op::Destroy => {
                 self.delayed.push_back((taken + d, c));
                 Intercept::Delayed
             }
@@ -488,11 +489,17 @@ mod tests {
         let mut inj = Injector::new(Fault::LateAck(Duration::from_millis(10)));
         let t0 = Instant::now();
         let c = |tag| Completion {
-            op: Op::Create,
+            op: Op::Destroy,
             status: Status::Ok,
             tag,
             space: 1,
         };
+        // CREATEs are never delayed: the guest waits for them.
+        let create = Completion {
+            op: Op::Create,
+            ..c(3)
+        };
+        assert_eq!(inj.intercept(create, t0), Intercept::Post(create));
         assert_eq!(inj.intercept(c(1), t0), Intercept::Delayed);
         assert_eq!(
             inj.intercept(c(2), t0 + Duration::from_millis(1)),
