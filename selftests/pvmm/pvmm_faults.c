@@ -26,7 +26,7 @@
  *             guest stops the ring, the reset handshake restarts it, pgds
  *             parked meanwhile are released on the reset, and the next
  *             storm and an unload work as before.
- *  stall:MS   the host stops for MS ms after the first DESTROY.  With a
+ *  stall:MS   the host stops for MS ms after the 16th DESTROY.  With a
  *             short host_timeout_ms the guest declares it dead, stops
  *             throttling, and recovers when it answers again.
  *  late-ack:MS

@@ -9,6 +9,7 @@
 #include "pvmm_env.h"
 
 #include <sched.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 
@@ -32,6 +33,44 @@ static inline void pvmm_pin_to_this_cpu(struct __test_metadata *_metadata)
 	CPU_ZERO(&one);
 	CPU_SET(cpu, &one);
 	ASSERT_EQ(0, sched_setaffinity(0, sizeof(one), &one));
+}
+
+/*
+ * Start a busy loop on every online CPU (at most @max) under scheduling
+ * @policy (SCHED_OTHER or SCHED_IDLE); returns how many, their pids in
+ * @pids.  They run until pvmm_spinners_stop().
+ */
+static inline unsigned int pvmm_spinners_start(pid_t *pids, unsigned int max,
+					       int policy)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	struct sched_param sp = { 0 };
+	unsigned int n;
+
+	for (n = 0; n < max && n < cpus; n++) {
+		pid_t pid = fork();
+
+		if (pid < 0)
+			break;
+		if (!pid) {
+			if (sched_setscheduler(0, policy, &sp))
+				_exit(1);
+			for (;;)
+				;
+		}
+		pids[n] = pid;
+	}
+	return n;
+}
+
+static inline void pvmm_spinners_stop(pid_t *pids, unsigned int *n)
+{
+	while (*n) {
+		(*n)--;
+		kill(pids[*n], SIGKILL);
+		while (waitpid(pids[*n], NULL, 0) < 0 && errno == EINTR)
+			;
+	}
 }
 
 /* Fork one child that exits at once, or execs @path first. */

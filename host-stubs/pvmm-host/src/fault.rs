@@ -52,7 +52,7 @@ pub enum Fault {
     /// After this many requests, publish an impossible SQ head, until the
     /// guest resets or re-announces `GUEST_READY`.
     BreakRingBack(u64),
-    /// After the first DESTROY, serve nothing for this long; once.
+    /// After the [`STALL_AT`]th DESTROY, serve nothing for this long; once.
     Stall(Duration),
     /// Never write the header: the device looks like any other user's
     /// ivshmem-doorbell device, which pvmm must leave alone.
@@ -66,6 +66,10 @@ pub enum Fault {
     /// Do not offer `FEATURE_NEED_WAKEUP`, and never set `HOST_NEED_WAKEUP`.
     NoWakeup,
 }
+
+/// The DESTROY after which `stall` starts: late enough to fall inside the
+/// guest's test rather than its start-up, whose forks wait for the host.
+pub const STALL_AT: u64 = 16;
 
 /// Most requests before a `break-ring` or `break-ring-back`.
 const MAX_COUNT: u64 = 1 << 32;
@@ -168,7 +172,7 @@ impl Fault {
             Fault::BreakRingBack(_) => {
                 "after the given number of requests an impossible SQ head is published"
             }
-            Fault::Stall(_) => "after the first DESTROY nothing is served for the given time",
+            Fault::Stall(_) => "after the 16th DESTROY nothing is served for the given time",
             Fault::NoHeader => "no header is written: the device is not marked for pvmm",
             Fault::NoIrq => "completions are published but the guest is never interrupted",
             Fault::Stop(_) => "after the given number of requests nothing is served",
@@ -194,6 +198,8 @@ pub struct Injector {
     rng: u64,
     /// Requests taken so far, for `break-ring` and `break-ring-back`.
     requests: u64,
+    /// DESTROYs taken so far, for `stall`.
+    destroys: u64,
     /// Whether the one-shot fault (`break-ring*`, `stall`) happened.
     fired: bool,
     /// `stall`: serve nothing until then.
@@ -234,6 +240,7 @@ impl Injector {
             // RandomState is seeded from the OS: a random seed without a crate.
             rng: RandomState::new().hash_one(0u64) | 1,
             requests: 0,
+            destroys: 0,
             fired: false,
             stall_until: None,
         }
@@ -265,12 +272,15 @@ impl Injector {
         }
     }
 
-    /// Counts a request taken; after a DESTROY, `stall` starts (once).
-    /// Returns whether a stall started.
+    /// Counts a request taken; after the [`STALL_AT`]th DESTROY, `stall`
+    /// starts (once). Returns whether a stall started.
     pub fn taken(&mut self, op: Option<Op>, now: Instant) -> bool {
         self.requests += 1;
+        if op == Some(Op::Destroy) {
+            self.destroys += 1;
+        }
         match self.fault {
-            Fault::Stall(d) if op == Some(Op::Destroy) && !self.fired => {
+            Fault::Stall(d) if self.destroys == STALL_AT && !self.fired => {
                 self.fired = true;
                 self.stall_until = Some(now + d);
                 true
@@ -531,6 +541,9 @@ mod tests {
         let d = Duration::from_millis(30);
         let mut inj = Injector::new(Fault::Stall(d));
         assert!(!inj.taken(Some(Op::Create), t0), "a CREATE does not stall");
+        for _ in 1..STALL_AT {
+            assert!(!inj.taken(Some(Op::Destroy), t0));
+        }
         assert_eq!(inj.due_in(t0), None);
         assert!(inj.taken(Some(Op::Destroy), t0));
         assert!(inj.stalled(t0 + d / 2));

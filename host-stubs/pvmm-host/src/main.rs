@@ -116,7 +116,7 @@ struct Args {
     /// every CREATE with a DESTROY completion for it first); break-ring:N
     /// (after N requests, publish an impossible CQ tail once); break-ring-back:N
     /// (after N requests, publish an impossible SQ head until the guest
-    /// resets); stall:MS (after the first DESTROY, serve nothing for MS ms,
+    /// resets); stall:MS (after the 16th DESTROY, serve nothing for MS ms,
     /// 1 to 600000; once); no-header (never write the header, so the device
     /// is not marked for pvmm); no-irq (publish completions, never
     /// interrupt); stop:N (after N requests, serve nothing at all); no-wakeup
