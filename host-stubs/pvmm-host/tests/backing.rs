@@ -88,6 +88,27 @@ fn populate_maps_the_pages_and_kill_reaps() {
     assert_no_children();
 }
 
+/// The child takes the destroy worker's priority before it populates, so
+/// its teardown runs at that priority too.
+#[test]
+fn populate_runs_at_the_priority_asked() {
+    use pvmm_host::priority::{Policy, Priority};
+    let _g = serial();
+    let mut b = Backing::spawn(&model(), &never).unwrap();
+    let pid = b.pid();
+    b.run_at(Priority {
+        policy: Policy::Batch,
+        nice: 19,
+    });
+    b.populate(16, &never).unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command name: state is field 3, nice 19, policy 41.
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split(' ').collect();
+    assert_eq!((fields[17], fields[39]), ("19", "3"), "nice, SCHED_BATCH");
+    b.kill().unwrap();
+    assert_no_children();
+}
+
 #[test]
 fn destroy_populates_then_reaps() {
     let _g = serial();
