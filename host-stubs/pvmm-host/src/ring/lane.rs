@@ -100,7 +100,7 @@ impl Lane {
         let s = Arc::clone(&shared);
         let who = name.to_owned();
         let thread = std::thread::Builder::new()
-            .name(format!("pvmm-{name}-destroy"))
+            .name(format!("pvmm-{name}-dw"))
             .spawn(move || {
                 // The serving loop checked that this priority can be had.
                 if let Err(e) = priority.apply() {
