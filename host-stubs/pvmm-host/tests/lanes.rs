@@ -167,6 +167,10 @@ fn disconnect_stops_and_joins_the_worker() {
     assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
     let s = counters.snapshot();
     assert_eq!((s.objects_dropped, s.dropped_completions), (1, 2));
+    // Joined: the stopped job's accounting is done before disconnect returns.
+    assert_eq!(s.destroys, 1, "{s:?}");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(counters.snapshot(), s, "the worker still runs");
 }
 
 #[test]
