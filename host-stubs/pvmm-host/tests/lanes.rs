@@ -66,7 +66,21 @@ fn two_lanes_offer_the_create_lane() {
 
 #[test]
 fn a_create_after_a_slow_destroy_is_answered_first() {
-    let mut r = lanes(Fault::None);
+    create_first(lanes(Fault::None));
+}
+
+/// A guest that does not know the feature (an older driver) is served the
+/// same way.
+#[test]
+fn an_older_guest_is_served_in_two_lanes_too() {
+    let r = lanes(Fault::None);
+    let offered = Header::read(&r.shm).unwrap().features;
+    guest_attach(&r.shm, offered & !FEATURE_CREATE_LANE);
+    assert_eq!(r.shm.read_u32(guest_ctl::FEATURES) & FEATURE_CREATE_LANE, 0);
+    create_first(r);
+}
+
+fn create_first(mut r: Rig) {
     r.submit(&[req(Op::Create, 1, 7, 0)]);
     assert_eq!(gather(&mut r, 1).len(), 1);
     let t0 = Instant::now();
