@@ -296,7 +296,8 @@ impl RingHost {
     /// request, moves held-back completions into the CQ, consumes every
     /// submission pending at the start (checking for a reset before each),
     /// publishes completions, interrupts the guest if it asked, and audits
-    /// the release log if there is one.
+    /// the release log if there is one. With two lanes it also takes back,
+    /// before publishing, the DESTROYs the worker finished.
     ///
     /// `irq` raises the guest's interrupt; `stop` is polled between work chunks.
     pub fn process(
@@ -403,8 +404,9 @@ impl RingHost {
     }
 
     /// The guest went away: its objects are freed with this value and counted
-    /// in `objects_dropped`; held-back completions (`late-ack`'s included) are
-    /// counted as dropped.
+    /// in `objects_dropped`; held-back completions (`late-ack`'s, and those
+    /// of the DESTROYs the worker held) are counted as dropped. The worker
+    /// is stopped and joined.
     pub fn disconnect(mut self) {
         let (unstarted, lane) = self.lane.as_mut().map_or((0, 0), Lane::discard);
         self.count(|c| &c.objects_dropped, unstarted as u64);
