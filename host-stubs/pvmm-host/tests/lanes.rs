@@ -128,6 +128,37 @@ fn a_bad_destroy_is_answered_on_the_slot_thread() {
     assert_eq!((r.host.lane_in_flight(), r.host.live_objects()), (0, 1));
 }
 
+/// A guest that does not consume: the worker's completions stay on its side
+/// once the held-back ones reach their bound, and come when there is room.
+#[test]
+fn finished_destroys_wait_for_room() {
+    let mut r = lanes(Fault::None);
+    let cq = r.layout.cq_entries as usize;
+    for first in [1u64, 5, 9, 13] {
+        let n = if first == 13 { 2 } else { 4 };
+        let reqs: Vec<_> = (first..first + n)
+            .map(|i| req(Op::Create, 1, i, 0))
+            .collect();
+        r.submit(&reqs);
+        r.process();
+    }
+    assert_eq!(r.host.overflow_len(), 14 - cq);
+    let destroys: Vec<_> = (1..=4).map(|i| req(Op::Destroy, 1, i, 0)).collect();
+    r.submit(&destroys);
+    r.process();
+    let t0 = Instant::now();
+    while r.counters.snapshot().destroys < 4 && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(10));
+    r.process();
+    assert_eq!(r.host.overflow_len(), cq, "held back up to the bound");
+    assert_eq!(r.host.lane_in_flight(), 2, "the rest wait with the worker");
+    let c = gather(&mut r, 18);
+    let destroyed = c.iter().filter(|c| c.op == Op::Destroy).count();
+    assert_eq!((c.len(), destroyed), (18, 4));
+}
+
 #[test]
 fn reset_discards_the_worker_queue() {
     let mut r = lanes(Fault::None);

@@ -126,12 +126,15 @@ impl RingHost {
         }
     }
 
-    /// Takes back the DESTROYs the worker finished and posts them.
+    /// Takes back the DESTROYs the worker finished and posts them, as many
+    /// as the held-back completions have room for: the rest wait on the
+    /// worker's side, where they keep the intake blocked.
     pub(crate) fn collect_lane(&mut self, shm: &impl SharedMemory, b: &mut Batch) {
+        let room = self.overflow_cap().saturating_sub(self.overflow.len());
         let Some(lane) = &mut self.lane else {
             return;
         };
-        for d in lane.take_done() {
+        for d in lane.take_done(room) {
             self.finish(shm, d.c, d.taken, b);
         }
     }

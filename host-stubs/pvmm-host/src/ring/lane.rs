@@ -125,9 +125,13 @@ impl Lane {
         self.shared.work.notify_one();
     }
 
-    /// The jobs finished since the last call, in the order they finished.
-    pub(crate) fn take_done(&mut self) -> Vec<Done> {
-        let done = std::mem::take(&mut self.shared.lock().done);
+    /// Up to `max` of the jobs finished, oldest first; the rest wait for
+    /// the next call.
+    pub(crate) fn take_done(&mut self, max: usize) -> Vec<Done> {
+        let mut q = self.shared.lock();
+        let n = q.done.len().min(max);
+        let done: Vec<Done> = q.done.drain(..n).collect();
+        drop(q);
         self.in_flight -= done.len();
         done
     }
