@@ -182,10 +182,16 @@ impl PvmmDevice {
 
         dev_info!(
             dev.as_ref(),
-            "peer {peer}, host peer {}, rings {}/{}, {nvec} vector(s)\n",
+            "peer {peer}, host peer {}, rings {}/{}, {nvec} vector(s), CREATEs {}\n",
             header.host_peer,
             header.layout.sq_entries,
-            header.layout.cq_entries
+            header.layout.cq_entries,
+            // Without the lane, a fork waits for the teardowns ahead of it.
+            if features & wire::FEATURE_CREATE_LANE != 0 {
+                "in a lane of their own"
+            } else {
+                "in ring order"
+            }
         );
         Ok(device)
     }

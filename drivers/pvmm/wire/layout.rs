@@ -24,9 +24,17 @@ pub const FEATURE_RESET: u32 = 1 << 2;
 /// Host audits releases: the guest reports every page directory it releases in the
 /// release log, so that the host can count releases it never acknowledged. A test aid.
 pub const FEATURE_RELEASE_LOG: u32 = 1 << 3;
+/// Host serves CREATEs without waiting behind DESTROYs: it takes the submission
+/// ring promptly and does DESTROY work on a lane of its own, so a DESTROY completion
+/// may come after those of later requests. Informational: the ring format is the
+/// same, and a guest that does not accept it is served the same way.
+pub const FEATURE_CREATE_LANE: u32 = 1 << 4;
 /// All features this version defines.
-pub const FEATURES_ALL: u32 =
-    FEATURE_NEED_WAKEUP | FEATURE_IRQ_SUPPRESS | FEATURE_RESET | FEATURE_RELEASE_LOG;
+pub const FEATURES_ALL: u32 = FEATURE_NEED_WAKEUP
+    | FEATURE_IRQ_SUPPRESS
+    | FEATURE_RESET
+    | FEATURE_RELEASE_LOG
+    | FEATURE_CREATE_LANE;
 
 /// Defines one cache line of the window from a single table of its fields: offset
 /// within the line, name and type.

@@ -12,7 +12,10 @@
 //! address space would. Populating and exiting are timed apart.
 //!
 //! The child talks over one socket (its stdin and stdout): it writes
-//! [`READY`], reads a decimal page count and a newline, writes [`POPULATED`]
+//! [`READY`], reads a decimal page count and a newline (optionally preceded
+//! by a policy name and a nice value it gives itself first: the destroy
+//! worker's, which a child spawned by the slot thread did not inherit),
+//! writes [`POPULATED`]
 //! with the CPU microseconds populating took and its own so far
 //! (`P<populate> <total>\n`), then waits to be killed. It asks for SIGKILL when the thread that spawned it
 //! exits, so a stub killed without cleanup leaves no children behind.
@@ -25,6 +28,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rustix::process::{WaitId, WaitIdOptions};
+
+use crate::priority::{Policy, Priority};
 use rustix::time::ClockId;
 
 /// First argument that turns the stub binary into a backing process.
@@ -114,6 +119,8 @@ pub struct Backing {
     /// `None` once reaped.
     child: Option<Child>,
     sock: UnixStream,
+    /// The priority the child takes before it populates; `None`: its own.
+    priority: Option<Priority>,
 }
 
 impl Backing {
@@ -132,9 +139,16 @@ impl Backing {
         let mut b = Backing {
             child: Some(child),
             sock: ours,
+            priority: None,
         };
         b.expect(READY, Some(Instant::now() + START_TIMEOUT), stop)?;
         Ok(b)
+    }
+
+    /// Has the child run its populating and its exit at `p` (it applies it
+    /// itself, so only lowering its priority is sure to work).
+    pub fn run_at(&mut self, p: Priority) {
+        self.priority = Some(p);
     }
 
     /// The child's process id.
@@ -161,7 +175,10 @@ impl Backing {
     /// long that took.
     pub fn populate(&mut self, pages: u64, stop: &dyn Fn() -> bool) -> io::Result<Populated> {
         let t0 = Instant::now();
-        writeln!(self.sock, "{pages}")?;
+        match self.priority {
+            Some(p) => writeln!(self.sock, "{} {} {pages}", p.policy.name(), p.nice)?,
+            None => writeln!(self.sock, "{pages}")?,
+        }
         self.expect(POPULATED, None, stop)?;
         let wall = t0.elapsed();
         let mut line = Vec::new();
@@ -298,10 +315,22 @@ fn child_serve() -> io::Result<()> {
     if input.read_line(&mut line)? == 0 {
         return Ok(());
     }
-    let pages: u64 = line
-        .trim()
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let (pages, priority) = match words[..] {
+        [pages] => (pages, None),
+        [policy, nice, pages] => (pages, Some((policy, nice))),
+        _ => return Err(io::Error::other("bad populate request")),
+    };
+    let pages: u64 = pages
         .parse()
         .map_err(|_| io::Error::other("bad page count"))?;
+    if let Some((policy, nice)) = priority {
+        let policy = <Policy as clap::ValueEnum>::from_str(policy, false);
+        if let (Ok(policy), Ok(nice)) = (policy, nice.parse()) {
+            // Best effort: at worst the child keeps the slot thread's.
+            let _ = Priority { policy, nice }.apply();
+        }
+    }
     let t0 = cpu_us(ClockId::ThreadCPUTime);
     // Keep the mapping until the kill: its teardown is the point.
     let _kept = populate(pages)?;

@@ -256,7 +256,11 @@ impl Injector {
         match self.fault {
             Fault::NeverAck if c.op == Op::Destroy => Intercept::Withheld,
             Fault::LateAck(d) if c.op == Op::Destroy => {
-                self.delayed.push_back((taken + d, c));
+                // In request order: a DESTROY the destroy worker finished
+                // goes ahead of the completions of requests taken after it.
+                let due = taken + d;
+                let at = self.delayed.partition_point(|&(t, _)| t <= due);
+                self.delayed.insert(at, (due, c));
                 Intercept::Delayed
             }
             Fault::DupAck => Intercept::Twice(c),
@@ -521,6 +525,19 @@ mod tests {
         assert_eq!(inj.pop_due(late), Some(c(1)));
         assert_eq!(inj.pop_due(late), Some(c(2)));
         assert_eq!((inj.pop_due(late), inj.due_in(late)), (None, None));
+        // A completion finished late (a destroy worker's) for a request
+        // taken early goes ahead of one taken after it.
+        assert_eq!(
+            inj.intercept(c(4), t0 + Duration::from_millis(5)),
+            Intercept::Delayed
+        );
+        assert_eq!(
+            inj.intercept(c(3), t0 + Duration::from_millis(2)),
+            Intercept::Delayed
+        );
+        assert_eq!(inj.due_in(t0), Some(Duration::from_millis(12)));
+        assert_eq!(inj.pop_due(late), Some(c(3)));
+        assert_eq!(inj.pop_due(late), Some(c(4)));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use pvmm_wire::Layout;
 /// pvmm host stub: serves QEMU ivshmem-doorbell guests and their pvmm rings.
 ///
 /// Each --socket is one guest slot with its own shared memory, rings, host
-/// objects and thread. Start QEMU with
+/// objects and threads. Start QEMU with
 /// `-chardev socket,path=SOCKET,id=ivs -device ivshmem-doorbell,chardev=ivs,vectors=1`.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
@@ -92,15 +92,30 @@ struct Args {
     /// Longest idle sleep without a doorbell, milliseconds (safety net).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     idle_timeout_ms: u64,
-    /// Scheduling policy of each slot's serving thread (idle: below every
+    /// How each slot serves its guest: two (the slot thread takes the
+    /// submission ring promptly and answers CREATEs; a destroy worker thread
+    /// per guest does the DESTROYs' work; offers FEATURE_CREATE_LANE) or one
+    /// (the slot thread serves every request in ring order).
+    #[arg(long, value_enum, default_value_t = Lanes::Two, value_name = "N")]
+    lanes: Lanes,
+    /// Scheduling policy of the thread that does DESTROY work: the destroy
+    /// worker with two lanes, the slot thread with one (idle: below every
     /// normal thread, the "low-priority host worker").
     #[arg(long, value_enum, default_value_t = Policy::Other, value_name = "POLICY")]
     worker_sched: Policy,
-    /// Nice value of each slot's serving thread, -20 to 19 (below the
-    /// process's own value needs CAP_SYS_NICE).
+    /// Nice value of the thread that does DESTROY work, -20 to 19 (below
+    /// the process's own value needs CAP_SYS_NICE).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true,
           value_parser = clap::value_parser!(i32).range(-20..=19))]
     worker_nice: i32,
+    /// With two lanes: scheduling policy of each slot thread, which answers
+    /// CREATEs (the vCPUs' priority: leave it at other).
+    #[arg(long, value_enum, default_value_t = Policy::Other, value_name = "POLICY")]
+    slot_sched: Policy,
+    /// With two lanes: nice value of each slot thread, -20 to 19.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    slot_nice: i32,
     /// Write a CSV time series of every slot's counters to this file.
     #[arg(long, value_name = "PATH")]
     series: Option<PathBuf>,
@@ -136,6 +151,15 @@ struct Args {
     /// mode 0600 as well.
     #[arg(long, value_name = "UID")]
     allow_uid: Vec<u32>,
+}
+
+/// `--lanes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Lanes {
+    #[value(name = "one")]
+    One,
+    #[value(name = "two")]
+    Two,
 }
 
 /// `--work`.
@@ -213,6 +237,22 @@ fn run(args: Args) -> Result<()> {
         );
     }
 
+    let worker = Priority {
+        policy: args.worker_sched,
+        nice: args.worker_nice,
+    };
+    let slot = Priority {
+        policy: args.slot_sched,
+        nice: args.slot_nice,
+    };
+    let (slot, destroy_worker) = match args.lanes {
+        Lanes::Two => (slot, Some(worker)),
+        Lanes::One if slot != Priority::default() => {
+            bail!("--slot-sched/--slot-nice need --lanes two; with one, use --worker-*")
+        }
+        Lanes::One => (worker, None),
+    };
+
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second signal while shutting down exits at once.
@@ -239,6 +279,7 @@ fn run(args: Args) -> Result<()> {
         fault: args.fault,
         backing: (args.work == Work::Process)
             .then(|| Model::this_exe(args.backing_scale_pct, args.backing_max_mib)),
+        destroy_worker,
     };
 
     // Bind everything first, so a bad path fails before any guest is served.
@@ -273,10 +314,7 @@ fn run(args: Args) -> Result<()> {
             counters: Arc::clone(&counters[index]),
             all_counters: Arc::clone(&counters),
             stats_file: args.stats_file.clone(),
-            priority: Priority {
-                policy: args.worker_sched,
-                nice: args.worker_nice,
-            },
+            priority: slot,
             allow_uids: allow_uids.clone(),
         };
         let stop = Arc::clone(&stop);
@@ -379,6 +417,20 @@ mod tests {
         assert_eq!((a.series, a.series_ms), (None, 100));
         let a = parse(&["--worker-sched", "idle", "--worker-nice", "-5"]).unwrap();
         assert_eq!((a.worker_sched, a.worker_nice), (Policy::Idle, -5));
+        assert_eq!(parse(&[]).unwrap().lanes, Lanes::Two);
+        let a = parse(&[
+            "--lanes",
+            "one",
+            "--slot-sched",
+            "batch",
+            "--slot-nice",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(
+            (a.lanes, a.slot_sched, a.slot_nice),
+            (Lanes::One, Policy::Batch, 3)
+        );
         let a = parse(&["--series", "/tmp/x.csv", "--series-ms", "10"]).unwrap();
         assert_eq!(a.series, Some(PathBuf::from("/tmp/x.csv")));
         assert_eq!(a.series_ms, 10);
@@ -386,6 +438,8 @@ mod tests {
             &["--worker-sched", "fifo"][..],
             &["--worker-nice", "20"],
             &["--worker-nice", "-21"],
+            &["--slot-nice", "20"],
+            &["--lanes", "three"],
             &["--series-ms", "9"],
             &["--series-ms", "60001"],
         ] {

@@ -4,7 +4,7 @@
 
 use std::cell::Cell;
 use std::io::Read;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use crate::priority::Priority;
 use crate::ratelimit::RateLimit;
 use crate::ring::{Config, Next, RingHost};
 use crate::shm::MappedShm;
-use crate::stats::{thread_cpu_us, Counters, Snapshot, StatsFile};
+use crate::stats::{Counters, CpuMeter, Snapshot, StatsFile};
 
 /// Everything one slot needs besides its socket.
 #[derive(Clone, Debug)]
@@ -43,7 +43,8 @@ pub struct SlotConfig {
     pub all_counters: Arc<Vec<Arc<Counters>>>,
     /// Live stats file, if wanted.
     pub stats_file: Option<PathBuf>,
-    /// Scheduling policy and nice value the serving thread gives itself.
+    /// Scheduling policy and nice value the serving thread gives itself;
+    /// the destroy worker's, with two lanes, is `ring.destroy_worker`.
     pub priority: Priority,
     /// User ids allowed to connect (`--allow-uid`), checked with `SO_PEERCRED`.
     pub allow_uids: Vec<u32>,
@@ -77,13 +78,22 @@ struct Conn {
 /// do.
 pub fn serve(mut server: Server, cfg: SlotConfig, stop: &AtomicBool) -> Result<()> {
     let name = format!("slot{}", cfg.index);
-    cfg.priority.apply().with_context(|| {
-        format!(
-            "{name}: cannot apply --worker-sched/--worker-nice ({})",
-            cfg.priority
-        )
-    })?;
+    let (slot_opts, worker) = match cfg.ring.destroy_worker {
+        None => ("--worker-sched/--worker-nice", None),
+        Some(p) => ("--slot-sched/--slot-nice", Some(p)),
+    };
+    cfg.priority
+        .apply()
+        .with_context(|| format!("{name}: cannot apply {slot_opts} ({})", cfg.priority))?;
     log::info!("{name}: serving thread runs with {}", cfg.priority);
+    if let Some(p) = worker {
+        // Each guest's worker applies it itself: find out now if it cannot.
+        std::thread::spawn(move || p.apply())
+            .join()
+            .map_err(|_| anyhow::anyhow!("priority probe panicked"))?
+            .with_context(|| format!("{name}: cannot apply --worker-sched/--worker-nice ({p})"))?;
+        log::info!("{name}: two lanes; each guest's destroy worker runs with {p}");
+    }
     let mut stats = cfg.stats_file.as_deref().map(StatsFile::new);
     // `now`: the first and the last write; otherwise at most every
     // StatsFile::MIN_INTERVAL, however busy the guest keeps the slot.
@@ -102,6 +112,8 @@ pub fn serve(mut server: Server, cfg: SlotConfig, stop: &AtomicBool) -> Result<(
     };
     write_stats(&mut stats, true);
     let stop_fn = || stop.load(Ordering::Relaxed);
+    // All of this thread's CPU time, from its start; its workers add theirs.
+    let mut cpu = CpuMeter(0);
     let mut conn: Option<Conn> = None;
     let mut next = Next::WaitDoorbell;
     let mut refusals = RateLimit::new();
@@ -136,7 +148,9 @@ pub fn serve(mut server: Server, cfg: SlotConfig, stop: &AtomicBool) -> Result<(
         if let Some(due) = stats.as_ref().and_then(|f| f.due_in(Instant::now())) {
             timeout = timeout.min(due);
         }
-        let (listen_ev, client_ev, bells) = wait(&server, conn.as_ref().map(|c| c.id), timeout)?;
+        let lane = conn.as_ref().and_then(|c| c.ring.lane_fd());
+        let (listen_ev, client_ev, bells) =
+            wait(&server, conn.as_ref().map(|c| c.id), lane, timeout)?;
         let mut changed = false;
 
         if bells > 0 {
@@ -185,9 +199,7 @@ pub fn serve(mut server: Server, cfg: SlotConfig, stop: &AtomicBool) -> Result<(
             disconnect(&mut server, c, &name);
             changed = true;
         }
-        cfg.counters
-            .cpu_us
-            .store(thread_cpu_us(), Ordering::Relaxed);
+        cpu.charge(&cfg.counters);
         if changed {
             if let Some(f) = &mut stats {
                 f.mark();
@@ -199,9 +211,7 @@ pub fn serve(mut server: Server, cfg: SlotConfig, stop: &AtomicBool) -> Result<(
     if let Some(c) = conn.take() {
         disconnect(&mut server, c, &name);
     }
-    cfg.counters
-        .cpu_us
-        .store(thread_cpu_us(), Ordering::Relaxed);
+    cpu.charge(&cfg.counters);
     write_stats(&mut stats, true);
     Ok(())
 }
@@ -222,11 +232,18 @@ pub fn run_slot(name: &str, stop: &AtomicBool, f: impl FnOnce() -> Result<()>) -
     })
 }
 
-/// Sleeps until a connection, a hang-up, a doorbell or `timeout`. Returns
-/// (listener readable, client readable, doorbells drained).
-fn wait(server: &Server, client: Option<u16>, timeout: Duration) -> Result<(bool, bool, u64)> {
+/// Sleeps until a connection, a hang-up, a doorbell, a DESTROY the `lane`
+/// finished, or `timeout`. Returns (listener readable, client readable,
+/// doorbells drained); the lane's eventfd is drained, its work is taken in
+/// the round.
+fn wait(
+    server: &Server,
+    client: Option<u16>,
+    lane: Option<BorrowedFd<'_>>,
+    timeout: Duration,
+) -> Result<(bool, bool, u64)> {
     let client_fd = client.and_then(|id| server.clients().iter().find(|c| c.id == id));
-    let mut fds = Vec::with_capacity(2 + server.host_vectors().len());
+    let mut fds = Vec::with_capacity(3 + server.host_vectors().len());
     let listener = server.listener();
     fds.push(PollFd::new(&listener, PollFlags::IN));
     let bells_at = if let Some(c) = client_fd {
@@ -237,6 +254,9 @@ fn wait(server: &Server, client: Option<u16>, timeout: Duration) -> Result<(bool
     };
     for v in server.host_vectors() {
         fds.push(PollFd::new(v, PollFlags::IN));
+    }
+    if let Some(fd) = &lane {
+        fds.push(PollFd::new(fd, PollFlags::IN));
     }
     let ts = Timespec {
         tv_sec: timeout.as_secs() as _,
@@ -253,6 +273,11 @@ fn wait(server: &Server, client: Option<u16>, timeout: Duration) -> Result<(bool
     for (f, v) in fds[bells_at..].iter().zip(server.host_vectors()) {
         if ready(f) {
             bells = bells.saturating_add(ivshmem::drain(v.as_fd()));
+        }
+    }
+    if let (Some(fd), Some(f)) = (lane, fds.last()) {
+        if ready(f) {
+            ivshmem::drain(fd);
         }
     }
     Ok((listen, client, bells))

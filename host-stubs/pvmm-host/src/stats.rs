@@ -248,6 +248,23 @@ pub fn thread_cpu_us() -> u64 {
     (t.tv_sec as u64).saturating_mul(1_000_000) + (t.tv_nsec as u64) / 1000
 }
 
+/// Adds the calling thread's CPU time to `cpu_us` as it goes, so that a
+/// slot's threads (its serving thread and its destroy workers) sum there.
+/// Holds the thread CPU time charged so far; start it at 0 to charge the
+/// thread's whole life, or at [`thread_cpu_us`] to charge from now.
+#[derive(Debug)]
+pub struct CpuMeter(pub u64);
+
+impl CpuMeter {
+    /// Charges the CPU time used since the last call.
+    pub fn charge(&mut self, c: &Counters) {
+        let now = thread_cpu_us();
+        c.cpu_us
+            .fetch_add(now.saturating_sub(self.0), Ordering::Relaxed);
+        self.0 = now.max(self.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

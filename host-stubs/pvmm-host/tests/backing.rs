@@ -88,6 +88,27 @@ fn populate_maps_the_pages_and_kill_reaps() {
     assert_no_children();
 }
 
+/// The child takes the destroy worker's priority before it populates, so
+/// its teardown runs at that priority too.
+#[test]
+fn populate_runs_at_the_priority_asked() {
+    use pvmm_host::priority::{Policy, Priority};
+    let _g = serial();
+    let mut b = Backing::spawn(&model(), &never).unwrap();
+    let pid = b.pid();
+    b.run_at(Priority {
+        policy: Policy::Batch,
+        nice: 19,
+    });
+    b.populate(16, &never).unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command name: state is field 3, nice 19, policy 41.
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split(' ').collect();
+    assert_eq!((fields[17], fields[39]), ("19", "3"), "nice, SCHED_BATCH");
+    b.kill().unwrap();
+    assert_no_children();
+}
+
 #[test]
 fn destroy_populates_then_reaps() {
     let _g = serial();
@@ -185,6 +206,52 @@ fn ring_backs_every_space() {
     );
     assert!(s.backing_spawn_us > 0 && s.backing_populate_us > 0 && s.backing_exit_us > 0);
     // The guest goes away: its last space's process goes with it.
+    r.host.disconnect();
+    assert_no_children();
+}
+
+/// With two lanes the worker tears the processes down; a reset and then a
+/// disconnect in the middle of that leave no child behind.
+#[test]
+fn two_lanes_leave_no_child_behind() {
+    use pvmm_host::priority::{Policy, Priority};
+    let _g = serial();
+    let mut r = Rig::with(
+        Layout::new(4, 8).unwrap(),
+        Config {
+            backing: Some(model()),
+            destroy_worker: Some(Priority {
+                policy: Policy::Batch,
+                nice: 19,
+            }),
+            ..Config::default()
+        },
+    );
+    let created = |r: &mut Rig, spaces: &[u64]| {
+        let reqs: Vec<_> = spaces.iter().map(|&s| req(Op::Create, 1, s, 0)).collect();
+        r.submit(&reqs);
+        r.process();
+        assert_eq!(r.ok_completions().len(), spaces.len());
+    };
+    created(&mut r, &[0x1000, 0x2000, 0x3000]);
+    // 64 MiB each (the model's cap): the first is being populated when the
+    // reset comes, the others wait in the queue.
+    let destroys: Vec<_> = [0x1000, 0x2000, 0x3000]
+        .iter()
+        .map(|&s| req(Op::Destroy, 1, s, 1 << 20))
+        .collect();
+    r.submit(&destroys);
+    r.process();
+    std::thread::sleep(Duration::from_millis(20));
+    let seq = pvmm_wire::guest_request_reset(&r.shm);
+    r.process();
+    assert!(pvmm_wire::guest_reset_done(&r.shm, seq));
+    r.cq.skip_all(&r.shm);
+    assert_eq!(r.host.lane_in_flight(), 0);
+    created(&mut r, &[0x4000, 0x5000]);
+    r.submit(&[req(Op::Destroy, 1, 0x4000, 1 << 20)]);
+    r.process();
+    std::thread::sleep(Duration::from_millis(20));
     r.host.disconnect();
     assert_no_children();
 }

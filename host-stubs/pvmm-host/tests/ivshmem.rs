@@ -197,80 +197,153 @@ fn a_departed_client_cannot_ring_the_next_ones_doorbell() {
     assert_eq!(ivshmem::drain(server.host_vectors()[0].as_fd()), 1);
 }
 
+/// A slot serving one guest on a thread of its own, with `ring` and an idle
+/// sleep of `idle`.
+struct Slot {
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+    counters: std::sync::Arc<pvmm_host::stats::Counters>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Slot {
+    fn start(ring: pvmm_host::ring::Config, idle: std::time::Duration) -> Slot {
+        use pvmm_host::priority::Priority;
+        use pvmm_host::serve::{default_allow_uids, serve, SlotConfig};
+        use pvmm_host::stats::Counters;
+        use std::sync::Arc;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sock");
+        let server = Server::bind(&path, 1, 0, 1).unwrap();
+        let counters = Arc::new(Counters::default());
+        let cfg = SlotConfig {
+            index: 0,
+            shm_size: 64 << 10,
+            layout: pvmm_wire::Layout::new(4, 8).unwrap(),
+            ring,
+            idle_timeout: idle,
+            poll_soon: std::time::Duration::from_millis(1),
+            all_counters: Arc::new(vec![Arc::clone(&counters)]),
+            counters: Arc::clone(&counters),
+            stats_file: None,
+            priority: Priority::default(),
+            allow_uids: default_allow_uids(),
+        };
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || serve(server, cfg, &stop))
+        };
+        Slot {
+            path,
+            _dir: dir,
+            counters,
+            stop,
+            thread,
+        }
+    }
+
+    /// Connects a guest and submits `reqs` (tag 1, no pages unless given),
+    /// ringing once.
+    fn guest(&self, reqs: &[(pvmm_wire::Op, u64, u64)]) -> (UnixStream, ClientSetup, MappedShm) {
+        use pvmm_wire::{guest_attach, Header, Request, SqProducer};
+        let guest = UnixStream::connect(&self.path).unwrap();
+        let setup = client_handshake(&guest, 1).unwrap();
+        let shm = MappedShm::map(setup.shm.try_clone().unwrap()).unwrap();
+        let header = Header::read(&shm).unwrap();
+        guest_attach(&shm, header.features);
+        let mut sq = SqProducer::resume(header.layout, &shm);
+        for &(op, space, pages) in reqs {
+            let r = Request {
+                op,
+                tag: 1,
+                space,
+                pages,
+            };
+            sq.push(&shm, &r).unwrap();
+        }
+        sq.publish(&shm);
+        ivshmem::notify(setup.peers[0].1[0].as_fd()).unwrap();
+        (guest, setup, shm)
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap().unwrap();
+    }
+}
+
+fn wait_for(what: &str, f: &dyn Fn() -> bool) -> std::time::Duration {
+    let t = std::time::Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "waited for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    t.elapsed()
+}
+
 /// A guest that hangs up while its slot works on a long DESTROY is noticed
 /// within the round, not after it.
 #[test]
 fn a_hang_up_is_noticed_during_a_long_round() {
-    use pvmm_host::priority::Priority;
     use pvmm_host::ring::Config;
-    use pvmm_host::serve::{default_allow_uids, serve, SlotConfig};
-    use pvmm_host::stats::Counters;
-    use pvmm_wire::{guest_attach, Header, Layout, Op, Request, SqProducer};
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-    use std::time::{Duration, Instant};
+    use pvmm_wire::Op;
+    use std::time::Duration;
 
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("sock");
-    let server = Server::bind(&path, 1, 0, 1).unwrap();
-    let counters = Arc::new(Counters::default());
-    let layout = Layout::new(4, 8).unwrap();
-    let cfg = SlotConfig {
-        index: 0,
-        shm_size: 64 << 10,
-        layout,
-        // One DESTROY is 10 s of CPU time.
-        ring: Config {
-            cost_base_us: 10_000_000,
-            ..Config::default()
-        },
-        idle_timeout: Duration::from_millis(50),
-        poll_soon: Duration::from_millis(1),
-        all_counters: Arc::new(vec![Arc::clone(&counters)]),
-        counters: Arc::clone(&counters),
-        stats_file: None,
-        priority: Priority::default(),
-        allow_uids: default_allow_uids(),
+    // One DESTROY is 10 s of CPU time.
+    let ring = Config {
+        cost_base_us: 10_000_000,
+        ..Config::default()
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let slot = {
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || serve(server, cfg, &stop))
-    };
-    let wait_for = |what: &str, f: &dyn Fn() -> bool| {
-        let t = Instant::now();
-        while !f() {
-            assert!(t.elapsed() < Duration::from_secs(5), "waited for {what}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        t.elapsed()
-    };
-
-    let guest = UnixStream::connect(&path).unwrap();
-    let setup = client_handshake(&guest, 1).unwrap();
-    let shm = MappedShm::map(setup.shm).unwrap();
-    guest_attach(&shm, Header::read(&shm).unwrap().features);
-    let mut sq = SqProducer::resume(layout, &shm);
-    for (op, space) in [(Op::Create, 1), (Op::Create, 2), (Op::Destroy, 1)] {
-        let r = Request {
-            op,
-            tag: 1,
-            space,
-            pages: 0,
-        };
-        sq.push(&shm, &r).unwrap();
-    }
-    sq.publish(&shm);
-    ivshmem::notify(setup.peers[0].1[0].as_fd()).unwrap();
+    let slot = Slot::start(ring, Duration::from_millis(50));
+    let reqs = [(Op::Create, 1, 0), (Op::Create, 2, 0), (Op::Destroy, 1, 0)];
+    let (guest, setup, shm) = slot.guest(&reqs);
+    let counters = &slot.counters;
     wait_for("the CREATEs", &|| counters.snapshot().creates == 2);
     std::thread::sleep(Duration::from_millis(50));
 
-    drop((guest, setup.own, setup.peers, shm));
+    drop((guest, setup, shm));
     let took = wait_for("the hang-up", &|| counters.snapshot().objects_dropped == 1);
     assert!(
         took < Duration::from_secs(2),
         "hang-up noticed after {took:?}"
     );
-    stop.store(true, Ordering::Relaxed);
-    slot.join().unwrap().unwrap();
+    slot.stop();
+}
+
+/// With two lanes the worker's finished DESTROY wakes the serving loop: it
+/// is published long before the idle sleep would end, with no doorbell.
+#[test]
+fn a_finished_destroy_wakes_the_slot() {
+    use pvmm_host::priority::Priority;
+    use pvmm_host::ring::Config;
+    use pvmm_wire::{CqConsumer, Header, Op};
+    use std::time::Duration;
+
+    // 100 ms of CPU time per DESTROY.
+    let ring = Config {
+        cost_base_us: 100_000,
+        destroy_worker: Some(Priority::default()),
+        ..Config::default()
+    };
+    let slot = Slot::start(ring, Duration::from_secs(10));
+    let (guest, setup, shm) = slot.guest(&[(Op::Create, 1, 0), (Op::Destroy, 1, 0)]);
+    let mut cq = CqConsumer::resume(Header::read(&shm).unwrap().layout, &shm);
+    let t = std::time::Instant::now();
+    let mut got = Vec::new();
+    while got.len() < 2 && t.elapsed() < Duration::from_secs(5) {
+        while let Some(c) = cq.pop(&shm).unwrap() {
+            got.push(c.unwrap().op);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(got, [Op::Create, Op::Destroy], "after {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    drop((guest, setup, shm));
+    slot.stop();
 }

@@ -389,8 +389,20 @@ fn fuzz_body_runs_every_fault_on_both_memories() {
     let dup = fuzz::Options {
         fault: Fault::DupAck,
         mapped: true,
+        ..Default::default()
     };
     assert!(fuzz::run_with(&script, dup).unmatched > 0);
+    // Two lanes: the same requests consumed, each answered or discarded.
+    let lanes = fuzz::Options {
+        lanes: true,
+        ..Default::default()
+    };
+    let two = fuzz::run_with(&script, lanes);
+    assert_eq!(two.consumed, r.consumed);
+    assert_eq!(
+        (two.completed, two.unmatched),
+        (two.consumed - two.discarded, 0)
+    );
 }
 
 proptest! {

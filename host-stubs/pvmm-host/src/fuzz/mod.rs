@@ -53,10 +53,15 @@
 //! model, the read rules, the bounds and the counters still hold.
 //! [`run_any`], which `make fuzz` runs, takes the options from the script's
 //! first byte.
+//!
+//! With two lanes ([`Options::lanes`]) DESTROYs are done on the worker
+//! thread, which never touches the window: their completions come when it
+//! hands them back, in a later round, so a replay of such a script may take
+//! another path, and the end of a script waits for the worker.
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pvmm_wire::mem::MemShm;
 use pvmm_wire::{
@@ -65,6 +70,7 @@ use pvmm_wire::{
 };
 
 use crate::fault::Fault;
+use crate::priority::Priority;
 use crate::ring::{Config, RingHost};
 use crate::shm::MappedShm;
 use crate::stats::Counters;
@@ -106,12 +112,14 @@ pub struct Options {
     /// Over a sealed memfd mapping ([`MappedShm`], as the stub serves a
     /// guest) instead of in-process memory.
     pub mapped: bool,
+    /// Two lanes (`--lanes two`): DESTROY work on a worker thread.
+    pub lanes: bool,
 }
 
 impl Options {
     /// Options from one byte: every `--fault` mode (none on 2 in 12), with
     /// short times and small counts so that they act within a script; a
-    /// memfd mapping for a quarter of the values.
+    /// memfd mapping for a quarter of the values, two lanes for half.
     pub fn from_byte(b: u8) -> Options {
         let ms = Duration::from_millis(1);
         let n = u64::from(b / 12 % 8) + 1;
@@ -131,6 +139,7 @@ impl Options {
         Options {
             fault,
             mapped: b >= 192,
+            lanes: b & 0x10 != 0,
         }
     }
 
@@ -305,10 +314,19 @@ impl<S: SharedMemory> Run<S> {
         self.step();
         self.shm
             .store_release_u32(guest_ctl::FLAGS, GUEST_READY | GUEST_NEED_IRQ);
-        for _ in 0..4 {
+        // With two lanes, until the worker has handed everything back too
+        // (under a fault it may never be taken back: a broken CQ).
+        let strict = self.oracle.borrow().strict;
+        let end = Instant::now() + Duration::from_secs(10);
+        let mut rounds = 0;
+        while rounds < 4 || (strict && self.host.lane_in_flight() > 0 && Instant::now() < end) {
             let cq_tail = self.oracle.borrow().cq_tail;
             self.shm.store_release_u32(guest_ctl::CQ_HEAD, cq_tail);
             self.step();
+            if rounds >= 4 {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            rounds += 1;
         }
         let o = self.oracle.borrow();
         if !o.strict {
@@ -362,6 +380,7 @@ fn run_on<S: SharedMemory>(data: &[u8], opts: Options, shm: S) -> Report {
     let words = (layout.size as usize).div_ceil(8);
     let cfg = Config {
         fault: opts.fault,
+        destroy_worker: opts.lanes.then(Priority::default),
         ..config()
     };
     let counters = Arc::new(Counters::default());

@@ -7,8 +7,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use pvmm_wire::{guest_ctl, host_ctl, BadEntry, Error, Op, SharedMemory, GUEST_READY};
+use pvmm_wire::{guest_ctl, host_ctl, BadEntry, Completion, Error, Op, SharedMemory, GUEST_READY};
 
+use super::lane::Job;
 use super::{Batch, Ring, RingHost};
 use crate::fault::Intercept;
 use crate::ratelimit::{info_limited, warn_limited};
@@ -19,10 +20,14 @@ impl RingHost {
         self.layout.cq_entries as usize
     }
 
-    /// Whether held-back completions (CQ overflow, or `late-ack`'s queue)
-    /// are at their bound, so no more submissions are taken for now.
+    /// Whether held-back completions (CQ overflow, or `late-ack`'s queue),
+    /// or the DESTROYs the worker holds, are at their bound, so no more
+    /// submissions are taken for now. A guest within its credits never has
+    /// a CQ's worth of DESTROYs outstanding.
     pub(crate) fn intake_blocked(&self) -> bool {
-        self.overflow.len() >= self.overflow_cap() || self.inject.backlog_full()
+        self.overflow.len() >= self.overflow_cap()
+            || self.inject.backlog_full()
+            || self.lane_in_flight() >= self.overflow_cap()
     }
 
     /// Sets the `sq_pending` gauge from the guest's SQ tail and our head: 0
@@ -74,25 +79,33 @@ impl RingHost {
                     // stretch, and show the backlog it leaves waiting.
                     self.release_sq(shm);
                     self.post_due(shm, b);
+                    self.collect_lane(shm, b);
                     self.publish(shm, irq, b);
                     self.sample_sq_pending(shm);
                 }
                 let taken = Instant::now();
-                let c = self.handle(&req, stop);
-                match self.inject.intercept(c, taken) {
-                    Intercept::Post(c) => self.complete(shm, c, b),
-                    Intercept::Withheld => self.count(|c| &c.faults_withheld, 1),
-                    Intercept::Delayed => self.count(|c| &c.faults_delayed, 1),
-                    Intercept::Twice(c) => {
-                        self.complete(shm, c, b);
-                        self.complete(shm, c, b);
-                        self.count(|c| &c.faults_duplicated, 1);
-                    }
-                    Intercept::Forged(forged, c) => {
-                        self.forged.insert((forged.space, forged.tag));
-                        self.complete(shm, forged, b);
-                        self.complete(shm, c, b);
-                        self.count(|c| &c.faults_forged, 1);
+                match (req.op, self.lane.is_some()) {
+                    // Two lanes: the DESTROY is checked and its object
+                    // removed here, in ring order; the worker does the rest.
+                    (Op::Destroy, true) => match self.take_object(&req) {
+                        Ok(backing) => self.give_to_lane(Job {
+                            req,
+                            backing,
+                            taken,
+                        }),
+                        Err(status) => {
+                            let c = Completion {
+                                op: req.op,
+                                status,
+                                tag: req.tag,
+                                space: req.space,
+                            };
+                            self.finish(shm, c, taken, b);
+                        }
+                    },
+                    _ => {
+                        let c = self.handle(&req, stop);
+                        self.finish(shm, c, taken, b);
                     }
                 }
                 if self.inject.taken(Some(req.op), Instant::now()) {
@@ -103,6 +116,45 @@ impl RingHost {
                         self.fault()
                     );
                 }
+            }
+        }
+    }
+
+    fn give_to_lane(&mut self, job: Job) {
+        if let Some(lane) = &mut self.lane {
+            lane.submit(job);
+        }
+    }
+
+    /// Takes back the DESTROYs the worker finished and posts them, as many
+    /// as the held-back completions have room for: the rest wait on the
+    /// worker's side, where they keep the intake blocked.
+    pub(crate) fn collect_lane(&mut self, shm: &impl SharedMemory, b: &mut Batch) {
+        let room = self.overflow_cap().saturating_sub(self.overflow.len());
+        let Some(lane) = &mut self.lane else {
+            return;
+        };
+        for d in lane.take_done(room) {
+            self.finish(shm, d.c, d.taken, b);
+        }
+    }
+
+    /// Posts a finished request's completion, through the fault injector.
+    fn finish(&mut self, shm: &impl SharedMemory, c: Completion, taken: Instant, b: &mut Batch) {
+        match self.inject.intercept(c, taken) {
+            Intercept::Post(c) => self.complete(shm, c, b),
+            Intercept::Withheld => self.count(|c| &c.faults_withheld, 1),
+            Intercept::Delayed => self.count(|c| &c.faults_delayed, 1),
+            Intercept::Twice(c) => {
+                self.complete(shm, c, b);
+                self.complete(shm, c, b);
+                self.count(|c| &c.faults_duplicated, 1);
+            }
+            Intercept::Forged(forged, c) => {
+                self.forged.insert((forged.space, forged.tag));
+                self.complete(shm, forged, b);
+                self.complete(shm, c, b);
+                self.count(|c| &c.faults_forged, 1);
             }
         }
     }

@@ -5,33 +5,39 @@
 //! an in-memory window.
 //!
 //! [`RingHost`] is split by concern: taking submissions (`intake.rs`), the host
-//! objects and the cost of destroying them (`objects.rs`), posting completions
-//! (`completions.rs`) and the reset handshake (`reset.rs`); the release audit and
-//! the fault hooks are beside their state, in `crate::audit` and `crate::fault`.
+//! objects (`objects.rs`), the costly work of destroying them (`destroyer.rs`),
+//! done inline or on a worker thread (`lane.rs`, `--lanes two`), posting
+//! completions (`completions.rs`) and the reset handshake (`reset.rs`); the
+//! release audit and the fault hooks are beside their state, in `crate::audit`
+//! and `crate::fault`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pvmm_wire::{
     host_ctl, Completion, CqProducer, Layout, LogConsumer, SharedMemory, SqConsumer, FEATURES_ALL,
-    FEATURE_NEED_WAKEUP, FEATURE_RELEASE_LOG,
+    FEATURE_CREATE_LANE, FEATURE_NEED_WAKEUP, FEATURE_RELEASE_LOG,
 };
 
 use crate::audit::AckedSet;
-use crate::budget::CpuBudget;
 use crate::fault::{Fault, Injector};
 use crate::ratelimit::RateLimit;
 use crate::stats::Counters;
 
 mod completions;
+mod destroyer;
 mod fault_hooks;
 mod intake;
+mod lane;
 mod objects;
 mod reset;
 mod waiting;
 
+use destroyer::Destroyer;
+use lane::Lane;
 pub use objects::Config;
 use objects::Space;
 
@@ -125,15 +131,17 @@ pub struct RingHost {
     /// Mirrored into `host_ctl::ERRORS`.
     errors: u32,
     pub(crate) spaces: HashMap<u64, Space>,
-    scratch: Vec<u64>,
+    /// Does DESTROY work inline (one lane), and paces the slot thread
+    /// (`--slot-cpu-share`).
+    destroyer: Destroyer,
+    /// `--lanes two`: the worker that does DESTROY work instead.
+    lane: Option<Lane>,
     pub(crate) limit: RateLimit,
     /// Separate from `limit`: re-announcing `GUEST_READY` is cheap for a guest,
     /// and must neither flood the log nor crowd out the warnings.
     pub(crate) info_limit: RateLimit,
     /// `--fault` state; inert with [`Fault::None`].
     pub(crate) inject: Injector,
-    /// `--slot-cpu-share`: what DESTROY work may spend.
-    budget: CpuBudget,
     /// Resets carried out for this guest, for the release audit.
     pub(crate) resets_done: u64,
     /// `--audit-releases`: the release log and the DESTROYs acknowledged;
@@ -153,7 +161,14 @@ impl RingHost {
     /// [`Self::init_shm`] on the window before the guest sees it.
     pub fn new(name: &str, layout: Layout, cfg: Config, counters: Arc<Counters>) -> RingHost {
         let inject = Injector::new(cfg.fault);
-        let budget = CpuBudget::new(cfg.cpu_share);
+        let destroyer = Destroyer::new(name, &cfg, &counters);
+        let lane = cfg.destroy_worker.and_then(|p| {
+            let mut worker = Destroyer::new(name, &cfg, &counters);
+            worker.priority = Some(p);
+            Lane::start(name, worker, p)
+                .map_err(|e| log::error!("{name}: no destroy worker, one lane: {e}"))
+                .ok()
+        });
         let audit = (layout.log_entries != 0).then(|| {
             (
                 LogConsumer::new(layout),
@@ -180,11 +195,11 @@ impl RingHost {
             guest_ready: false,
             errors: 0,
             spaces: HashMap::new(),
-            scratch: vec![0x9e37_79b9_7f4a_7c15; 512],
+            destroyer,
+            lane,
             limit: RateLimit::new(),
             info_limit: RateLimit::new(),
             inject,
-            budget,
             resets_done: 0,
             audit,
             forged: HashSet::new(),
@@ -205,6 +220,9 @@ impl RingHost {
         }
         if self.cfg.fault == Fault::NoWakeup {
             features &= !FEATURE_NEED_WAKEUP;
+        }
+        if self.lane.is_none() {
+            features &= !FEATURE_CREATE_LANE;
         }
         self.layout.init_header(shm, features, self.cfg.host_peer);
     }
@@ -235,6 +253,24 @@ impl RingHost {
         self.inject.fault()
     }
 
+    /// Whether DESTROY work runs on a worker thread (`--lanes two`).
+    pub fn two_lanes(&self) -> bool {
+        self.lane.is_some()
+    }
+
+    /// DESTROYs the worker holds: queued, running, or finished and not yet
+    /// taken back by [`Self::process`].
+    pub fn lane_in_flight(&self) -> usize {
+        self.lane.as_ref().map_or(0, Lane::in_flight)
+    }
+
+    /// With two lanes: readable when the worker finished a DESTROY, so the
+    /// serving loop polls it beside the doorbells. Drain it with
+    /// [`crate::ivshmem::drain`] before the round.
+    pub fn lane_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.lane.as_ref().map(Lane::wake_fd)
+    }
+
     /// Completions `late-ack` holds until their time.
     pub fn delayed_len(&self) -> usize {
         self.inject.held()
@@ -260,7 +296,8 @@ impl RingHost {
     /// request, moves held-back completions into the CQ, consumes every
     /// submission pending at the start (checking for a reset before each),
     /// publishes completions, interrupts the guest if it asked, and audits
-    /// the release log if there is one.
+    /// the release log if there is one. With two lanes it also takes back,
+    /// before publishing, the DESTROYs the worker finished.
     ///
     /// `irq` raises the guest's interrupt; `stop` is polled between work chunks.
     pub fn process(
@@ -272,7 +309,7 @@ impl RingHost {
         let mut b = Batch::default();
         // --slot-cpu-share: pay for the loop since the last round (doorbells
         // included), and wait out an overdraft before spending more.
-        if self.throttle(stop) || self.inject.stalled(Instant::now()) {
+        if self.destroyer.throttle(stop) || self.inject.stalled(Instant::now()) {
             return b;
         }
         self.check_ready(shm);
@@ -301,6 +338,7 @@ impl RingHost {
         }
         // A `stall` that began this round holds back its completions too.
         if !self.inject.stalled(Instant::now()) {
+            self.collect_lane(shm, &mut b);
             self.publish(shm, irq, &mut b);
             self.periodic_fault(shm, irq, &mut b);
             self.break_ring(shm, irq);
@@ -366,10 +404,13 @@ impl RingHost {
     }
 
     /// The guest went away: its objects are freed with this value and counted
-    /// in `objects_dropped`; held-back completions (`late-ack`'s included) are
-    /// counted as dropped.
-    pub fn disconnect(self) {
-        let held = self.overflow.len() + self.inject.held();
+    /// in `objects_dropped`; held-back completions (`late-ack`'s, and those
+    /// of the DESTROYs the worker held) are counted as dropped. The worker
+    /// is stopped and joined.
+    pub fn disconnect(mut self) {
+        let (unstarted, lane) = self.lane.as_mut().map_or((0, 0), Lane::discard);
+        self.count(|c| &c.objects_dropped, unstarted as u64);
+        let held = self.overflow.len() + self.inject.held() + lane;
         self.count(|c| &c.dropped_completions, held as u64);
         self.count(|c| &c.objects_dropped, self.spaces.len() as u64);
         self.counters.live_objects.store(0, Ordering::Relaxed);

@@ -1,18 +1,19 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The host objects of a guest's address spaces, and the cost of destroying
-//! one: modelled and spent as real CPU time (`--work busy`), or real host
-//! address spaces ([`crate::backing`], `--work process`).
+//! The host objects of a guest's address spaces: CREATE makes one (with a
+//! backing process under `--work process`), DESTROY checks and removes it;
+//! the costly work of a DESTROY is [`super::destroyer`]'s.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pvmm_wire::{Completion, Op, Request, Status};
 
+use super::destroyer::micros;
 use super::RingHost;
 use crate::backing::{Backing, Model};
 use crate::fault::Fault;
+use crate::priority::Priority;
 use crate::ratelimit::warn_limited;
-use crate::stats::thread_cpu_us;
 
 /// Tunables of request processing. Costs are CPU time of the thread that
 /// processes the rings, not wall-clock time.
@@ -42,6 +43,10 @@ pub struct Config {
     /// `--work process`: back every space by a host process; `None`: the
     /// busy loop alone (`--work busy`).
     pub backing: Option<Model>,
+    /// `--lanes two`: DESTROY work runs on a worker thread at this priority
+    /// while the slot thread answers CREATEs; `None` (`--lanes one`): all
+    /// requests in ring order on the slot thread.
+    pub destroy_worker: Option<Priority>,
 }
 
 impl Default for Config {
@@ -57,15 +62,23 @@ impl Default for Config {
             host_peer: 0,
             fault: Fault::None,
             backing: None,
+            destroy_worker: None,
         }
     }
 }
 
 impl Config {
-    /// Whether handling `req` takes long: a DESTROY with a cost, or any
-    /// request with a backing process to spawn or kill.
+    /// Whether handling `req` on the slot thread takes long: a DESTROY with
+    /// a cost (unless a worker takes it), or any request with a backing
+    /// process to spawn or kill.
     pub fn costly(&self, req: &Request) -> bool {
-        self.backing.is_some() || (req.op == Op::Destroy && self.destroy_cost_us(req.pages).0 > 0)
+        match req.op {
+            Op::Create => self.backing.is_some(),
+            Op::Destroy => {
+                self.destroy_worker.is_none()
+                    && (self.backing.is_some() || self.destroy_cost_us(req.pages).0 > 0)
+            }
+        }
     }
 
     /// Modelled cost of destroying `pages` 4 KiB pages (clamped to
@@ -154,17 +167,31 @@ impl RingHost {
     }
 
     fn destroy(&mut self, req: &Request, stop: &dyn Fn() -> bool) -> Status {
+        match self.take_object(req) {
+            Ok(backing) => {
+                self.destroyer.destroy(req, backing, stop);
+                Status::Ok
+            }
+            Err(status) => status,
+        }
+    }
+
+    /// The cheap half of a DESTROY: checks it against the host object and
+    /// removes that; the object's backing process, if any, is left to
+    /// [`super::destroyer::Destroyer::destroy`]. An error is the DESTROY's
+    /// status, and the object stays.
+    pub(crate) fn take_object(&mut self, req: &Request) -> Result<Option<Backing>, Status> {
         match self.spaces.get(&req.space) {
             None => {
                 self.count(|c| &c.unknown_space, 1);
-                return Status::UnknownSpace;
+                return Err(Status::UnknownSpace);
             }
             // Not the request that created this object: a late DESTROY of an
             // earlier user of the id (or an earlier driver instance, whose
             // epoch is in the tag). Destroying would free the live one.
             Some(s) if s.tag != req.tag => {
                 self.count(|c| &c.stale_tags, 1);
-                return Status::StaleTag;
+                return Err(Status::StaleTag);
             }
             Some(_) => {}
         }
@@ -172,18 +199,7 @@ impl RingHost {
             // More than the guest has: only a broken or hostile guest says so.
             self.count(|c| &c.pages_clamped, 1);
         }
-        let (us, capped) = self.cfg.destroy_cost_us(req.pages);
-        if capped {
-            self.count(|c| &c.work_capped, 1);
-        }
-        let done = self.work(us, stop);
-        self.count(|c| &c.work_us, done);
-        let backing = self.spaces.remove(&req.space).and_then(|s| s.backing);
-        if let Some(b) = backing {
-            self.destroy_backing(b, req.pages.min(self.cfg.guest_pages), stop);
-        }
-        self.count(|c| &c.destroys, 1);
-        Status::Ok
+        Ok(self.spaces.remove(&req.space).and_then(|s| s.backing))
     }
 
     /// Starts the host address space of a CREATE; `None` (counted) if it
@@ -202,143 +218,5 @@ impl RingHost {
                 None
             }
         }
-    }
-
-    /// Has a backing process populate what the guest's space had (scaled and
-    /// capped by the model), then kills it. Waits for the CPU budget first and
-    /// charges the wall-clock time to it: the work runs in the child and the
-    /// kernel, at the priority the child inherited from the slot thread.
-    fn destroy_backing(&mut self, b: Backing, guest_pages: u64, stop: &dyn Fn() -> bool) {
-        let pages = self
-            .cfg
-            .backing
-            .as_ref()
-            .map_or(0, |m| m.host_pages(guest_pages));
-        if self.throttle(stop) {
-            return;
-        }
-        match b.destroy(pages, stop) {
-            Ok(d) => {
-                self.count(|c| &c.backing_pages, d.pages);
-                self.count(|c| &c.backing_populate_us, micros(d.populate));
-                self.count(|c| &c.backing_exit_us, micros(d.exit));
-                self.budget
-                    .charge(Instant::now(), micros(d.populate + d.exit));
-            }
-            Err(e) => {
-                self.count(|c| &c.backing_failed, 1);
-                warn_limited!(self, "backing process failed to populate: {e}");
-            }
-        }
-    }
-
-    /// Burns `us` microseconds of the calling thread's own CPU time
-    /// (`CLOCK_THREAD_CPUTIME_ID`) on real memory work, in chunks of at most
-    /// `chunk_us` CPU microseconds, yielding and checking `stop` between chunks.
-    /// Before each chunk it waits while the slot's CPU budget is overdrawn.
-    ///
-    /// Time the thread spends preempted or waiting for a CPU does not count, so
-    /// a low-priority thread on a busy host takes longer in wall-clock time:
-    /// that is what the cost models. A thread that gets no CPU cannot run at
-    /// all; once it does, it sees `stop` within one chunk. Returns the CPU
-    /// microseconds used: at least `us` unless stopped.
-    fn work(&mut self, us: u64, stop: &dyn Fn() -> bool) -> u64 {
-        if us == 0 {
-            return 0;
-        }
-        let start = thread_cpu_us();
-        let chunk = self.cfg.chunk_us.max(1);
-        let mut x = self.scratch[0] | 1;
-        let mut used = 0;
-        while used < us {
-            if self.throttle(stop) {
-                break;
-            }
-            let end = us.min(used.saturating_add(chunk));
-            while used < end {
-                for w in self.scratch.iter_mut() {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    *w = w.wrapping_add(x);
-                }
-                // The thread CPU clock is a system call: read it once a pass.
-                used = thread_cpu_us().saturating_sub(start);
-            }
-            std::hint::black_box(&self.scratch);
-            if stop() {
-                break;
-            }
-            std::thread::yield_now();
-        }
-        self.scratch[0] = x;
-        used
-    }
-
-    /// Charges the CPU time spent since the last charge, then sleeps while
-    /// the CPU budget is overdrawn, in steps short enough to notice `stop`;
-    /// counts the wait in `throttled_us`. Returns whether `stop` ended the
-    /// wait.
-    pub(crate) fn throttle(&mut self, stop: &dyn Fn() -> bool) -> bool {
-        self.budget.charge_thread(Instant::now());
-        let Some(mut wait) = self.budget.wait(Instant::now()) else {
-            return false;
-        };
-        let t0 = Instant::now();
-        let stopped = loop {
-            if stop() {
-                break true;
-            }
-            std::thread::sleep(wait.min(Duration::from_millis(10)));
-            match self.budget.wait(Instant::now()) {
-                Some(w) => wait = w,
-                None => break false,
-            }
-        };
-        let waited = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.count(|c| &c.throttled_us, waited);
-        stopped
-    }
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use pvmm_wire::Layout;
-
-    use super::*;
-    use crate::stats::Counters;
-
-    fn host(chunk_us: u64) -> RingHost {
-        let cfg = Config {
-            chunk_us,
-            ..Config::default()
-        };
-        let layout = Layout::new(4, 8).unwrap();
-        RingHost::new("test", layout, cfg, Arc::new(Counters::default()))
-    }
-
-    #[test]
-    fn work_consumes_thread_cpu_time() {
-        let mut h = host(500);
-        let before = thread_cpu_us();
-        let done = h.work(20_000, &|| false);
-        let spent = thread_cpu_us() - before;
-        assert!(done >= 20_000, "reported {done} us");
-        assert!(spent >= 20_000, "the thread spent {spent} us of CPU");
-        assert!(spent >= done);
-    }
-
-    #[test]
-    fn work_stops_between_chunks() {
-        let mut h = host(1_000);
-        let done = h.work(10_000_000, &|| true);
-        assert!((1_000..1_000_000).contains(&done), "worked {done} us");
-        assert_eq!(h.work(0, &|| false), 0);
     }
 }

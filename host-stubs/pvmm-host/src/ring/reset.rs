@@ -16,7 +16,8 @@ impl RingHost {
     }
 
     /// The reset handshake: if the guest published a new `guest_ctl::RESET`,
-    /// forgets every object and every completion of this guest, unstalls both
+    /// forgets every object and every completion of this guest (the DESTROYs
+    /// the worker holds too), unstalls both
     /// rings, moves the SQ head past every unconsumed submission, acknowledges
     /// and interrupts. Returns whether it did.
     pub(crate) fn check_reset(
@@ -28,9 +29,11 @@ impl RingHost {
         let Some(seq) = host_reset_requested(shm, self.reset_acked) else {
             return false;
         };
-        let objects = self.spaces.len();
+        // The worker's queue first: the jobs' objects are dropped with it.
+        let (unstarted, lane) = self.lane.as_mut().map_or((0, 0), |l| l.discard());
+        let objects = self.spaces.len() + unstarted;
         self.spaces.clear();
-        let held = self.overflow.len() + self.inject.clear() + self.unpublished as usize;
+        let held = self.overflow.len() + self.inject.clear() + self.unpublished as usize + lane;
         self.overflow.clear();
         self.unpublished = 0;
         self.unpublished_destroys = 0;
