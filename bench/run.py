@@ -46,15 +46,13 @@ INTERVAL_US = 200
 # says why these settings.
 ICOUNT = "shift=0,sleep=on"
 # The credits runs: many small spaces against a host that needs 5 ms of CPU
-# for each, on a worker at SCHED_IDLE.  The ring bounds what can pile up: with
-# the default 256 entries it holds at most about 128 DESTROYs (each space also
-# has its CREATE there), fewer than the default cap_spaces, so the caps would
-# never engage.  The largest ring holds more than a run's storm creates, so
-# that the caps are the only bound being tested.  They run under
-# multi-threaded TCG whatever --accel says: their trap needs the vCPUs to keep
-# every host core busy, which one icount thread cannot.
-CREDITS_HOST = ("--cost-base-us 5000 --worker-sched idle "
-                "--sq-entries 16384 --cq-entries 32768 --shm-size 2M")
+# for each, on a destroy worker at SCHED_IDLE, with the default ring: at
+# default settings the caps, not the ring, are the bound (a DESTROY never
+# takes the quarter of the ring kept for CREATEs, and the host's worker
+# holds what it took outside the ring).  They run under multi-threaded TCG
+# whatever --accel says: their trap needs the vCPUs to keep every host core
+# busy, which one icount thread cannot.
+CREDITS_HOST = "--cost-base-us 5000 --worker-sched idle"
 CREDITS_ACCEL = "tcg"
 SERIES_MS = 100
 
