@@ -29,10 +29,18 @@ TEST_F_TIMEOUT(break_ring, reset_recovers, 300)
 	EXPECT_GE(pvmm_delta(_metadata, &self->before, &self->after,
 			     "protocol_errors"), 1ULL);
 	EXPECT_GE(resets, 1ULL);
+	/*
+	 * The spaces in use at the reset, this test's own at least, got their
+	 * host objects again: their DESTROYs find them (a host without the
+	 * object answers with an error status).
+	 */
+	EXPECT_GE(pvmm_delta(_metadata, &self->before, &self->after,
+			     "spaces_recreated"), 1ULL);
 	/* The host breaks the ring once: the next storm sees a sound one. */
 	storm_drains(_metadata, self->res, &self->before, &self->after);
 	EXPECT_EQ(0ULL, pvmm_delta(_metadata, &self->before, &self->after,
 				   "protocol_errors"));
+	EXPECT_EQ(0ULL, pvmm_stat(_metadata, &self->after, "host_errors"));
 }
 
 /* After the recovery, unloading is as quick as ever. */
