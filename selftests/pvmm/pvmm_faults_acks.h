@@ -15,7 +15,7 @@ TEST_F_TIMEOUT(extra_acks, rejected_and_counted, 300)
 {
 	uint64_t destroyed, created, bad;
 
-	storm_drains(_metadata, self->res, &self->before, &self->after);
+	storm_drains(_metadata, self->res, &self->before, &self->after, false);
 	destroyed = pvmm_delta(_metadata, &self->before, &self->after,
 			       "spaces_destroyed");
 	created = pvmm_delta(_metadata, &self->before, &self->after,

@@ -22,11 +22,11 @@ TEST_F_TIMEOUT(no_irq, polled_without_interrupts, 300)
 
 	ASSERT_EQ(0, pvmm_knob_read("cap_spaces", cap, sizeof(cap)));
 	ASSERT_EQ(0, pvmm_knob_read("host_timeout_ms", htmo, sizeof(htmo)));
-	storm_drains(_metadata, self->res, &self->before, &self->after);
+	storm_drains(_metadata, self->res, &self->before, &self->after, false);
 	/* At a small cap, throttled forks wait for completions only a poll sees. */
 	ASSERT_EQ(0, pvmm_knob_write_ul("cap_spaces", 2));
 	ASSERT_EQ(0, pvmm_knob_write_ul("host_timeout_ms", 2000));
-	storm_drains(_metadata, self->res, &self->before, &self->after);
+	storm_drains(_metadata, self->res, &self->before, &self->after, false);
 	pvmm_knob_write("cap_spaces", cap);
 	pvmm_knob_write("host_timeout_ms", htmo);
 	ksft_print_msg("storm of %llu ms; %llu polls, %llu irqs, throttled %llu ms\n",
@@ -202,7 +202,7 @@ TEST_F_TIMEOUT(no_wakeup, storm_and_quick_unload, 300)
 	char why[256];
 	uint64_t ms;
 
-	storm_drains(_metadata, self->res, &self->before, &self->after);
+	storm_drains(_metadata, self->res, &self->before, &self->after, false);
 	EXPECT_EQ(0ULL, pvmm_delta(_metadata, &self->before, &self->after,
 				   "doorbells_suppressed"));
 	if (pvmm_module_unavailable(why, sizeof(why)))

@@ -16,7 +16,7 @@ TEST_F_TIMEOUT(break_ring, reset_recovers, 300)
 {
 	uint64_t resets;
 
-	storm_drains(_metadata, self->res, &self->before, &self->after);
+	storm_drains(_metadata, self->res, &self->before, &self->after, false);
 	resets = pvmm_delta(_metadata, &self->before, &self->after, "resets");
 	ksft_print_msg("%llu protocol errors, %llu resets, %llu pgds released on a reset\n",
 		       (unsigned long long)pvmm_delta(_metadata, &self->before,
@@ -37,7 +37,7 @@ TEST_F_TIMEOUT(break_ring, reset_recovers, 300)
 	EXPECT_GE(pvmm_delta(_metadata, &self->before, &self->after,
 			     "spaces_recreated"), 1ULL);
 	/* The host breaks the ring once: the next storm sees a sound one. */
-	storm_drains(_metadata, self->res, &self->before, &self->after);
+	storm_drains(_metadata, self->res, &self->before, &self->after, false);
 	EXPECT_EQ(0ULL, pvmm_delta(_metadata, &self->before, &self->after,
 				   "protocol_errors"));
 	EXPECT_EQ(0ULL, pvmm_stat(_metadata, &self->after, "host_errors"));
@@ -78,12 +78,15 @@ FIXTURE_TEARDOWN(stall)
 	pvmm_knob_write("host_timeout_ms", "10000\n");
 }
 
-/* Declared dead during the stall, alive again after it; nothing is lost. */
+/*
+ * Declared dead during the stall, alive again after it; nothing is lost.  A
+ * creation waiting when the host is taken for dead fails.
+ */
 TEST_F_TIMEOUT(stall, dead_then_alive, 300)
 {
 	ASSERT_EQ(0, pvmm_knob_write_ul("cap_spaces", 2));
 	ASSERT_EQ(0, pvmm_knob_write_ul("host_timeout_ms", 500));
-	storm_drains(_metadata, self->res, &self->before, &self->after);
+	storm_drains(_metadata, self->res, &self->before, &self->after, true);
 	ksft_print_msg("storm of %llu ms; host declared dead %llu time(s), throttled %llu ms\n",
 		       (unsigned long long)self->res->ms,
 		       (unsigned long long)pvmm_delta(_metadata, &self->before,
