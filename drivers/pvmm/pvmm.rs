@@ -142,7 +142,7 @@ impl PvmmDevice {
         dev.set_master();
         let regs = dev.iomap_region_sized::<{ regs::SIZE }>(BAR_REGS, c_str!("pvmm"))?;
         let peer = regs.read32(regs::IVPOSITION);
-        // Announced to the host (`GUEST_READY`) only once the engine and its
+        // Announced to the host (`GUEST_READY`) only once the `Teardown` and its
         // interrupt exist, so that a failure before leaves nothing announced.
         let features = header.features & wire::FEATURES_ALL;
 
