@@ -28,7 +28,8 @@
  *             storm and an unload work as before.
  *  stall:MS   the host stops for MS ms after the 16th DESTROY.  With a
  *             short host_timeout_ms the guest declares it dead, stops
- *             throttling, and recovers when it answers again.
+ *             throttling, fails a creation it then waits for, and recovers
+ *             when the host answers again.
  *  late-ack:MS
  *             every completion arrives MS ms late, beyond the detach
  *             deadline.  Unloading waits for the deadline, the reset then
@@ -37,11 +38,11 @@
  *  no-irq     completions are published, the guest is never interrupted.
  *             Polling while work is outstanding still drains storms, and
  *             the healthy host is not taken for dead.
- *  stop:N     after N requests the host serves nothing; with a small ring
- *             the guest fills it with CREATEs and every DESTROY waits in the
- *             backlog.  The work it owes arms the dead-host watchdog all the
- *             same; an unload killed while it waits leaves what the host
- *             never acknowledged unreleased.
+ *  stop:N     after N requests the host serves nothing.  The first fork
+ *             whose CREATE it leaves unanswered fails once the work it owes
+ *             has the host taken for dead; later forks run without it; an
+ *             unload killed while it waits leaves what the host never
+ *             acknowledged unreleased.
  *  no-wakeup  the host does not offer FEATURE_NEED_WAKEUP, so it never says
  *             it is idle.  Storms drain, and unloading does not wait for the
  *             detach deadline.
