@@ -10,6 +10,8 @@
 #   make bench           latency per mode and host cost, with plots
 #                        (PRESET=quick, about 10 minutes; PRESET=full, an hour;
 #                        PRESET=smoke, 2 minutes, to check the pipeline)
+#   make bench-reference make bench, PRESET=full unless given; its report,
+#                        results and plots go to Documentation/bench-reference
 #   make KDIR=<tree>     build drivers/pvmm out of tree against a built
 #                        6.12 kernel that has kernel/patches applied
 #                        (ARCH=arm64 for an arm64 tree; found from its
@@ -29,13 +31,14 @@ KARCH := $(or $(patsubst aarch64,arm64,$(filter-out x86_64,$(ARCH))),$(if $(KDIR
 KARGS := M=$(CURDIR) LLVM=$(LLVM) $(if $(KARCH),ARCH=$(KARCH))
 FUZZ_EXECS ?= 10000000
 
-.PHONY: default module clippy demo check check-full bench host fuzz deps clean distclean
+.PHONY: default module clippy demo check check-full bench bench-reference host fuzz deps \
+	clean distclean
 
 default:
 ifneq ($(KDIR),)
 	$(MAKE) module
 else
-	@sed -n '3,19p' Makefile
+	@sed -n '3,21p' Makefile
 endif
 
 module:
@@ -68,6 +71,10 @@ check-full:
 
 bench:
 	scripts/bench.sh $(BENCH_ARGS)
+
+# PRESET=full unless given: the script's default, not bench.sh's.
+bench-reference:
+	scripts/bench-reference.sh $(BENCH_ARGS)
 
 # Module objects only: the test runner cleans between builds and must keep
 # the host stub.

@@ -20,8 +20,8 @@ import plots
 import verdicts
 from cells import (DASH, PROBE, Run, div, field_median, fmt, fmt_range, fmt_ratio, get, lat,
                    md_table, median, num, point)
+from verdicts import FLAT, GROW
 
-FLAT = 1.5  # claim 1a: async/off allowed, unless the point's noise floor is larger
 AGREE = 2.0  # cross-check: the typical max ratio of the two probes stays within 1/2..2
 
 
@@ -167,7 +167,7 @@ def problems(cells):
         "None: every phase ran, drained, and forked without failures.")
 
 
-def build_report(results_dir, flat=FLAT, grow=2.0):
+def build_report(results_dir, flat=FLAT, grow=GROW):
     """Write report.md and the plots into results_dir; returns report.md's path."""
     with open(os.path.join(results_dir, "results.json"), encoding="utf-8") as f:
         data = json.load(f)
@@ -193,8 +193,9 @@ def main():
     ap.add_argument("--flat-ratio", type=float, default=FLAT,
                     help="claim 1a: largest allowed async/off ratio, max and p99.9, unless "
                          f"the noise floor is larger (default {FLAT:g})")
-    ap.add_argument("--grow-ratio", type=float, default=2.0,
-                    help="claim 1b: smallest required growth of sync max latency (default 2.0)")
+    ap.add_argument("--grow-ratio", type=float, default=GROW,
+                    help="claim 1b: smallest required growth of sync max latency "
+                         f"(default {GROW:g})")
     args = ap.parse_args()
     try:
         print(build_report(args.results_dir, args.flat_ratio, args.grow_ratio))

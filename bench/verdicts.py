@@ -2,6 +2,8 @@
 the numbers behind it, as the "Goals" section of the report."""
 from cells import DASH, div, fmt, fmt_range, fmt_ratio, get, md_table, num, nums
 
+FLAT = 1.5  # claim 1a: async/off allowed, unless the point's noise floor is larger
+GROW = 2.0  # claim 1b: growth of sync/off required from the lowest to the highest cost
 GROWTH = 2.0  # claim 2: credits-off must at least double from first to last third
 CAP_SLACK = 0.1  # claim 2: overshoot of the cap allowed to teardowns already under way
 BELOW = "below the floor"

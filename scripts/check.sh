@@ -51,7 +51,7 @@ step "loom models of the wire handshakes" env RUSTFLAGS="--cfg loom" \
 	CARGO_TARGET_DIR=$cargo_dir/target/loom cargo test --release \
 	--manifest-path $cargo_dir/Cargo.toml -p pvmm-wire --test loom
 # --- make bench: its parsing and report, on synthetic input ---------------------
-step "bench tests (plan.py, run.py parsing, report.py)" /usr/bin/python3 -m unittest discover -s bench -p 'test_*.py'
+step "bench tests (plan.py, run.py parsing, report.py, compare.py)" /usr/bin/python3 -m unittest discover -s bench -p 'test_*.py'
 
 # --- kernels: CONFIG_PVMM=y and =m, module out of tree ------------------------
 build_y=
