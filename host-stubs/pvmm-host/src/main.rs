@@ -98,6 +98,13 @@ struct Args {
     /// (the slot thread serves every request in ring order).
     #[arg(long, value_enum, default_value_t = Lanes::Two, value_name = "N")]
     lanes: Lanes,
+    /// With two lanes: most DESTROYs one guest's destroy worker may hold
+    /// (queued, running, or finished and not yet posted), 1 to 1048576;
+    /// at that many the slot thread stops taking the ring until the worker
+    /// catches up. No effect with --lanes one.
+    #[arg(long, default_value_t = 65_536, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
+    worker_queue: u32,
     /// Scheduling policy of the thread that does DESTROY work: the destroy
     /// worker with two lanes, the slot thread with one (idle: below every
     /// normal thread, the "low-priority host worker").
@@ -280,6 +287,7 @@ fn run(args: Args) -> Result<()> {
         backing: (args.work == Work::Process)
             .then(|| Model::this_exe(args.backing_scale_pct, args.backing_max_mib)),
         destroy_worker,
+        worker_queue: args.worker_queue as usize,
     };
 
     // Bind everything first, so a bad path fails before any guest is served.
@@ -444,6 +452,19 @@ mod tests {
             &["--series-ms", "60001"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn worker_queue_option() {
+        assert_eq!(parse(&[]).unwrap().worker_queue, 65_536);
+        for (arg, n) in [("1", 1), ("1048576", 1 << 20)] {
+            assert_eq!(parse(&["--worker-queue", arg]).unwrap().worker_queue, n);
+        }
+        let a = parse(&["--lanes", "one", "--worker-queue", "8"]).unwrap();
+        assert_eq!((a.lanes, a.worker_queue), (Lanes::One, 8));
+        for bad in ["0", "1048577", "-1", "x"] {
+            assert!(parse(&["--worker-queue", bad]).is_err(), "{bad:?} accepted");
         }
     }
 

@@ -12,23 +12,41 @@ use common::{req, Rig};
 use proptest::prelude::*;
 use pvmm_host::fault::Fault;
 use pvmm_host::priority::Priority;
-use pvmm_host::ring::Config;
+use pvmm_host::ring::{Config, Next};
 use pvmm_wire::*;
 
 /// A DESTROY of `MIB` MiB costs a second of CPU; one of 0 pages nothing.
 const SLOW: u64 = 256;
 
 fn lanes(fault: Fault) -> Rig {
-    Rig::with(
-        Layout::new(4, 8).unwrap(),
-        Config {
-            cost_us_per_mib: 1_000_000,
-            chunk_us: 1_000,
-            fault,
-            destroy_worker: Some(Priority::default()),
-            ..Config::default()
-        },
-    )
+    Rig::with(Layout::new(4, 8).unwrap(), lanes_config(fault))
+}
+
+fn lanes_config(fault: Fault) -> Config {
+    Config {
+        cost_us_per_mib: 1_000_000,
+        chunk_us: 1_000,
+        fault,
+        destroy_worker: Some(Priority::default()),
+        ..Config::default()
+    }
+}
+
+/// Creates spaces `ids` (tag = id), four at a time, consuming the answers.
+fn create_all(r: &mut Rig, ids: std::ops::RangeInclusive<u64>) {
+    let ids: Vec<u64> = ids.collect();
+    for chunk in ids.chunks(4) {
+        let reqs: Vec<_> = chunk
+            .iter()
+            .map(|&i| req(Op::Create, i as u32, i, 0))
+            .collect();
+        r.submit(&reqs);
+        assert_eq!(gather(r, reqs.len()).len(), reqs.len());
+    }
+}
+
+fn destroy(id: u64, pages: u64) -> Request {
+    req(Op::Destroy, id as u32, id, pages)
 }
 
 /// Rounds until `n` completions came (or 10 s passed), as the serving loop
@@ -157,6 +175,141 @@ fn finished_destroys_wait_for_room() {
     let c = gather(&mut r, 18);
     let destroyed = c.iter().filter(|c| c.op == Op::Destroy).count();
     assert_eq!((c.len(), destroyed), (18, 4));
+}
+
+/// The worker's bound is its own, not the CQ's: with more DESTROYs on a
+/// busy worker than the CQ has entries, a CREATE behind them in the ring is
+/// still taken and answered at once.
+#[test]
+fn a_create_behind_more_destroys_than_the_cq_holds_is_answered() {
+    let mut r = lanes(Fault::None);
+    let cq = r.layout.cq_entries as usize;
+    create_all(&mut r, 1..=11);
+    // The first keeps the worker busy for 10 s; the rest queue behind it.
+    r.submit(&[
+        destroy(1, 10 * SLOW),
+        destroy(2, 0),
+        destroy(3, 0),
+        destroy(4, 0),
+    ]);
+    r.process();
+    r.submit(&(5..=8).map(|i| destroy(i, 0)).collect::<Vec<_>>());
+    r.process();
+    assert_eq!(r.host.lane_in_flight(), cq);
+    let t0 = Instant::now();
+    r.submit(&[
+        destroy(9, 0),
+        destroy(10, 0),
+        destroy(11, 0),
+        req(Op::Create, 12, 12, 0),
+    ]);
+    r.process();
+    let c = r.ok_completions();
+    assert_eq!(
+        c.iter().map(|c| (c.op, c.tag)).collect::<Vec<_>>(),
+        [(Op::Create, 12)],
+        "the CREATE waited for the worker"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!((r.host.lane_in_flight(), held(&r)), (11, 11));
+    assert_eq!(r.counters.snapshot().sq_pending, 0);
+}
+
+/// `--worker-queue`: once the worker holds that many DESTROYs, the slot
+/// thread takes nothing more, CREATEs included, until it hands some back.
+#[test]
+fn the_worker_queue_bound_stops_the_intake() {
+    let mut r = Rig::with(
+        Layout::new(4, 8).unwrap(),
+        Config {
+            worker_queue: 6,
+            ..lanes_config(Fault::None)
+        },
+    );
+    create_all(&mut r, 1..=8);
+    r.submit(&[
+        destroy(1, SLOW),
+        destroy(2, 0),
+        destroy(3, 0),
+        destroy(4, 0),
+    ]);
+    r.process();
+    r.submit(&[
+        destroy(5, 0),
+        destroy(6, 0),
+        destroy(7, 0),
+        req(Op::Create, 9, 9, 0),
+    ]);
+    r.process();
+    assert!(r.ok_completions().is_empty(), "taken past the bound");
+    assert_eq!((r.host.lane_in_flight(), held(&r)), (6, 6));
+    assert_eq!(r.counters.snapshot().sq_pending, 2);
+    // The serving loop sleeps until the worker's eventfd rings.
+    assert_eq!(r.host.next(&r.shm), Next::WaitDoorbell);
+    // Once the worker is done with the slow one, the rest are taken.
+    let c = gather(&mut r, 8);
+    let creates = c.iter().filter(|c| c.op == Op::Create).count();
+    assert_eq!((c.len(), creates), (8, 1));
+    assert_eq!((r.host.lane_in_flight(), held(&r)), (0, 0));
+    assert_eq!(r.counters.snapshot().sq_pending, 0);
+}
+
+/// One lane has no worker, so `--worker-queue` bounds nothing.
+#[test]
+fn one_lane_ignores_the_worker_queue() {
+    let mut r = Rig::with(
+        Layout::new(4, 8).unwrap(),
+        Config {
+            worker_queue: 1,
+            ..Config::default()
+        },
+    );
+    create_all(&mut r, 1..=4);
+    r.submit(&(1..=4).map(|i| destroy(i, 0)).collect::<Vec<_>>());
+    r.process();
+    assert_eq!(r.ok_completions().len(), 4);
+}
+
+/// `dup-ack` posts two completions for each DESTROY the worker hands back:
+/// they are taken back one at a time, so the held-back completions stay at
+/// their bound (plus the second of the last pair), not twice that.
+#[test]
+fn dup_acked_destroys_keep_to_the_overflow_bound() {
+    let mut r = Rig::with(Layout::new(8, 8).unwrap(), lanes_config(Fault::DupAck));
+    let cq = r.layout.cq_entries as usize;
+    for first in [1u64, 5] {
+        let reqs: Vec<_> = (first..first + 4)
+            .map(|i| req(Op::Create, i as u32, i, 0))
+            .collect();
+        r.submit(&reqs);
+        r.process();
+        assert_eq!(r.ok_completions().len(), 8);
+    }
+    // Four more fill the CQ with their pairs; the guest leaves them there.
+    r.submit(
+        &(101..=104)
+            .map(|i| req(Op::Create, 1, i, 0))
+            .collect::<Vec<_>>(),
+    );
+    r.process();
+    assert_eq!(r.host.overflow_len(), 0);
+    // 20 ms of work each: none is done before the round ends.
+    r.submit(&(1..=8).map(|i| destroy(i, 5)).collect::<Vec<_>>());
+    r.process();
+    let t0 = Instant::now();
+    while r.counters.snapshot().destroys < 8 && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(10));
+    r.process();
+    assert_eq!((r.host.overflow_len(), r.host.lane_in_flight()), (cq, 4));
+    let c = gather(&mut r, 24);
+    let destroyed = c.iter().filter(|c| c.op == Op::Destroy).count();
+    assert_eq!((c.len(), destroyed), (24, 16));
 }
 
 #[test]

@@ -57,7 +57,9 @@
 //! With two lanes ([`Options::lanes`]) DESTROYs are done on the worker
 //! thread, which never touches the window: their completions come when it
 //! hands them back, in a later round, so a replay of such a script may take
-//! another path, and the end of a script waits for the worker.
+//! another path, and the end of a script waits for the worker. The worker's
+//! queue is bounded at [`WORKER_QUEUE`], between the CQ's size and
+//! [`MAX_OBJECTS`], so that a script can reach that bound too.
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
@@ -82,6 +84,9 @@ use oracle::{Oracle, Spy};
 const MAX_OBJECTS: usize = 16;
 /// Space ids the script uses: more than [`MAX_OBJECTS`], few enough to collide.
 const SPACES: u8 = 24;
+/// The worker's bound with two lanes: above the CQ's 8 entries, so that it,
+/// not the CQ, stops the intake, and below [`MAX_OBJECTS`], so it can be reached.
+const WORKER_QUEUE: usize = 12;
 
 /// What one run did, for a fuzzer's statistics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -161,6 +166,7 @@ pub fn config() -> Config {
         chunk_us: 2,
         max_destroy_us: 8,
         max_objects: MAX_OBJECTS,
+        worker_queue: WORKER_QUEUE,
         ..Config::default()
     }
 }
@@ -246,6 +252,7 @@ impl<S: SharedMemory> Run<S> {
         // dup-ack and forged-ack push two completions for one request.
         let over = usize::from(!oracle.strict);
         assert!(self.host.overflow_len() <= layout.cq_entries as usize + over);
+        assert!(self.host.lane_in_flight() <= WORKER_QUEUE);
         let snap = self.counters.snapshot();
         if oracle.strict {
             assert!(

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use pvmm_wire::{guest_ctl, host_ctl, BadEntry, Completion, Error, Op, SharedMemory, GUEST_READY};
 
-use super::lane::Job;
+use super::lane::{Job, Lane};
 use super::{Batch, Ring, RingHost};
 use crate::fault::Intercept;
 use crate::ratelimit::{info_limited, warn_limited};
@@ -20,14 +20,22 @@ impl RingHost {
         self.layout.cq_entries as usize
     }
 
+    /// Most DESTROYs the worker may hold (`--worker-queue`); at least one,
+    /// since a bound of 0 would stop the ring for good.
+    pub(crate) fn worker_queue_cap(&self) -> usize {
+        self.cfg.worker_queue.max(1)
+    }
+
     /// Whether held-back completions (CQ overflow, or `late-ack`'s queue),
     /// or the DESTROYs the worker holds, are at their bound, so no more
-    /// submissions are taken for now. A guest within its credits never has
-    /// a CQ's worth of DESTROYs outstanding.
+    /// submissions are taken for now. The worker's bound is its own, not
+    /// the CQ's: a CREATE must not wait for a starved worker while the
+    /// host can afford to queue its DESTROYs. A guest within its credits
+    /// never comes near either.
     pub(crate) fn intake_blocked(&self) -> bool {
         self.overflow.len() >= self.overflow_cap()
             || self.inject.backlog_full()
-            || self.lane_in_flight() >= self.overflow_cap()
+            || self.lane_in_flight() >= self.worker_queue_cap()
     }
 
     /// Sets the `sq_pending` gauge from the guest's SQ tail and our head: 0
@@ -128,13 +136,17 @@ impl RingHost {
 
     /// Takes back the DESTROYs the worker finished and posts them, as many
     /// as the held-back completions have room for: the rest wait on the
-    /// worker's side, where they keep the intake blocked.
+    /// worker's side, within `--worker-queue`. One at a time, since
+    /// `dup-ack` and `forged-ack` post two completions for one.
     pub(crate) fn collect_lane(&mut self, shm: &impl SharedMemory, b: &mut Batch) {
         let room = self.overflow_cap().saturating_sub(self.overflow.len());
-        let Some(lane) = &mut self.lane else {
-            return;
-        };
-        for d in lane.take_done(room) {
+        for _ in 0..room {
+            if self.overflow.len() >= self.overflow_cap() {
+                break;
+            }
+            let Some(d) = self.lane.as_mut().and_then(Lane::take_done) else {
+                break;
+            };
             self.finish(shm, d.c, d.taken, b);
         }
     }

@@ -48,7 +48,7 @@ pub(crate) struct Done {
 struct Queues {
     jobs: VecDeque<(u64, Job)>,
     /// Results of the current generation only (checked under this lock).
-    done: Vec<Done>,
+    done: VecDeque<Done>,
     /// Bumped by [`Lane::discard`], under this lock: work of an older
     /// generation is stale.
     generation: u64,
@@ -125,14 +125,12 @@ impl Lane {
         self.shared.work.notify_one();
     }
 
-    /// Up to `max` of the jobs finished, oldest first; the rest wait for
-    /// the next call.
-    pub(crate) fn take_done(&mut self, max: usize) -> Vec<Done> {
-        let mut q = self.shared.lock();
-        let n = q.done.len().min(max);
-        let done: Vec<Done> = q.done.drain(..n).collect();
-        drop(q);
-        self.in_flight -= done.len();
+    /// The oldest finished job, if any.
+    pub(crate) fn take_done(&mut self) -> Option<Done> {
+        let done = self.shared.lock().done.pop_front();
+        if done.is_some() {
+            self.in_flight -= 1;
+        }
         done
     }
 
@@ -211,7 +209,7 @@ fn worker(s: &Shared, d: &mut Destroyer) {
         };
         let mut q = s.lock();
         if q.generation == generation {
-            q.done.push(Done { c, taken });
+            q.done.push_back(Done { c, taken });
             drop(q);
             if let Err(e) = ivshmem::notify(s.wake.as_fd()) {
                 log::warn!("destroy worker cannot wake its slot: {e}");

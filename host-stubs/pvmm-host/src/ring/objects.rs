@@ -47,6 +47,10 @@ pub struct Config {
     /// while the slot thread answers CREATEs; `None` (`--lanes one`): all
     /// requests in ring order on the slot thread.
     pub destroy_worker: Option<Priority>,
+    /// `--worker-queue`: most DESTROYs the worker may hold (queued, running,
+    /// or finished and not taken back) before the slot thread stops taking
+    /// the ring. The host's own protection, far above what credits allow.
+    pub worker_queue: usize,
 }
 
 impl Default for Config {
@@ -63,6 +67,7 @@ impl Default for Config {
             fault: Fault::None,
             backing: None,
             destroy_worker: None,
+            worker_queue: 65_536,
         }
     }
 }
