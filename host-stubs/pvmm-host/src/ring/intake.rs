@@ -139,11 +139,7 @@ impl RingHost {
     /// worker's side, within `--worker-queue`. One at a time, since
     /// `dup-ack` and `forged-ack` post two completions for one.
     pub(crate) fn collect_lane(&mut self, shm: &impl SharedMemory, b: &mut Batch) {
-        let room = self.overflow_cap().saturating_sub(self.overflow.len());
-        for _ in 0..room {
-            if self.overflow.len() >= self.overflow_cap() {
-                break;
-            }
+        while self.overflow.len() < self.overflow_cap() {
             let Some(d) = self.lane.as_mut().and_then(Lane::take_done) else {
                 break;
             };
