@@ -82,11 +82,13 @@ kver=$(make -s -C "$src" kernelversion)
 
 # The built-in kernel is the debug one (lockdep, sleep-in-atomic checks,
 # kmemleak, DEBUG_VM, page poisoning); the module kernel is what a user would
-# run, and y-plain is that configuration with the driver built in.
+# run, with the timerlat tracer that make bench reads, and y-plain is that
+# configuration with the driver built in.
 fragments=("$PVMM_TOP/kernel/configs/pvmm.config"
 	"$PVMM_TOP/kernel/configs/$PVMM_ARCH.config")
 case "$variant" in
 y | kasan) fragments+=("$PVMM_TOP/kernel/configs/debug.config") ;;
+m | y-plain) fragments+=("$PVMM_TOP/kernel/configs/timerlat.config") ;;
 esac
 [ "$variant" = kasan ] && fragments+=("$PVMM_TOP/kernel/configs/kasan.config")
 cfg_hash=$( (echo "$kver $PVMM_ARCH $variant $patch_hash"; cat "${fragments[@]}") |
