@@ -7,8 +7,11 @@
  * named, it runs one phase (pvmm_latency.h): a storm beside the latency
  * probe, then a drain.  After the first phase of each mode in
  * PVMM_BENCH_CYCLICTEST it runs a second phase with the same storm in which
- * cyclictest measures instead, as the cross-check.  Every phase is framed by
- * markers on stdout, so the host can read its own counters at both ends:
+ * cyclictest measures instead, as the cross-check, and after the first phase
+ * of each mode in PVMM_BENCH_TIMERLAT one in which the kernel's timerlat
+ * tracer measures interrupt and thread latency apart (pvmm_timerlat.h).
+ * Every phase is framed by markers on stdout, so the host can read its own
+ * counters at both ends:
  *
  *   PVMM-BENCH-BEGIN mode=M probe=P
  *   PVMM-BENCH-END mode=M probe=P rc=R
@@ -16,9 +19,13 @@
  *   PVMM-BENCH-HIST mode=M probe=P US:COUNT ...      (sparse 1 us bins)
  *   PVMM-BENCH-SERIES mode=M t_ms=.. outstanding=.. ... draining=0|1
  *
+ * A timerlat phase's RESULT and HIST are its thread latency; its IRQ
+ * latency follows with ctx=irq after probe=timerlat, and lost=N.
+ *
  * Environment (the guest init takes pvmm.env.NAME=VALUE from the kernel
  * command line): PVMM_BENCH_MODES (off,sync,chunked,async),
  * PVMM_BENCH_CYCLICTEST (off,sync,async; "none" for none),
+ * PVMM_BENCH_TIMERLAT (off,sync,async; "none" for none),
  * PVMM_BENCH_SHAPE (large|small), PVMM_BENCH_MIB (64), PVMM_BENCH_SECONDS
  * (5), PVMM_BENCH_INTERVAL_US (200), PVMM_BENCH_SERIES_MS (0: none),
  * PVMM_BENCH_WARMUP_S (2: an unmeasured storm before the first phase),
@@ -27,6 +34,7 @@
  */
 
 #include "pvmm_latency.h"
+#include "pvmm_timerlat.h"
 
 #define HIST_PER_LINE	48
 #define CT_HIST_FILE	"/tmp/cyclictest.hist"
@@ -52,7 +60,8 @@ static bool in_list(const char *list, const char *word)
 	return false;
 }
 
-static void print_hist(const char *mode, const char *probe,
+/* @ctx: which side of the probe, or "" (timerlat has an IRQ side). */
+static void print_hist(const char *mode, const char *probe, const char *ctx,
 		       const uint64_t *hist)
 {
 	unsigned int b, n = 0;
@@ -61,7 +70,8 @@ static void print_hist(const char *mode, const char *probe,
 		if (!hist[b])
 			continue;
 		if (!n)
-			printf("PVMM-BENCH-HIST mode=%s probe=%s", mode, probe);
+			printf("PVMM-BENCH-HIST mode=%s probe=%s%s", mode, probe,
+			       ctx);
 		printf(" %u:%llu", b, (unsigned long long)hist[b]);
 		if (++n == HIST_PER_LINE) {
 			printf("\n");
@@ -228,12 +238,56 @@ static int run_phase(struct pvmm_phase_cfg *cfg, const char *mode,
 		ksft_print_msg("%s/%s: %s\n", mode, probe, strerror(-ret));
 	} else {
 		pvmm_phase_print("PVMM-BENCH-RESULT", mode, probe, r);
-		print_hist(mode, probe, r->hist);
+		print_hist(mode, probe, "", r->hist);
 		print_series(mode, r);
 	}
 	fflush(stdout);
 	free(r->hist);
 	r->hist = NULL;
+	return ret;
+}
+
+/* A phase measured by cyclictest, if it is there. */
+static int run_cyclictest(struct pvmm_phase_cfg *cfg, const char *mode,
+			  struct ct_arg *ct, struct pvmm_phase_res *r)
+{
+	unsigned int series_ms = cfg->series_ms;
+	int ret;
+
+	if (access(ct->path, X_OK)) {
+		printf("PVMM-BENCH-ERROR %s: %s\n", ct->path, strerror(errno));
+		return -ENOENT;
+	}
+	cfg->probe = ct_probe;
+	cfg->probe_arg = ct;
+	cfg->series_ms = 0;
+	ret = run_phase(cfg, mode, "cyclictest", r);
+	cfg->series_ms = series_ms;
+	return ret;
+}
+
+/* A phase measured by the timerlat tracer: thread, then IRQ latency. */
+static int run_timerlat(struct pvmm_phase_cfg *cfg, const char *mode,
+			struct pvmm_timerlat *tl, struct pvmm_phase_res *r)
+{
+	unsigned int series_ms = cfg->series_ms;
+	char why[128];
+	int ret;
+
+	if (pvmm_timerlat_available(why, sizeof(why))) {
+		printf("PVMM-BENCH-ERROR timerlat: %s\n", why);
+		return -ENOENT;
+	}
+	cfg->probe = pvmm_timerlat_probe;
+	cfg->probe_arg = tl;
+	cfg->series_ms = 0;
+	ret = run_phase(cfg, mode, "timerlat", r);
+	cfg->series_ms = series_ms;
+	if (!ret) {
+		pvmm_timerlat_print(mode, tl);
+		print_hist(mode, "timerlat", " ctx=irq", tl->irq_hist);
+		fflush(stdout);
+	}
 	return ret;
 }
 
@@ -273,12 +327,14 @@ int main(void)
 	static const char *const all[] = { "off", "sync", "chunked", "async" };
 	const char *modes = env_str("PVMM_BENCH_MODES", "off,sync,chunked,async");
 	const char *ct_modes = env_str("PVMM_BENCH_CYCLICTEST", "off,sync,async");
+	const char *tl_modes = env_str("PVMM_BENCH_TIMERLAT", "off,sync,async");
 	struct ct_arg ct = {
 		.path = env_str("PVMM_CYCLICTEST", "/bin/cyclictest"),
 		.interval_us = pvmm_env_ul("PVMM_BENCH_INTERVAL_US", 200, 50,
 					   1000000),
 		.prio = 99,
 	};
+	struct pvmm_timerlat tl = { .period_us = ct.interval_us };
 	struct pvmm_phase_cfg cfg = {
 		.shape = strcmp(env_str("PVMM_BENCH_SHAPE", "large"), "small") ?
 			 PVMM_SHAPE_LARGE : PVMM_SHAPE_SMALL,
@@ -322,22 +378,16 @@ int main(void)
 		}
 		cfg.probe = NULL;
 		failed |= run_phase(&cfg, all[i], "pvmm_latency", &res) != 0;
-		/* The cross-check once per mode, after its first phase. */
-		if (seen & (1u << i) || !in_list(ct_modes, all[i]))
+		/* The other probes once per mode, after its first phase. */
+		if (seen & (1u << i))
 			continue;
 		seen |= 1u << i;
-		if (access(ct.path, X_OK)) {
-			printf("PVMM-BENCH-ERROR %s: %s\n", ct.path,
-			       strerror(errno));
-			failed = 1;
-			continue;
-		}
-		cfg.probe = ct_probe;
-		cfg.probe_arg = &ct;
-		cfg.series_ms = 0;
-		failed |= run_phase(&cfg, all[i], "cyclictest", &res) != 0;
-		cfg.series_ms = pvmm_env_ul("PVMM_BENCH_SERIES_MS", 0, 0, 60000);
+		if (in_list(ct_modes, all[i]))
+			failed |= run_cyclictest(&cfg, all[i], &ct, &res) != 0;
+		if (in_list(tl_modes, all[i]))
+			failed |= run_timerlat(&cfg, all[i], &tl, &res) != 0;
 	}
+	free(tl.irq_hist);
 	free(list);
 	pvmm_knob_write("mode", "async\n");
 	return failed;
