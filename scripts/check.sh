@@ -122,7 +122,7 @@ SLOW_HOST="$AUDIT ${PVMM_CHECK_HOST_ARGS:---cost-base-us 5000}"
 LATENCY_HOST="$AUDIT ${PVMM_CHECK_LATENCY_HOST_ARGS:---cost-base-us 2000 --worker-nice 19}"
 LATENCY_BOUNDS="pvmm.env.PVMM_LAT_MAX_PCT=110 pvmm.env.PVMM_LAT_MAX_SLACK_US=10"
 LATENCY_BOUNDS+=" pvmm.env.PVMM_LAT_P999_PCT=110 pvmm.env.PVMM_LAT_P999_SLACK_US=10"
-LATENCY_ARGS="pvmm.env.PVMM_ONLY=pvmm_latency ${PVMM_CHECK_LATENCY_BOUNDS:-$LATENCY_BOUNDS}"
+LATENCY_ARGS="pvmm.env.PVMM_ONLY=pvmm_latency pvmm.env.PVMM_LAT_SECONDS=3 ${PVMM_CHECK_LATENCY_BOUNDS:-$LATENCY_BOUNDS}"
 # Tests that need a host of their own run only in their own guests.
 EXCLUDE_OWN_HOST=pvmm.env.PVMM_EXCLUDE=pvmm_latency,pvmm_faults,pvmm_credits
 if [ -n "$tests" ] && [ -n "$build_y" ] &&
