@@ -7,6 +7,8 @@
 #
 # usage: scripts/bench.sh [RUN.PY-OPTIONS...]
 # env:   PRESET (quick, the default; full; smoke), PVMM_CACHE, JOBS
+#        PVMM_BENCH_TARGET (the make target results.json names as the
+#        command that reproduces the run; make bench-reference sets it)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$PVMM_TOP"
@@ -25,7 +27,8 @@ log "results in $out"
 rc=0
 /usr/bin/python3 bench/run.py --build "$build" \
 	--initrd "$PVMM_AOUT/initramfs-bench.cpio.gz" --out "$out" --preset "$preset" \
-	--command "make bench PRESET=$preset${*:+ BENCH_ARGS='$*'}" "$@" || rc=$?
+	--command "${PVMM_BENCH_TARGET:-make bench} PRESET=$preset${*:+ BENCH_ARGS='$*'}" \
+	"$@" || rc=$?
 /usr/bin/python3 bench/report.py "$out"
 log "report: $out/report.md"
 exit "$rc"
