@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import unittest
+from unittest import mock
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import report  # noqa: E402
@@ -259,6 +260,7 @@ class ReportTest(unittest.TestCase):
         text = self.run_report(results())
         self.assertIn("No timerlat phases in this run.",
                       section(text, "Interrupt latency (timerlat)"))
+        self.assertIn("timerlat-*: skipped", text)
 
     def test_timerlat_never_enters_tables_or_verdicts(self):
         # Everything but the timerlat section and the plots' list is the same
@@ -274,6 +276,20 @@ class ReportTest(unittest.TestCase):
                     data["cells"].append(dict(c, vcpus=1))
                 self.assertEqual(rest(self.run_report(data)),
                                  rest(self.run_report(results(**kw))))
+
+    def test_timerlat_plot(self):
+        text = self.run_report(results(timerlat=True))
+        for ext in ("png", "svg"):
+            path = os.path.join(self.dir, f"timerlat-2cpu-large.{ext}")
+            self.assertTrue(os.path.getsize(path) > 0, path)
+        self.assertIn("![timerlat-2cpu-large](timerlat-2cpu-large.png)", text)
+        # The highest cost, the first repeat: the title says which.
+        data = results(timerlat=True)
+        run = report.Run(data["cells"], data["boots"])
+        with mock.patch.object(report.plots, "save") as save:
+            report.plots.plot_timerlat(run, {}, self.dir, (2, "large"))
+        report.plots.plt.close("all")
+        self.assertIn("host cost 10ms, repeat 1", save.call_args.args[3])
 
     def test_missing_and_null_fields(self):
         sparse = [
