@@ -8,6 +8,8 @@ import statistics
 
 MODES = ("off", "sync", "chunked", "async")
 PROBE = "pvmm_latency"  # tables and goals use this probe; cyclictest cross-checks it
+# A timerlat phase's two cells: its thread's latency and its hrtimer IRQ's.
+TIMERLAT_THREAD, TIMERLAT_IRQ = "timerlat_thread", "timerlat_irq"
 DASH = "–"
 
 
@@ -142,12 +144,12 @@ class Run:
         return (skey(vcpus), skey(shape), skey(self.costs.get(key[:3])), skey(label),
                 rank, skey(mode), *map(skey, key[4:]))
 
-    def probe_keys(self, n):
-        """Sorted distinct first-n parts of the pvmm_latency group keys."""
-        return sorted({k[:n] for k in self.groups if k[4] == PROBE}, key=self.order)
+    def probe_keys(self, n, probes=(PROBE,)):
+        """Sorted distinct first-n parts of the group keys of probes."""
+        return sorted({k[:n] for k in self.groups if k[4] in probes}, key=self.order)
 
-    def repeats(self, pt, mode):
-        return self.groups.get(pt + (mode, PROBE), [])
+    def repeats(self, pt, mode, probe=PROBE):
+        return self.groups.get(pt + (mode, probe), [])
 
     def median_lat(self, pt, mode, field="max"):
         return median(lat(c, field) for c in self.repeats(pt, mode))

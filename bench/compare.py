@@ -11,6 +11,9 @@ and per point and mode each run's same-boot ratios to `off` (max and p99.9)
 and noise floors. Only ratios are compared: absolute latencies of different
 boots, let alone of different runs, say nothing. Both runs are judged anew by
 this tree's rules, so a verdict may differ from the one in an older report.md.
+Only cells of the pvmm_latency probe, which the claims are judged on, are
+compared: those of cyclictest and timerlat (timerlat_thread, timerlat_irq)
+are skipped as the files are read.
 
 Exit status 0 when both files parse, whatever they hold; 2 when one cannot
 be read. Needs only the standard library.
@@ -21,7 +24,7 @@ import os
 import sys
 
 import verdicts
-from cells import DASH, Run, fmt, fmt_range, fmt_ratio, get, md_table
+from cells import DASH, PROBE, Run, fmt, fmt_range, fmt_ratio, get, md_table
 
 # What makes two runs' ratios comparable at all: the emulator and the host.
 PLATFORM = (("qemu", "QEMU version"), ("accel", "accelerator"), ("icount", "icount setting"),
@@ -45,7 +48,9 @@ class Results:
     def __init__(self, path, data):
         self.path = path
         self.meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
-        self.boots, self.cells = dicts(data.get("boots")), dicts(data.get("cells"))
+        self.boots = dicts(data.get("boots"))
+        # The claims' probe only: the others are reported, never compared.
+        self.cells = [c for c in dicts(data.get("cells")) if c.get("probe") == PROBE]
         self.series = dicts(data.get("series"))
         self.run = Run(self.cells, self.boots)
 

@@ -5,6 +5,9 @@ Every matrix boot runs a warm-up phase of `off` (its figures are kept but
 never judged: the first phase after boot is slow in any mode), then `off`,
 the other modes in an order rotated from repeat to repeat, and `off` again.
 The two `off` phases bracket the rest: their ratio is the boot's noise floor.
+After the first phase of a mode, a boot may measure the same storm once more
+with cyclictest (the cross-check) and then with the kernel's timerlat tracer,
+each in the first repeats only when the preset says so.
 """
 
 # (kind, microseconds): "base" is the fixed cost of every DESTROY, "mib" the
@@ -19,6 +22,7 @@ PRESETS = {
         "repeats": 1,
         "seconds": 1,
         "cyclictest": ["off", "sync", "async"],
+        "timerlat": ["off", "sync", "async"],
         "credits_seconds": 10,
     },
     "quick": {
@@ -29,6 +33,8 @@ PRESETS = {
         "repeats": 5,
         "seconds": 1,
         "cyclictest": [],  # full has the cross-check: it would add a third
+        "timerlat": ["off", "sync", "async"],
+        "timerlat_repeats": 1,  # 3 phases in 2 boots: quick stays within 15 minutes
         "credits_seconds": 20,
     },
     "full": {
@@ -40,6 +46,8 @@ PRESETS = {
         "seconds": 2,
         "cyclictest": ["off", "sync", "async"],
         "cyclictest_repeats": 1,
+        "timerlat": ["off", "sync", "async"],
+        "timerlat_repeats": 2,
         "credits_seconds": 60,
     },
 }
@@ -47,6 +55,8 @@ LARGE_MIB = 32  # the smallest "large" space: more teardowns per phase
 
 # The roles of a boot's pvmm_latency phases, by position.
 WARMUP, FIRST, LAST, MEASURED = "warmup", "first", "last", "measured"
+# The roles of the extra phases after a mode's first: cyclictest, timerlat.
+CROSSCHECK, TIMERLAT = "crosscheck", "timerlat"
 
 
 def shape_mib(shape):
@@ -81,6 +91,12 @@ def roles(order):
             for i in range(n)]
 
 
+def extra_modes(p, probe, rep):
+    """The modes whose first phase probe follows in repeat rep: the preset's
+    list in its first `<probe>_repeats` repeats (all by default), else none."""
+    return list(p.get(probe, [])) if rep < p.get(f"{probe}_repeats", p["repeats"]) else []
+
+
 def plan(p):
     """Every boot of a preset: a dict per boot, matrix first, then credits."""
     boots = []
@@ -88,26 +104,31 @@ def plan(p):
         for vcpus in p["vcpus"]:
             for shape in p["shapes"]:
                 for kind, us in p["costs"]:
-                    ct = p["cyclictest"] if rep < p.get("cyclictest_repeats",
-                                                        p["repeats"]) else []
                     boots.append({"run": "matrix", "repeat": rep, "vcpus": vcpus,
                                   "shape": shape, "cost": cost_of(kind, us, shape),
-                                  "order": phase_order(p["modes"], rep), "cyclictest": ct})
+                                  "order": phase_order(p["modes"], rep),
+                                  "cyclictest": extra_modes(p, "cyclictest", rep),
+                                  "timerlat": extra_modes(p, "timerlat", rep)})
     for name in ("credits-off", "credits-default"):
         boots.append({"run": name, "repeat": 0, "vcpus": 2, "shape": "small",
                       "cost": cost_of("base", 5000, "small"), "order": ["async"],
-                      "cyclictest": []})
+                      "cyclictest": [], "timerlat": []})
     return boots
 
 
 def expected(boot):
-    """[(seq, mode, probe, role)] a boot must print, in order of printing."""
+    """[(seq, mode, probe, role)] a boot must print, in order of printing:
+    each pvmm_latency phase, and after the first of a mode its cyclictest
+    phase, then its timerlat phase, if the boot lists the mode for them."""
     out, seen = [], set()
     order = boot["order"]
     matrix = boot["run"] == "matrix"
-    for i, (mode, role) in enumerate(zip(order, roles(order))):
+    for mode, role in zip(order, roles(order)):
         out.append((len(out), mode, "pvmm_latency", role if matrix else MEASURED))
-        if mode in boot["cyclictest"] and mode not in seen:
-            seen.add(mode)
-            out.append((len(out), mode, "cyclictest", "crosscheck"))
+        if mode in seen:
+            continue
+        seen.add(mode)
+        for probe, extra in (("cyclictest", CROSSCHECK), ("timerlat", TIMERLAT)):
+            if mode in boot.get(probe, []):
+                out.append((len(out), mode, probe, extra))
     return out

@@ -4,7 +4,8 @@ import os
 
 import matplotlib
 
-from cells import DASH, MODES, fmt, get, lat, median, num, nums
+from cells import (DASH, MODES, TIMERLAT_IRQ, TIMERLAT_THREAD, fmt, get, lat, median, num,
+                   nums, skey)
 
 matplotlib.use("Agg")  # build hosts have no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
@@ -129,6 +130,49 @@ def plot_hist(run, meta, out_dir, vs):
     return name, None
 
 
+def plot_timerlat(run, meta, out_dir, vs):
+    """One point's timerlat phases, a panel per mode, IRQ and thread latency
+    overlaid: at the highest host cost, from the first repeat measured."""
+    name = f"timerlat-{vs[0] if num(vs[0]) is not None else 'unknown'}cpu-{vs[1] or 'unknown'}"
+    # The thread in the mode's colour, the IRQ dashed black over it.
+    probes = (("thread", TIMERLAT_THREAD, None, "-"), ("IRQ", TIMERLAT_IRQ, "black", "--"))
+    pts = [k for k in run.probe_keys(3, (TIMERLAT_IRQ, TIMERLAT_THREAD)) if k[:2] == vs]
+    pt = ([k for k in pts if k in run.costs] or pts)[-1]  # sorted by cost: the highest
+    cells = [c for _, probe, _, _ in probes for m in MODES for c in run.repeats(pt, m, probe)]
+    first = min((c.get("repeat") for c in cells), key=skey)
+    panels = {}
+    for mode in MODES:
+        bins = {label: summed_bins(c for c in run.repeats(pt, mode, probe)
+                                   if c.get("repeat") == first)
+                for label, probe, _, _ in probes}
+        if any(bins.values()):
+            panels[mode] = bins
+    if not panels:
+        return name, "no histogram bins"
+    fig, axes = plt.subplots(1, len(panels), figsize=(1 + 4.2 * len(panels), 4.2),
+                             squeeze=False, sharex=True, sharey=True)
+    for ax, (mode, bins) in zip(axes[0], panels.items()):
+        for label, probe, colour, style in probes:
+            if bins[label]:
+                edges, heights = stairs_from_sparse(bins[label])
+                over = sum(nums(lat(c, "overflow") for c in run.repeats(pt, mode, probe)
+                                if c.get("repeat") == first))
+                # Baseline 0.5, as in plot_hist: empty bins touch the log axis.
+                ax.stairs([max(h, 0.5) for h in heights], edges, baseline=0.5,
+                          color=colour or MODE_COLOURS[mode], linestyle=style,
+                          label=label + (f" ({fmt(over)} beyond histogram)" if over else ""))
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=0.5)
+        ax.set(title=mode, xlabel="latency (µs, 1 µs bins)")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("samples")
+    rep = f", repeat {fmt(first + 1)}" if num(first) is not None else ""
+    save(fig, out_dir, name, f"timerlat IRQ and thread latency, {fmt(vs[0])} vCPUs, "
+         f"{vs[1] or DASH} spaces, host cost {pt[2] or DASH}{rep}", meta)
+    return name, None
+
+
 def plot_outstanding(series, meta, out_dir):
     # A colour per series; a line style per gauge.  The host's own pile-up is
     # what it has not even taken from the ring yet (sq_pending): a starved
@@ -166,6 +210,9 @@ def draw_all(run, series, meta, out_dir):
     panels = run.probe_keys(2)  # one histogram per (vcpus, shape)
     done += ([plot_hist(run, meta, out_dir, vs) for vs in panels]
              or [("hist-*", "no pvmm_latency cells")])
+    tl = run.probe_keys(2, (TIMERLAT_IRQ, TIMERLAT_THREAD))  # one per (vcpus, shape)
+    done += ([plot_timerlat(run, meta, out_dir, vs) for vs in tl]
+             or [("timerlat-*", "no timerlat cells")])
     done.append(("outstanding", plot_outstanding(series, meta, out_dir)))
     return done
 

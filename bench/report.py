@@ -6,7 +6,8 @@
 Reads RESULTS_DIR/results.json (schema 1 or 2, written by `make bench`) and writes
 RESULTS_DIR/report.md and the plots (.png and .svg) next to it: what ran on
 which platform, latency per (vCPUs, shape, host cost, mode), a cross-check
-against cyclictest, and a met/missed verdict per goal with its numbers. Old or
+against cyclictest, interrupt and thread latency from the timerlat tracer
+(reported, not judged), and a met/missed verdict per goal with its numbers. Old or
 partial files are fine: missing values print "–", goals without data are "not
 measured", plots without data are skipped. Needs only the standard library and
 Debian's python3-matplotlib.
@@ -17,6 +18,7 @@ import os
 import sys
 
 import plots
+import timerlat
 import verdicts
 from cells import (DASH, PROBE, Run, div, field_median, fmt, fmt_range, fmt_ratio, get, lat,
                    md_table, median, num, point)
@@ -154,6 +156,8 @@ def problems(cells):
             why.append("did not drain")
         if num(c.get("fork_failed")):
             why.append(f"{c['fork_failed']} forks failed")
+        if num(get(c, "lat_us", "lost")):
+            why.append(f"{fmt(get(c, 'lat_us', 'lost'))} timerlat samples lost")
         if num(c.get("sync_timeouts")):
             why.append(f"{c['sync_timeouts']} synchronous waits timed out "
                        "(pvmm switched to async: no baseline)")
@@ -178,7 +182,8 @@ def build_report(results_dir, flat=FLAT, grow=GROW):
     series = [s for s in data.get("series") or [] if isinstance(s, dict)]
     done = plots.draw_all(run, series, meta, results_dir)
     text = "\n".join([header(meta), main_table(run), crosscheck_table(run),
-                      verdicts.goals(run, series, flat, grow), boots_table(boots),
+                      timerlat.section(run), verdicts.goals(run, series, flat, grow),
+                      boots_table(boots),
                       problems(data.get("cells") or []),
                       plots.plot_section(done)])
     path = os.path.join(results_dir, "report.md")

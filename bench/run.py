@@ -6,12 +6,16 @@ Every matrix boot is one (host cost, vCPUs, storm shape, repeat) point;
 inside it, pvmm-bench (selftests/pvmm/pvmm_bench.c) runs the same storm once
 per phase, in the order bench/plan.py gives: a warm-up phase, `off`, the
 other modes rotated from repeat to repeat, and `off` again, with the latency
-probe, and for some modes once more with cyclictest.  So every mode is
-compared against `off` from the same boot, never across boots, and the two
-`off` phases give the boot's noise floor.  Two more boots run a sustained
-storm against a host stub whose worker runs at the lowest host priority,
-with and without credits, and record outstanding work over time: the trap
-of the design's source paper.
+probe, and for some modes once more with cyclictest and once more with the
+kernel's timerlat tracer.  So every mode is compared against `off` from the
+same boot, never across boots, and the two `off` phases give the boot's
+noise floor.  A timerlat phase prints two results: the thread latency (how
+late the timerlat kthread woke) as the other probes do, and the IRQ latency
+(how late the hrtimer's handler ran) on lines marked ctx=irq; it becomes two
+cells, of probes timerlat_thread and timerlat_irq.  Two more boots run a
+sustained storm against a host stub whose worker runs at the lowest host
+priority, with and without credits, and record outstanding work over time:
+the trap of the design's source paper.
 
 The guest frames each phase with PVMM-BENCH-BEGIN/END lines; at each the
 host stub's own counters are read from its --series CSV, which gives the
@@ -99,7 +103,9 @@ class Boot:
         self.args, self.index, self.vcpus = args, index, vcpus
         self.host_args, self.env, self.log, self.accel = host_args, env, log, accel
         self.series = args.out / f"host-series-{index}.csv"
-        self.phases = []    # in order: {"mode", "probe", "hist", "result", ...}
+        # In order: {"mode", "probe", "hist", "result", ...}; a timerlat
+        # phase's IRQ part in "irq" and "irq_hist".
+        self.phases = []
         self.guest_series = {}
         self.caps = {}
         self.errors = []
@@ -141,6 +147,18 @@ class Boot:
         self.errors.append(f"{m.get('mode')}/{m.get('probe')}: output outside its phase")
         return None
 
+    def part(self, m):
+        """The keys of the result and histogram a RESULT/HIST line fills:
+        without ctx the phase's own, with ctx=irq a timerlat phase's IRQ part;
+        None, and an error, for any other ctx."""
+        ctx = m.get("ctx")
+        if ctx is None:
+            return "result", "hist"
+        if ctx == "irq" and m.get("probe") == "timerlat":
+            return "irq", "irq_hist"
+        self.errors.append(f"{m.get('mode')}/{m.get('probe')}: unknown ctx={ctx}")
+        return None
+
     def line(self, line):
         i = line.find("PVMM-BENCH-")
         if i < 0:
@@ -149,7 +167,7 @@ class Boot:
         m = kv(rest)
         if tag == "PVMM-BENCH-BEGIN":
             self.phases.append({"mode": m.get("mode"), "probe": m.get("probe"), "hist": {},
-                                "result": None, "rc": None,
+                                "result": None, "irq": None, "irq_hist": {}, "rc": None,
                                 "host_begin": host_row(self.series)})
         elif tag == "PVMM-BENCH-END":
             ph = self.current(m)
@@ -161,13 +179,14 @@ class Boot:
             if m.get("rc"):
                 self.errors.append(f"{m['mode']}/{m['probe']}: rc={m['rc']}")
         elif tag == "PVMM-BENCH-RESULT":
-            ph = self.current(m)
-            if ph is not None:
-                ph["result"] = m
+            ph, part = self.current(m), self.part(m)
+            if ph is not None and part:
+                ph[part[0]] = m
         elif tag == "PVMM-BENCH-HIST":
-            ph = self.current(m)
-            for us, n in re.findall(r" (\d+):(\d+)", rest) if ph is not None else []:
-                ph["hist"][int(us)] = ph["hist"].get(int(us), 0) + int(n)
+            ph, part = self.current(m), self.part(m)
+            hist = ph[part[1]] if ph is not None and part else None
+            for us, n in re.findall(r" (\d+):(\d+)", rest) if hist is not None else []:
+                hist[int(us)] = hist.get(int(us), 0) + int(n)
         elif tag == "PVMM-BENCH-SERIES":
             self.guest_series.setdefault(m["mode"], []).append(
                 {k: m[k] for k in ("t_ms", "outstanding", "pgds_pending",
@@ -197,6 +216,12 @@ def lat_of(r):
             ("overflow", "overflow"))}
 
 
+def complete(probe, ph):
+    """Did the phase deliver every result its probe prints?"""
+    return (ph is not None and ph["result"] is not None
+            and (probe != "timerlat" or ph.get("irq") is not None))
+
+
 def cell_of(boot, mode, probe, ph, extra):
     r = ph["result"] or {}
     hb, he = ph.get("host_begin"), ph.get("host_end")
@@ -215,6 +240,25 @@ def cell_of(boot, mode, probe, ph, extra):
                 host_cpu_us_per_teardown=host_cpu,
                 drained=bool(r.get("drained")), fork_failed=r.get("fork_failed"),
                 sync_timeouts=r.get("sync_timeouts"), phase_rc=ph.get("rc"))
+
+
+def cells_of(boot, mode, probe, ph, extra):
+    """The cells of one phase: one per result it delivered.  A timerlat
+    phase gives two, timerlat_thread and timerlat_irq; the IRQ cell has the
+    IRQ result's latency, lost samples and histogram, and repeats the
+    phase's other fields (forks, teardowns, host CPU) from the thread's."""
+    if probe != "timerlat":
+        return [cell_of(boot, mode, probe, ph, extra)] if ph["result"] is not None else []
+    out = []
+    thread = cell_of(boot, mode, "timerlat_thread", ph, extra)
+    thread["lat_us"]["lost"] = (ph["result"] or {}).get("lost")
+    if ph["result"] is not None:
+        out.append(thread)
+    if ph.get("irq") is not None:
+        out.append(dict(thread, probe="timerlat_irq",
+                        lat_us=dict(lat_of(ph["irq"]), lost=ph["irq"].get("lost")),
+                        hist=sorted([us, n] for us, n in ph["irq_hist"].items())))
+    return out
 
 
 def meta(args, build):
@@ -265,7 +309,8 @@ def boot_env(p, b):
     """pvmm-bench's environment for boot b of preset p."""
     env = {"PVMM_BENCH_SHAPE": b["shape"], "PVMM_BENCH_MIB": LARGE_MIB,
            "PVMM_BENCH_INTERVAL_US": INTERVAL_US, "PVMM_BENCH_MODES": ",".join(b["order"]),
-           "PVMM_BENCH_CYCLICTEST": ",".join(b["cyclictest"]) or "none"}
+           "PVMM_BENCH_CYCLICTEST": ",".join(b["cyclictest"]) or "none",
+           "PVMM_BENCH_TIMERLAT": ",".join(b.get("timerlat", [])) or "none"}
     if b["run"] == "matrix":
         # The warm-up phase replaces the unmeasured warm-up storm.
         env.update(PVMM_BENCH_SECONDS=p["seconds"], PVMM_BENCH_WARMUP_S=0)
@@ -279,7 +324,7 @@ def boot_record(n, b, boot, want):
     """A boot's entry in results.json: what ran, how it ended, what is missing."""
     missing = [{"seq": seq, "mode": mode, "probe": probe, "role": role}
                for seq, mode, probe, role, ph in boot.matched(want)
-               if ph is None or ph["result"] is None]
+               if not complete(probe, ph)]
     return {"boot": n, "run": b["run"], "repeat": b["repeat"], "vcpus": b["vcpus"],
             "shape": b["shape"], "cost": b["cost"], "order": b["order"],
             "accel": boot.accel, "rc": boot.rc, "done_rc": boot.done_rc,
@@ -367,9 +412,9 @@ def main():
                  "cost": b["cost"], "errors": boot.errors, "accel": accel}
         if b["run"] == "matrix":
             for seq, mode, probe, role, ph in boot.matched(want):
-                if ph is not None and ph["result"] is not None:
-                    res["cells"].append(cell_of(boot, mode, probe, ph,
-                                                dict(extra, seq=seq, role=role)))
+                if ph is not None:
+                    res["cells"] += cells_of(boot, mode, probe, ph,
+                                             dict(extra, seq=seq, role=role))
         else:
             res["series"].append(credits_series(b, boot, host, extra))
         # Written after every boot: an interrupted run keeps what it measured.

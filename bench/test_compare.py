@@ -118,6 +118,11 @@ class CompareTest(unittest.TestCase):
         self.assertNotIn("µs", text)
         self.assertEqual(row(text, "| 2 | large | 10ms | sync |")[7], "450.00 [400.00–500.00]")
 
+    def test_timerlat_cells_are_skipped(self):
+        plain, _ = self.compare(results(), results())
+        text, _ = self.compare(results(timerlat=True), results(timerlat=True, lost=3))
+        self.assertEqual(text, plain)
+
     def test_points_of_one_run(self):
         # The new run's 10ms boots failed: the point stays, with – for the new run.
         text, _ = self.compare(results(), results(failed=(3, 4)))

@@ -56,6 +56,30 @@ class PhaseOrder(unittest.TestCase):
             ("off", "pvmm_latency", "last")])
         self.assertEqual([s for s, *_ in plan.expected(b)], list(range(7)))
 
+    def test_timerlat_after_cyclictest_once_per_mode(self):
+        b = {"run": "matrix", "order": plan.phase_order(["sync", "async"], 1),
+             "cyclictest": ["off", "async"], "timerlat": ["off", "sync"]}
+        got = [(mode, probe, role) for _, mode, probe, role in plan.expected(b)]
+        self.assertEqual(got, [
+            ("off", "pvmm_latency", "warmup"), ("off", "cyclictest", "crosscheck"),
+            ("off", "timerlat", "timerlat"), ("off", "pvmm_latency", "first"),
+            ("async", "pvmm_latency", "measured"), ("async", "cyclictest", "crosscheck"),
+            ("sync", "pvmm_latency", "measured"), ("sync", "timerlat", "timerlat"),
+            ("off", "pvmm_latency", "last")])
+        self.assertEqual([s for s, *_ in plan.expected(b)], list(range(9)))
+
+    def test_timerlat_repeats(self):
+        # smoke: every repeat; quick: the first only (its time budget); full: two.
+        want = {"smoke": plan.PRESETS["smoke"]["repeats"], "quick": 1, "full": 2}
+        for name, p in plan.PRESETS.items():
+            self.assertEqual(p["timerlat"], ["off", "sync", "async"], name)
+            for b in plan.plan(p):
+                on = b["run"] == "matrix" and b["repeat"] < want[name]
+                self.assertEqual(b["timerlat"], p["timerlat"] if on else [], (name, b))
+                got = [m for _, m, probe, _ in plan.expected(b) if probe == "timerlat"]
+                # Once per mode, in the order the boot runs them (rotated).
+                self.assertEqual(sorted(got), ["async", "off", "sync"] if on else [], name)
+
     def test_costs(self):
         c = plan.cost_of("mib", 200, "large")
         self.assertEqual(c["per_space_us"], 200.0 * plan.LARGE_MIB)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import unittest
+from unittest import mock
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import report  # noqa: E402
@@ -35,14 +36,32 @@ def cell(boot, repeat, label, per_space, mode, probe, mx, role="measured"):
             "host_cpu_us_per_teardown": per_space}
 
 
+# Per repeat and mode: the timerlat phase's (IRQ max, thread max).  Same-boot
+# ratios to off: sync 2 and 1 (IRQ), 3 and 1 (thread); across boots they differ.
+TIMERLAT = [{"off": (10, 30), "sync": (20, 90), "async": (10, 30), "chunked": (5, 5)},
+            {"off": (40, 60), "sync": (40, 60), "async": (40, 60)}]
+
+
+def timerlat_cells(boot, repeat, label, per_space, mode, lost=0):
+    """A timerlat phase's two cells, as run.py writes them."""
+    irq_max, thread_max = TIMERLAT[repeat][mode]
+    thread = cell(boot, repeat, label, per_space, mode, "timerlat_thread", thread_max,
+                  "timerlat")
+    irq = cell(boot, repeat, label, per_space, mode, "timerlat_irq", irq_max, "timerlat")
+    irq["lat_us"]["lost"] = lost
+    return [thread, irq]
+
+
 def results(async_factor=1.2, sync=(1000, 10000), default_peak=60, last_factor=1.05,
-            failed=(), chunked=200):
+            failed=(), chunked=200, timerlat=False, lost=0):
     """2 costs × 2 repeats on 2 vCPUs, cyclictest too in repeat 0.
 
     Each boot: a warm-up `off` (max 4000, never judged), `off` first (max 20
     in repeat 0, 25 in repeat 1), sync, chunked (max chunked), async (async_factor × off)
     and `off` last (last_factor × off first). sync's max is sync[cost].
-    Boots in failed ran nothing: their record says so.
+    Boots in failed ran nothing: their record says so. With timerlat, every
+    boot has timerlat phases of off, sync and async (TIMERLAT), the IRQ cell of
+    async in the last boot with lost samples lost.
     """
     cells, boots, boot = [], [], 0
     for ci, (label, per_space) in enumerate(COSTS):
@@ -67,6 +86,9 @@ def results(async_factor=1.2, sync=(1000, 10000), default_peak=60, last_factor=1
                 if repeat == 0:
                     cells.append(cell(boot, repeat, label, per_space, mode, "cyclictest", mx * 2,
                                       "crosscheck"))
+                if timerlat and mode != "chunked":
+                    cells += timerlat_cells(boot, repeat, label, per_space, mode,
+                                            lost if (boot, mode) == (4, "async") else 0)
             cells.append(cell(boot, repeat, label, per_space, "off", "pvmm_latency",
                               int(off * last_factor), "last"))
     guest_off = [{"t_ms": t * 100, "outstanding": 10 * t, "pgds_pending": t, "spaces_live": 5,
@@ -92,6 +114,13 @@ def results(async_factor=1.2, sync=(1000, 10000), default_peak=60, last_factor=1
 def row(text, prefix):
     return [x.strip() for x in next(ln for ln in text.splitlines()
                                     if ln.startswith(prefix)).split("|")]
+
+
+def section(text, title):
+    """A report section from its heading to the next one."""
+    start = text.index(f"## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:] if end < 0 else text[start:end + 1]
 
 
 def verdict(text, claim):
@@ -200,6 +229,67 @@ class ReportTest(unittest.TestCase):
                 path = os.path.join(self.dir, f"{name}.{ext}")
                 self.assertTrue(os.path.getsize(path) > 0, path)
             self.assertIn(f"![{name}]({name}.png)", text)
+
+    def test_timerlat_same_boot_ratio(self):
+        tl = section(self.run_report(results(timerlat=True)), "Interrupt latency (timerlat)")
+        self.assertIn("reported, not judged", tl)
+        # IRQ max 20/10 and 40/40, thread 90/30 and 60/60: per boot, against its own off.
+        r = row(tl, "| 2 | large | 1ms | sync |")
+        self.assertEqual(r[5:16], ["2", "30 [20–40]", "29 [19–39]", "75 [60–90]",
+                                   "74 [59–89]", "1000", "1000", "0", "1.50 [1.00–2.00]",
+                                   "2.00 [1.00–3.00]", ""])
+        self.assertEqual(row(tl, "| 2 | large | 10ms | off |")[13:15], ["–", "–"])
+        self.assertNotIn("Samples lost", tl)
+
+    def test_timerlat_single_repeat_has_no_range(self):
+        data = results(timerlat=True)
+        data["cells"] = [c for c in data["cells"] if c["repeat"] == 0]
+        tl = section(self.run_report(data), "Interrupt latency (timerlat)")
+        self.assertEqual(row(tl, "| 2 | large | 1ms | sync |")[5:15],
+                         ["1", "20", "19", "90", "89", "1000", "1000", "0", "2.00", "3.00"])
+
+    def test_timerlat_lost_samples_show(self):
+        text = self.run_report(results(timerlat=True, lost=7))
+        tl = section(text, "Interrupt latency (timerlat)")
+        self.assertEqual(row(tl, "| 2 | large | 10ms | async |")[12], "**7**")
+        self.assertIn("**Samples lost**", tl)
+        self.assertIn("2 vCPUs, large, 10ms, async: 7", tl)
+        self.assertIn("7 timerlat samples lost", section(text, "Problems"))
+
+    def test_no_timerlat_phases(self):
+        text = self.run_report(results())
+        self.assertIn("No timerlat phases in this run.",
+                      section(text, "Interrupt latency (timerlat)"))
+        self.assertIn("timerlat-*: skipped", text)
+
+    def test_timerlat_never_enters_tables_or_verdicts(self):
+        # Everything but the timerlat section and the plots' list is the same
+        # with and without timerlat cells: main table, cross-check, goals, floors.
+        def rest(text):
+            return text.replace(section(text, "Interrupt latency (timerlat)"), "").replace(
+                section(text, "Plots"), "")
+        for kw in ({}, {"async_factor": 5, "sync": (1000, 1000)}):
+            with self.subTest(**kw):
+                data = results(timerlat=True, **kw)
+                # And a point only timerlat measured: it must not become a point.
+                for c in timerlat_cells(9, 0, "1ms", 1000.0, "chunked"):
+                    data["cells"].append(dict(c, vcpus=1))
+                self.assertEqual(rest(self.run_report(data)),
+                                 rest(self.run_report(results(**kw))))
+
+    def test_timerlat_plot(self):
+        text = self.run_report(results(timerlat=True))
+        for ext in ("png", "svg"):
+            path = os.path.join(self.dir, f"timerlat-2cpu-large.{ext}")
+            self.assertTrue(os.path.getsize(path) > 0, path)
+        self.assertIn("![timerlat-2cpu-large](timerlat-2cpu-large.png)", text)
+        # The highest cost, the first repeat: the title says which.
+        data = results(timerlat=True)
+        run = report.Run(data["cells"], data["boots"])
+        with mock.patch.object(report.plots, "save") as save:
+            report.plots.plot_timerlat(run, {}, self.dir, (2, "large"))
+        report.plots.plt.close("all")
+        self.assertIn("host cost 10ms, repeat 1", save.call_args.args[3])
 
     def test_missing_and_null_fields(self):
         sparse = [

@@ -128,6 +128,73 @@ class BootParsing(unittest.TestCase):
                          [("sync", "measured"), ("off", "last")])
         self.assertEqual((rec["rc"], rec["done_rc"], rec["ok"]), (1, None, False))
 
+    def timerlat_phase(self, mode="off", irq=True):
+        b = self.boot
+        b.line(f"PVMM-BENCH-BEGIN mode={mode} probe=timerlat")
+        b.line(f"PVMM-BENCH-END mode={mode} probe=timerlat rc=0")
+        b.line(f"# PVMM-BENCH-RESULT mode={mode} probe=timerlat samples=5000 min=2 avg=3.5 "
+               "p99=8 p999=11 max=14 overflow=0 procs=4 ms=1000 forks_per_s=15.5 "
+               "destroyed=20 doorbells=10 drained=1")
+        b.line(f"PVMM-BENCH-HIST mode={mode} probe=timerlat 3:120 4:800")
+        b.line(f"PVMM-BENCH-HIST mode={mode} probe=timerlat 4:1 14:1")
+        if irq:
+            b.line(f"PVMM-BENCH-RESULT mode={mode} probe=timerlat ctx=irq samples=5001 min=1 "
+                   "avg=1.5 p99=3 p999=4 max=6 overflow=0 lost=2")
+            b.line(f"PVMM-BENCH-HIST mode={mode} probe=timerlat ctx=irq 1:4000 2:900")
+            b.line(f"# PVMM-BENCH-HIST mode={mode} probe=timerlat ctx=irq 2:1 6:1")
+
+    def test_timerlat_phase_gives_two_cells(self):
+        b = self.boot
+        self.timerlat_phase("sync")
+        self.assertEqual(b.errors, [])
+        thread, irq = run.cells_of(b, "sync", "timerlat", phase(b, "sync", "timerlat"),
+                                   {"role": "timerlat"})
+        self.assertEqual((thread["probe"], irq["probe"]), ("timerlat_thread", "timerlat_irq"))
+        self.assertEqual((thread["lat_us"]["max"], thread["lat_us"]["p999"]), (14, 11))
+        self.assertEqual(thread["hist"], [[3, 120], [4, 801], [14, 1]])
+        self.assertEqual((irq["lat_us"]["max"], irq["lat_us"]["samples"]), (6, 5001))
+        self.assertEqual(irq["lat_us"]["lost"], 2)
+        self.assertEqual(irq["hist"], [[1, 4000], [2, 901], [6, 1]])
+        # The IRQ cell repeats the phase's other figures from the thread's result.
+        for c in (thread, irq):
+            self.assertEqual((c["forks_per_s"], c["doorbells_per_teardown"], c["role"],
+                              c["mode"], c["drained"]), (15.5, 0.5, "timerlat", "sync", True))
+
+    def test_timerlat_without_its_irq_result_is_missing(self):
+        b = self.boot
+        bp = {"run": "matrix", "repeat": 0, "vcpus": 1, "shape": "large",
+              "cost": plan.cost_of("base", 1000, "large"), "order": ["off", "off", "off"],
+              "cyclictest": [], "timerlat": ["off"]}
+        want = plan.expected(bp)
+        b.line("PVMM-BENCH-BEGIN mode=off probe=pvmm_latency")
+        b.line("# PVMM-BENCH-RESULT mode=off probe=pvmm_latency max=4")
+        self.timerlat_phase("off", irq=False)
+        for _ in range(2):
+            b.line("PVMM-BENCH-BEGIN mode=off probe=pvmm_latency")
+            b.line("# PVMM-BENCH-RESULT mode=off probe=pvmm_latency max=4")
+        rec = run.boot_record(0, bp, b, want)
+        self.assertEqual([(m["mode"], m["probe"], m["role"]) for m in rec["missing"]],
+                         [("off", "timerlat", "timerlat")])
+        # What it did deliver is still a cell: the thread's.
+        cells = run.cells_of(b, "off", "timerlat", b.phases[1], {})
+        self.assertEqual([c["probe"] for c in cells], ["timerlat_thread"])
+
+    def test_irq_output_outside_its_phase_is_an_error(self):
+        b = self.boot
+        b.line("PVMM-BENCH-BEGIN mode=off probe=pvmm_latency")
+        b.line("PVMM-BENCH-RESULT mode=off probe=timerlat ctx=irq max=6")
+        b.line("PVMM-BENCH-HIST mode=off probe=timerlat ctx=irq 1:4")
+        b.line("PVMM-BENCH-RESULT mode=off probe=pvmm_latency ctx=irq max=6")
+        self.assertEqual(len(b.errors), 3)
+        self.assertEqual((b.phases[0]["result"], b.phases[0]["irq"]), (None, None))
+        self.assertEqual((b.phases[0]["hist"], b.phases[0]["irq_hist"]), ({}, {}))
+
+    def test_boot_env_names_the_timerlat_modes(self):
+        p = plan.PRESETS["quick"]
+        envs = [run.boot_env(p, b)["PVMM_BENCH_TIMERLAT"] for b in plan.plan(p)]
+        self.assertEqual(envs[0], "off,sync,async")
+        self.assertEqual(envs[-1], "none")  # a credits boot
+
     def test_placement_is_recorded_and_passed(self):
         args = argparse.Namespace(vcpu_cpus="1", worker_cpus="0", worker_sched="idle",
                                   worker_nice=19, work="process")
