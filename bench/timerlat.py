@@ -64,6 +64,7 @@ def section(run):
             "is one hrtimer: IRQ is how late its interrupt handler ran, thread how late "
             "the timerlat thread it woke began to run. Medians over boots, [min–max] when "
             "there is more than one; x/off is each boot's ratio to the `off` timerlat phase "
-            "of the same boot. These figures are reported, not judged: the claims are "
+            "of the same boot. Latencies are whole microseconds, rounded down: an IRQ "
+            "max of 0 is under 1 µs, and a ratio to it shows as –. These figures are reported, not judged: the claims are "
             "judged on the pvmm_latency probe.\n\n"
             + md_table(heads, rows, "No timerlat phases in this run.") + note)
