@@ -163,7 +163,10 @@ def plot_timerlat(run, meta, out_dir, vs):
                           label=label + (f" ({fmt(over)} beyond histogram)" if over else ""))
         ax.set_yscale("log")
         ax.set_ylim(bottom=0.5)
-        ax.set(title=mode, xlabel="latency (µs, 1 µs bins)")
+        # Linear up to 10 µs, where off and async live and IRQ latency is
+        # often 0; logarithmic beyond, where sync's waits are.
+        ax.set_xscale("symlog", linthresh=10)
+        ax.set(title=mode, xlabel="latency (µs, 1 µs bins; log beyond 10)")
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("samples")
