@@ -88,6 +88,7 @@ class Project:
         (self.top / "kernel/configs").mkdir()
         (self.top / "kernel/configs/pvmm.config").write_text("CONFIG_RUST=y\nCONFIG_X=y\n")
         (self.top / "kernel/configs/x86_64.config").write_text("CONFIG_64BIT=y\n")
+        (self.top / "kernel/configs/timerlat.config").write_text("CONFIG_TIMERLAT_TRACER=y\n")
         for d, f in (("rust/kernel", "x.rs"), ("rust/helpers", "x.c"), ("drivers/pvmm", "x.rs")):
             (self.top / d).mkdir(parents=True)
             (self.top / d / f).write_text("// overlay\n")
