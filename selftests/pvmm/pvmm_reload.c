@@ -252,6 +252,45 @@ TEST_F_TIMEOUT(reload, under_storm, 300)
 }
 
 /*
+ * A space alive at unload outlives the driver: the host forgets it in the
+ * detach's reset, and the unload says how many such spaces the kernel now
+ * frees by itself.  Then the space ends, its pgd_free finds no hooks, and
+ * the kernel stays clean.
+ */
+TEST_F_TIMEOUT(reload, live_space_outlives_the_driver, 120)
+{
+	uint64_t seq = 0, last;
+	int go[2], status, found;
+	pid_t child;
+	char c = 0;
+
+	unload(_metadata, 1);
+	load(_metadata, 1, &self->before);
+	ASSERT_EQ(0, pipe(go));
+	/* Its address space is created by this instance. */
+	child = fork();
+	ASSERT_GE(child, 0);
+	if (!child) {
+		close(go[1]);
+		_exit(read(go[0], &c, 1) == 1 ? 0 : 1);
+	}
+	close(go[0]);
+	ASSERT_LE(0, pvmm_kmsg_find(0, &seq, false, ""));
+	unload(_metadata, 2);
+	found = pvmm_kmsg_find(seq, &last, true,
+			       "live address spaces go on without pvmm");
+	EXPECT_LE(1, found) {
+		TH_LOG("the unload did not say which live spaces outlive it");
+	}
+	ASSERT_EQ(1, write(go[1], &c, 1));
+	close(go[1]);
+	ASSERT_EQ(child, waitpid(child, &status, 0));
+	EXPECT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status));
+	load(_metadata, 2, &self->before);
+	pvmm_kernel_clean(_metadata);
+}
+
+/*
  * The mode module parameter: an instance starts in the mode it names, and a
  * value that is not a mode makes the load fail.
  */

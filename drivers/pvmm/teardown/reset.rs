@@ -144,9 +144,14 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     /// Releases what a finished reset untracked, without the teardown lock, and wakes
     /// throttled creators.
     pub(super) fn reset_released(&self, gone: Untracked) {
-        let (released, _) = self.release_untracked(gone, Why::Reset, false);
+        let (released, live) = self.release_untracked(gone, Why::Reset, false);
         self.stats().reset_releases.fetch_add(released, Relaxed);
         pr_info!("host reset; released {released} page directories it had forgotten\n");
+        if live != 0 {
+            // Only when detaching: the hooks go next, and the kernel frees these
+            // spaces' page directories itself when they end.
+            pr_info!("{live} live address spaces go on without pvmm; the host forgot them\n");
+        }
         self.progress.notify_all();
     }
 }
