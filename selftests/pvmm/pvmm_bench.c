@@ -247,30 +247,35 @@ static int run_phase(struct pvmm_phase_cfg *cfg, const char *mode,
 	return ret;
 }
 
+/* A phase measured by @probe instead of the built-in probe; no series. */
+static int run_probe(const struct pvmm_phase_cfg *cfg, const char *mode,
+		     const char *name,
+		     int (*probe)(void *, unsigned int, struct pvmm_phase_res *),
+		     void *arg, struct pvmm_phase_res *r)
+{
+	struct pvmm_phase_cfg c = *cfg;
+
+	c.probe = probe;
+	c.probe_arg = arg;
+	c.series_ms = 0;
+	return run_phase(&c, mode, name, r);
+}
+
 /* A phase measured by cyclictest, if it is there. */
-static int run_cyclictest(struct pvmm_phase_cfg *cfg, const char *mode,
+static int run_cyclictest(const struct pvmm_phase_cfg *cfg, const char *mode,
 			  struct ct_arg *ct, struct pvmm_phase_res *r)
 {
-	unsigned int series_ms = cfg->series_ms;
-	int ret;
-
 	if (access(ct->path, X_OK)) {
 		printf("PVMM-BENCH-ERROR %s: %s\n", ct->path, strerror(errno));
 		return -ENOENT;
 	}
-	cfg->probe = ct_probe;
-	cfg->probe_arg = ct;
-	cfg->series_ms = 0;
-	ret = run_phase(cfg, mode, "cyclictest", r);
-	cfg->series_ms = series_ms;
-	return ret;
+	return run_probe(cfg, mode, "cyclictest", ct_probe, ct, r);
 }
 
 /* A phase measured by the timerlat tracer: thread, then IRQ latency. */
-static int run_timerlat(struct pvmm_phase_cfg *cfg, const char *mode,
+static int run_timerlat(const struct pvmm_phase_cfg *cfg, const char *mode,
 			struct pvmm_timerlat *tl, struct pvmm_phase_res *r)
 {
-	unsigned int series_ms = cfg->series_ms;
 	char why[128];
 	int ret;
 
@@ -278,11 +283,7 @@ static int run_timerlat(struct pvmm_phase_cfg *cfg, const char *mode,
 		printf("PVMM-BENCH-ERROR timerlat: %s\n", why);
 		return -ENOENT;
 	}
-	cfg->probe = pvmm_timerlat_probe;
-	cfg->probe_arg = tl;
-	cfg->series_ms = 0;
-	ret = run_phase(cfg, mode, "timerlat", r);
-	cfg->series_ms = series_ms;
+	ret = run_probe(cfg, mode, "timerlat", pvmm_timerlat_probe, tl, r);
 	if (!ret) {
 		pvmm_timerlat_print(mode, tl);
 		print_hist(mode, "timerlat", " ctx=irq", tl->irq_hist);
