@@ -2,7 +2,8 @@
 
 //! Telling the host about submissions: the [`Doorbell`] and the batching of
 //! notifications ([`Notifier`]). The flush deadline of an incomplete batch is the
-//! `Teardown`'s timer, which calls [`Notifier::flush`].
+//! `Teardown`'s timer, which calls [`Notifier::flush_if_due`]: the same timer is the
+//! completion poll, and its earlier runs must not cut a batch short.
 //!
 //! The words of the path, in order: *submit* writes an entry into the submission
 //! ring; *publish* makes written entries visible to the host (the ring's tail);
@@ -11,9 +12,10 @@
 //! anyway; *ring* rings the doorbell whatever the host says.
 
 use core::sync::atomic::{
-    AtomicU32,
+    AtomicI64, AtomicU32,
     Ordering::{AcqRel, Relaxed, Release},
 };
+use kernel::time::Ktime;
 
 use crate::{
     settings::{Setting, Settings},
@@ -54,8 +56,23 @@ pub(crate) struct Notifier<M: SharedMemory, B: Doorbell> {
     /// count with release ordering after publishing the ring tail; the CPU that takes
     /// the count (acquire) and rings therefore rings for entries the host can see.
     unnotified: AtomicU32,
+    /// When the current batch must be flushed (`Ktime` nanoseconds): set by the
+    /// submission that began it. A flush racing with a new batch's first submission
+    /// may read the old deadline and flush the new batch early; that only makes a
+    /// batch smaller.
+    due_ns: AtomicI64,
     /// The host did not offer `HOST_NEED_WAKEUP`: ring for every batch.
     always_ring: bool,
+}
+
+/// What the flush-deadline timer found.
+pub(crate) enum Due {
+    /// No batch is waiting.
+    Nothing,
+    /// The batch's deadline had passed: it was flushed.
+    Flushed,
+    /// The batch may wait this many more microseconds.
+    In(u64),
 }
 
 /// What to do with published submissions that do not fill a batch.
@@ -73,6 +90,7 @@ impl<M: SharedMemory + Send + Sync, B: Doorbell> Notifier<M, B> {
             shm,
             bell,
             unnotified: AtomicU32::new(0),
+            due_ns: AtomicI64::new(0),
             always_ring: features & wire::FEATURE_NEED_WAKEUP == 0,
         }
     }
@@ -117,6 +135,23 @@ impl<M: SharedMemory + Send + Sync, B: Doorbell> Notifier<M, B> {
         }
     }
 
+    /// Flushes the batch if its deadline has passed (the flush-deadline timer; it is
+    /// also the completion poll, which may run sooner).
+    pub(crate) fn flush_if_due(&self, stats: &Stats) -> Due {
+        if self.unnotified.load(Relaxed) == 0 {
+            return Due::Nothing;
+        }
+        let left_ns = self.due_ns.load(Relaxed) - Ktime::ktime_get().to_ns();
+        if left_ns > 0 {
+            return Due::In(u64::try_from(left_ns).unwrap_or(0).div_ceil(1000));
+        }
+        if self.flush(stats) {
+            Due::Flushed
+        } else {
+            Due::Nothing
+        }
+    }
+
     /// Raises the guest's own completion interrupt (see [`Doorbell::kick`]).
     pub(crate) fn kick(&self) {
         self.bell.kick();
@@ -129,12 +164,21 @@ impl<M: SharedMemory + Send + Sync, B: Doorbell> Notifier<M, B> {
         if n == 0 {
             return Pending::Done;
         }
-        let pending = self.unnotified.fetch_add(n, Release).saturating_add(n);
-        if u64::from(pending) >= settings.get(Setting::Batch) {
+        let flush_us = settings.get(Setting::FlushUs);
+        let before = self.unnotified.fetch_add(n, Release);
+        if before == 0 {
+            // This begins a batch: its deadline counts from now.
+            let us = i64::try_from(flush_us).unwrap_or(i64::MAX / 1000);
+            let due = Ktime::ktime_get()
+                .to_ns()
+                .saturating_add(us.saturating_mul(1000));
+            self.due_ns.store(due, Relaxed);
+        }
+        if u64::from(before.saturating_add(n)) >= settings.get(Setting::Batch) {
             self.flush(stats);
             Pending::Done
         } else {
-            Pending::Defer(settings.get(Setting::FlushUs))
+            Pending::Defer(flush_us)
         }
     }
 }

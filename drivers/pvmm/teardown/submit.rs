@@ -13,7 +13,7 @@ use kernel::{
 
 use super::{Inner, InnerGuard, Teardown};
 use crate::{
-    notify::{Doorbell, Pending},
+    notify::{Doorbell, Due, Pending},
     space::State,
     wire::{self, Op, SharedMemory},
 };
@@ -111,9 +111,14 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
     /// it is armed.
     fn notify(this: ArcBorrow<'_, Self>, n: u32) {
         if let Pending::Defer(us) = this.notifier.notify(this.settings, &this.stats, n) {
-            let ms = u32::try_from(us.div_ceil(1000)).unwrap_or(u32::MAX);
-            Timer::arm_within(this, msecs_to_jiffies(ms).max(1));
+            Self::flush_within(this, us);
         }
+    }
+
+    /// Arms the flush deadline `us` microseconds from now, unless it fires sooner.
+    fn flush_within(this: ArcBorrow<'_, Self>, us: u64) {
+        let ms = u32::try_from(us.div_ceil(1000)).unwrap_or(u32::MAX);
+        Timer::arm_within(this, msecs_to_jiffies(ms).max(1));
     }
 
     /// Notifies the host of `n` published requests now: for requests moved out of the
@@ -209,13 +214,18 @@ impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> Teardown<M,
 impl<M: SharedMemory + Send + Sync + 'static, B: Doorbell + 'static> TimerCallback
     for Teardown<M, B>
 {
-    /// The flush deadline passed: flushes the incomplete batch. While work is
+    /// Flushes the incomplete batch once its deadline has passed. While work is
     /// outstanding it is also the poll: completions that no interrupt announced (a
     /// host that stopped after refilling a ring the guest had to leave) get one, raised
     /// by the guest itself, since the teardown lock is not taken here.
     fn run(this: Arc<Self>) {
-        if this.notifier.flush(&this.stats) {
-            this.stats.deadline_flushes.fetch_add(1, Relaxed);
+        match this.notifier.flush_if_due(&this.stats) {
+            Due::Flushed => {
+                this.stats.deadline_flushes.fetch_add(1, Relaxed);
+            }
+            // The poll ran first: the batch keeps its own deadline.
+            Due::In(us) => Self::flush_within(this.as_arc_borrow(), us),
+            Due::Nothing => {}
         }
         if !this.busy.load(Relaxed) {
             return;
