@@ -43,11 +43,13 @@ PRESETS = {
         "shapes": ["large"],
         "modes": ["sync", "chunked", "async"],
         "repeats": 5,
-        "seconds": 2,
+        # 1 s phases and one timerlat boot per point keep full within 90
+        # minutes: 2 s phases and two timerlat boots took 129.5.
+        "seconds": 1,
         "cyclictest": ["off", "sync", "async"],
         "cyclictest_repeats": 1,
         "timerlat": ["off", "sync", "async"],
-        "timerlat_repeats": 2,
+        "timerlat_repeats": 1,
         "credits_seconds": 60,
     },
 }
