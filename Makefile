@@ -8,8 +8,9 @@
 #   make check-full      make check, plus the debug kernel once more with KASAN
 #                        (a third kernel build: about twice as long)
 #   make bench           latency per mode and host cost, with plots
-#                        (PRESET=quick, about 10 minutes; PRESET=full, an hour;
-#                        PRESET=smoke, 2 minutes, to check the pipeline)
+#                        (PRESET=quick, about 15 minutes; PRESET=full, about
+#                        80; PRESET=smoke, a few, to check the pipeline;
+#                        BENCH_ARGS='--seconds N --repeats N' override the preset)
 #   make bench-reference make bench, PRESET=full unless given; its report,
 #                        results and plots go to Documentation/bench-reference
 #   make KDIR=<tree>     build drivers/pvmm out of tree against a built

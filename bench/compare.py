@@ -30,7 +30,8 @@ from cells import DASH, PROBE, Run, fmt, fmt_range, fmt_ratio, get, md_table
 PLATFORM = (("qemu", "QEMU version"), ("accel", "accelerator"), ("icount", "icount setting"),
             ("host_cpu_model", "host CPU model"), ("host_cpus", "host CPU count"))
 # What changes the matrix or the host's side of it, but not the platform.
-SETTINGS = (("preset", "preset"), ("host_work", "host work"), ("placement", "placement"),
+SETTINGS = (("preset", "preset"), ("cell_seconds", "seconds per phase"),
+            ("repeats", "repeats"), ("host_work", "host work"), ("placement", "placement"),
             ("credits_accel", "credits accelerator"))
 
 

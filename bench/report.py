@@ -36,12 +36,15 @@ def header(meta):
         v = get(meta, "placement", key)
         return DASH if v is None else v
     dirty = " (dirty)" if get(meta, "dirty") else ""
+    set_by_args = get(meta, "overrides") if isinstance(get(meta, "overrides"), dict) else {}
+    over = ", ".join(f"--{k} {v}" for k, v in set_by_args.items())
+    over = f" (overridden: {over})" if over else ""
     icount = f" (-icount {meta['icount']})" if get(meta, "icount") else ""
     # `qemu-system-x86_64 --version` says "QEMU emulator version 7.2.x (...)".
     qemu = str(m("qemu")).replace("QEMU emulator version ", "")
     return (
         "# pvmm benchmark report\n\n"
-        f"- Command: `{m('command')}`, preset {m('preset')}\n"
+        f"- Command: `{m('command')}`, preset {m('preset')}{over}\n"
         f"- Commit {m('commit')}{dirty}, started {m('started')}, "
         f"elapsed {fmt(get(meta, 'elapsed_s'))} s\n"
         f"- Per cell {fmt(get(meta, 'cell_seconds'))} s, {fmt(get(meta, 'repeats'))} repeats, "

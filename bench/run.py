@@ -42,7 +42,7 @@ from pathlib import Path
 
 TOP = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from plan import LARGE_MIB, PRESETS, expected, plan  # noqa: E402
+from plan import LARGE_MIB, PRESETS, expected, plan, preset  # noqa: E402
 
 INTERVAL_US = 200
 # The guest clock: icount (single-threaded TCG, guest time follows guest
@@ -357,6 +357,11 @@ def options():
     ap.add_argument("--initrd", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    ap.add_argument("--seconds", type=int, metavar="N",
+                    help="seconds of guest time per phase instead of the preset's "
+                    "(longer phases: p99.9 from more samples)")
+    ap.add_argument("--repeats", type=int, metavar="N",
+                    help="boots per point instead of the preset's")
     ap.add_argument("--command", default=" ".join(sys.argv))
     ap.add_argument("--timeout", type=int, default=900,
                     help="seconds one guest boot may take")
@@ -374,17 +379,25 @@ def options():
                     help="the matrix's host worker policy (default other)")
     ap.add_argument("--worker-nice", type=int, default=0, choices=range(-20, 20),
                     metavar="N", help="the matrix's host worker nice value (default 0)")
-    return ap.parse_args()
+    args = ap.parse_args()
+    try:
+        args.plan = preset(args.preset, args.seconds, args.repeats)
+    except ValueError as e:
+        ap.error(str(e))
+    return args
 
 
 def main():
     args = options()
     args.kernel = args.build / "arch/x86/boot/bzImage"
-    p = PRESETS[args.preset]
+    p = args.plan
     args.out.mkdir(parents=True, exist_ok=True)
     res = {"schema": 2, "meta": meta(args, args.build), "boots": [], "cells": [],
            "series": []}
-    res["meta"].update(cell_seconds=p["seconds"], repeats=p["repeats"])
+    # What the run used, and what of it the command line set.
+    res["meta"].update(cell_seconds=p["seconds"], repeats=p["repeats"],
+                       overrides={k: getattr(args, k) for k in ("seconds", "repeats")
+                                  if getattr(args, k) is not None})
     boots = plan(p)
     start = time.monotonic()
     failed = 0

@@ -95,6 +95,9 @@ class CompareTest(unittest.TestCase):
         text, warnings = self.compare(results(), new)
         self.assertEqual(warnings, [])
         self.assertIn("Settings that differ: preset.", text)
+        new["meta"].update(cell_seconds=4)
+        text, warnings = self.compare(results(), new)
+        self.assertIn("Settings that differ: preset, seconds per phase.", text)
 
     def test_unknown_platform(self):
         text, warnings = self.compare({"meta": {}}, {})

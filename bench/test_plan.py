@@ -45,6 +45,17 @@ class PhaseOrder(unittest.TestCase):
         self.assertEqual(full, [100, 1000, 10000, 50000])
         self.assertGreaterEqual(len(plan.PRESETS["quick"]["costs"]), 2)
 
+    def test_overrides_of_a_preset(self):
+        p = plan.preset("full", seconds=3, repeats=2)
+        self.assertEqual((p["seconds"], p["repeats"]), (3, 2))
+        self.assertEqual(p["costs"], plan.PRESETS["full"]["costs"])
+        self.assertEqual(plan.PRESETS["full"]["seconds"], 1)  # the preset is untouched
+        self.assertEqual(len(plan.plan(p)), 2 * 2 * 4 + 2)
+        self.assertEqual(plan.preset("quick"), plan.PRESETS["quick"])
+        for bad in ({"seconds": 0}, {"seconds": 3601}, {"repeats": 0}):
+            with self.subTest(**bad), self.assertRaises(ValueError):
+                plan.preset("quick", **bad)
+
     def test_expected_phases(self):
         b = {"run": "matrix", "order": plan.phase_order(["sync", "async"], 1),
              "cyclictest": ["off", "async"]}

@@ -150,10 +150,16 @@ class ReportTest(unittest.TestCase):
         self.assertIn("accel icount (-icount shift=0,sleep=on) · QEMU 7.2.0 · guest kernel "
                       "6.12.0-pvmm · host CPU Test CPU × 4", text)
         self.assertIn("vCPUs on CPUs 1, host worker on CPUs 0 at idle, nice 19", text)
+        self.assertNotIn("overridden", text)
         rows = [ln for ln in text.splitlines() if ln.startswith("| 2 | large |")]
         modes = [ln.split("|")[4].strip() for ln in rows[:8]]
         self.assertEqual(modes, ["off", "sync", "chunked", "async"] * 2)  # cost, then mode order
         self.assertIn("| 2 | large | 10ms | sync | 2 | 10000 [10000–10000] | ", text)
+
+    def test_header_names_overrides(self):
+        data = results()
+        data["meta"]["overrides"] = {"seconds": 4}
+        self.assertIn("preset test (overridden: --seconds 4)", self.run_report(data))
 
     def test_ratio_against_same_boot_off(self):
         # async/off per boot: 24/20 and 30/25, both 1.20; off first, not last, not warm-up

@@ -6,9 +6,11 @@ Run: /usr/bin/python3 -m unittest discover -s bench -p 'test_*.py'
 
 import argparse
 import csv
+import sys
 import tempfile
 import unittest
 from pathlib import Path
+from unittest import mock
 
 import plan
 import run
@@ -201,6 +203,19 @@ class BootParsing(unittest.TestCase):
         self.assertEqual(run.placement(args), {"vcpu_cpus": "1", "worker_cpus": "0",
                                                "worker_sched": "idle", "worker_nice": 19})
         self.assertEqual(run.worker_args(args), "--work process --worker-sched idle --worker-nice 19")
+
+    def test_overrides_reach_the_guest(self):
+        argv = ["run.py", "--build", "b", "--initrd", "i", "--out", "o", "--preset", "quick"]
+        with mock.patch.object(sys, "argv", argv + ["--seconds", "4", "--repeats", "2"]):
+            args = run.options()
+        self.assertEqual((args.plan["seconds"], args.plan["repeats"]), (4, 2))
+        boots = plan.plan(args.plan)
+        self.assertEqual(len(boots), 2 * 2 + 2)
+        self.assertEqual(run.boot_env(args.plan, boots[0])["PVMM_BENCH_SECONDS"], 4)
+        for bad in (["--seconds", "0"], ["--repeats", "0"]):
+            with self.subTest(bad=bad), mock.patch.object(sys, "argv", argv + bad), \
+                    mock.patch("sys.stderr"), self.assertRaises(SystemExit):
+                run.options()
 
     def test_boot_env_names_the_order(self):
         p = plan.PRESETS["quick"]

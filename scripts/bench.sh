@@ -3,7 +3,8 @@
 # (bench/run.py) and write the report and plots (bench/report.py) into a
 # new directory under $PVMM_CACHE/bench; "latest" points at it.  Arguments
 # go to bench/run.py: --accel icount|tcg, --work process|busy, --vcpu-cpus
-# LIST, --worker-cpus LIST, --worker-sched other|batch|idle, --worker-nice N.
+# LIST, --worker-cpus LIST, --worker-sched other|batch|idle, --worker-nice N,
+# and --seconds N, --repeats N (the preset's phase length and repeats).
 #
 # usage: scripts/bench.sh [RUN.PY-OPTIONS...]
 # env:   PRESET (quick, the default; full; smoke), PVMM_CACHE, JOBS
